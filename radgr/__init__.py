@@ -1,0 +1,1 @@
+"""The `radgr` command line: one entry point mounting each package's sub-commands."""

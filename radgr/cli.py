@@ -1,0 +1,47 @@
+"""`radgr`: the project's one command line. Each package contributes a sub-command group."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from sid_index.cli import index_app
+from sid_index.data.cli import data_app
+from sid_index.errors import RadgrError
+
+cli = typer.Typer(
+    name="radgr",
+    help="Generative retrieval for e-commerce search: data, Semantic-ID index, training, serving.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+cli.add_typer(data_app, name="data")
+cli.add_typer(index_app, name="index")
+
+
+def app() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        cli(standalone_mode=False)
+    except RadgrError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except FileExistsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    app()

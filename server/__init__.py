@@ -1,0 +1,1 @@
+"""Online retrieval: trie-constrained beam search on vLLM behind FastAPI (issue 4)."""

@@ -1,0 +1,32 @@
+"""User-facing errors: one line that names the file, the row and the problem.
+
+The CLI prints these without a traceback; anything else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RadgrError(Exception):
+    """An error caused by the user's input or environment, reported as one line."""
+
+
+class DataError(RadgrError):
+    """Bad input data: names the file and, when known, the row (1-based) and the column."""
+
+    def __init__(self, path: str | Path, message: str, row: int | None = None, column: str | None = None):
+        self.path = str(path)
+        self.row = row
+        self.column = column
+        self.problem = message
+        where = self.path
+        if row is not None:
+            where += f":{row}"
+        if column is not None:
+            message = f"column '{column}': {message}"
+        super().__init__(f"{where}: {message}")
+
+
+class IndexFormatError(RadgrError):
+    """A Semantic-ID index directory that is missing, damaged or of another version."""

@@ -1,0 +1,1 @@
+"""Offline training: SFT, RAD-DPO and preference baselines, evaluation (issue 3)."""
