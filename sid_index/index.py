@@ -1,0 +1,244 @@
+"""The Semantic-ID index artifact: a directory written atomically, checked when loaded.
+
+    manifest.json           format, version, levels, sizes, counts, embedding model,
+                            stats, and the size + sha256 of every other file
+    sku_to_sid.marisa       marisa RecordTrie: sku_id -> codes
+    sid_to_skus.marisa      marisa BytesTrie: "17-4-250" -> sku_ids (tab-joined, by popularity)
+    trie_l{l}_offsets.npy   CSR trie of valid SIDs, level by level (see sid_index.trie)
+    trie_l{l}_codes.npy
+    centroids_l{l}.npy      RQ-KMeans codebooks (when built from embeddings)
+
+`index_id` (a hash of the file checksums) names the index; checkpoints trained for it
+record it, and the server refuses a checkpoint trained for another index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import marisa_trie
+import numpy as np
+
+from sid_index import __version__
+from sid_index.atomic import atomic_dir
+from sid_index.errors import IndexFormatError
+from sid_index.trie import TrieArrays, build_trie, unique_sids
+
+FORMAT = "radgr-sid-index"
+FORMAT_VERSION = 1
+SKU_SEP = "\t"
+
+
+def sid_key(codes: Iterable[int]) -> str:
+    return "-".join(str(int(c)) for c in codes)
+
+
+@dataclass
+class SidIndex:
+    root: Path
+    manifest: dict[str, Any]
+    trie: TrieArrays
+    sku_to_sid: marisa_trie.RecordTrie
+    sid_to_skus: marisa_trie.BytesTrie
+
+    @property
+    def index_id(self) -> str:
+        return self.manifest["index_id"]
+
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        return tuple(self.manifest["codebook_sizes"])
+
+    @property
+    def levels(self) -> int:
+        return len(self.codebook_sizes)
+
+    @property
+    def num_sids(self) -> int:
+        return self.manifest["num_sids"]
+
+    @property
+    def num_skus(self) -> int:
+        return self.manifest["num_skus"]
+
+    def sid_of(self, sku_id: str) -> tuple[int, ...] | None:
+        """Codes of a SKU, or None if the SKU is not in the index."""
+        hit = self.sku_to_sid.get(sku_id)
+        return tuple(hit[0]) if hit else None
+
+    def skus_of(self, codes: Sequence[int]) -> list[str]:
+        """SKUs sharing a SID, most popular first; [] for a SID not in the index."""
+        hit = self.sid_to_skus.get(sid_key(codes))
+        return hit[0].decode("utf-8").split(SKU_SEP) if hit else []
+
+    def skus_of_many(self, codes: np.ndarray) -> list[list[str]]:
+        return [self.skus_of(row) for row in np.asarray(codes).tolist()]
+
+    def constraint(self, device: str = "cpu", **kwargs):
+        from sid_index.constraint import SidConstraint
+
+        return SidConstraint(self.trie, device=device, **kwargs)
+
+
+def write_index(
+    out: str | Path,
+    sku_ids: Sequence[str],
+    codes: np.ndarray,
+    codebook_sizes: Sequence[int],
+    popularity: np.ndarray | None = None,
+    centroids: Sequence[np.ndarray] | None = None,
+    meta: dict[str, Any] | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write an index for SKUs with their codes [N, L]; SKUs sharing a SID are ordered by popularity."""
+    codes = np.asarray(codes, dtype=np.int64)
+    n = len(sku_ids)
+    if codes.shape != (n, len(codebook_sizes)):
+        raise ValueError(f"codes shape {codes.shape} != ({n}, {len(codebook_sizes)})")
+    popularity = np.zeros(n) if popularity is None else np.nan_to_num(np.asarray(popularity, dtype=np.float64))
+    sids, sid_of_row = unique_sids(codes)
+    trie = build_trie(sids, codebook_sizes)
+
+    # SKUs grouped by SID, most popular first, ties by sku_id for determinism.
+    skus = np.asarray(sku_ids, dtype=object)
+    order = np.lexsort((skus, -popularity, sid_of_row))
+    bounds = np.flatnonzero(np.diff(sid_of_row[order])) + 1
+    groups = np.split(order, bounds) if n else []
+    sid_keys = ["-".join(map(str, row)) for row in sids.tolist()]
+    sid_map = marisa_trie.BytesTrie(
+        (key, SKU_SEP.join(skus[g]).encode("utf-8")) for key, g in zip(sid_keys, groups, strict=True)
+    )
+    fmt = "<" + "i" * len(codebook_sizes)
+    sku_map = marisa_trie.RecordTrie(fmt, zip(sku_ids, map(tuple, codes.tolist()), strict=True))
+
+    per_sid = np.bincount(sid_of_row, minlength=len(sids)) if n else np.zeros(0, np.int64)
+    stats = index_stats(codes, per_sid, trie, meta.get("recon") if meta else None)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        sku_map.save(str(tmp / "sku_to_sid.marisa"))
+        sid_map.save(str(tmp / "sid_to_skus.marisa"))
+        for level in range(trie.levels):
+            np.save(tmp / f"trie_l{level}_offsets.npy", trie.offsets[level])
+            np.save(tmp / f"trie_l{level}_codes.npy", trie.codes[level])
+        for level, c in enumerate(centroids or []):
+            np.save(tmp / f"centroids_l{level}.npy", np.asarray(c, dtype=np.float32))
+        files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
+        index_id = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "index_id": index_id,
+            "created_by": f"radgr {__version__}",
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "levels": len(codebook_sizes),
+            "codebook_sizes": [int(k) for k in codebook_sizes],
+            "num_skus": int(n),
+            "num_sids": int(len(sids)),
+            "trie_nodes": [trie.nodes(level) for level in range(trie.levels)],
+            **(meta or {}),
+            "stats": stats,
+            "files": files,
+        }
+        manifest.pop("recon", None)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return Path(out)
+
+
+def load_index(path: str | Path, verify: bool = True, mmap: bool = True) -> SidIndex:
+    """Open an index directory; refuses a missing, damaged or other-version artifact with a clear message."""
+    root = Path(path)
+    mpath = root / "manifest.json"
+    if not root.is_dir():
+        raise IndexFormatError(f"{root}: no such index directory")
+    if not mpath.exists():
+        raise IndexFormatError(f"{root}: not a SID index (no manifest.json)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexFormatError(f"{mpath}: damaged manifest ({exc})") from None
+    if manifest.get("format") != FORMAT:
+        raise IndexFormatError(f"{mpath}: not a SID index manifest (format={manifest.get('format')!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{root}: index format version {manifest.get('format_version')} is not supported by this radgr "
+            f"(expects {FORMAT_VERSION}); rebuild it with `radgr index build`"
+        )
+    for name, meta in manifest["files"].items():
+        f = root / name
+        if not f.exists():
+            raise IndexFormatError(f"{f}: missing index file")
+        if f.stat().st_size != meta["bytes"]:
+            raise IndexFormatError(f"{f}: damaged ({f.stat().st_size} bytes, manifest says {meta['bytes']})")
+        if verify and _sha256(f) != meta["sha256"]:
+            raise IndexFormatError(f"{f}: damaged (checksum mismatch); rebuild the index")
+    levels = manifest["levels"]
+    mode = "r" if mmap else None
+    trie = TrieArrays(
+        tuple(manifest["codebook_sizes"]),
+        [np.load(root / f"trie_l{level}_offsets.npy", mmap_mode=mode) for level in range(levels)],
+        [np.load(root / f"trie_l{level}_codes.npy", mmap_mode=mode) for level in range(levels)],
+    )
+    fmt = "<" + "i" * levels
+    sku_map = marisa_trie.RecordTrie(fmt)
+    sid_map = marisa_trie.BytesTrie()
+    if mmap:
+        sku_map.mmap(str(root / "sku_to_sid.marisa"))
+        sid_map.mmap(str(root / "sid_to_skus.marisa"))
+    else:
+        sku_map.load(str(root / "sku_to_sid.marisa"))
+        sid_map.load(str(root / "sid_to_skus.marisa"))
+    return SidIndex(root=root, manifest=manifest, trie=trie, sku_to_sid=sku_map, sid_to_skus=sid_map)
+
+
+def load_centroids(index: SidIndex) -> list[np.ndarray]:
+    return [np.load(index.root / f"centroids_l{level}.npy") for level in range(index.levels)
+            if (index.root / f"centroids_l{level}.npy").exists()]
+
+
+def index_stats(codes: np.ndarray, per_sid: np.ndarray, trie: TrieArrays, recon: dict | None) -> dict[str, Any]:
+    """SKUs, SIDs, SKUs per SID (max, mean, histogram), codebook use per level, trie fan-out, recon error."""
+    bins = [(1, 1), (2, 2), (3, 4), (5, 8), (9, 16), (17, None)]
+    hist = {}
+    for lo, hi in bins:
+        label = str(lo) if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}")
+        sel = per_sid >= lo if hi is None else (per_sid >= lo) & (per_sid <= hi)
+        hist[label] = int(sel.sum())
+    usage = []
+    for level, k in enumerate(trie.codebook_sizes):
+        counts = np.bincount(codes[:, level], minlength=k) if len(codes) else np.zeros(k)
+        p = counts[counts > 0] / max(counts.sum(), 1)
+        usage.append(
+            {
+                "codebook_size": int(k),
+                "used": int((counts > 0).sum()),
+                "used_share": float((counts > 0).mean()),
+                "perplexity": float(np.exp(-(p * np.log(p)).sum())) if len(p) else 0.0,
+            }
+        )
+    n = len(codes)
+    return {
+        "skus": int(n),
+        "sids": int(len(per_sid)),
+        "skus_per_sid": {
+            "max": int(per_sid.max()) if len(per_sid) else 0,
+            "mean": float(per_sid.mean()) if len(per_sid) else 0.0,
+            "histogram": hist,
+            "skus_sharing_a_sid": int(per_sid[per_sid > 1].sum()),
+        },
+        "codebook_usage": usage,
+        "trie_fanout": trie.fanout_stats(),
+        **({"reconstruction": recon} if recon else {}),
+    }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
