@@ -92,7 +92,7 @@ def _print_stats(m: dict) -> None:
     s = m["stats"]
     sp = s["skus_per_sid"]
     lines = [
-        f"index {m['index_id']}  ({m['root'] if 'root' in m else ''})".rstrip(" ()"),
+        f"index {m['index_id']}",
         f"  levels              {m['levels']}  codebooks {'/'.join(map(str, m['codebook_sizes']))}",
         f"  SKUs                {s['skus']:,}",
         f"  distinct SIDs       {s['sids']:,}  ({s['sids'] / max(s['skus'], 1):.1%} of SKUs)",
