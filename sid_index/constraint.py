@@ -1,26 +1,31 @@
 """Vectorised trie constraint for beam search, in torch (CPU or CUDA).
 
 Given a batch of beam prefixes, return which codes (or token ids) may come next, for the
-whole batch at once: no Python loop over beams. Two representations per level, chosen by
-size at construction:
+whole batch at once: no Python loop over beams. Each level is held in one of two forms,
+chosen by size when the constraint is built:
 
-- dense: a bool table [nodes, K] gathered by node id (the first levels: at the paper's
-  shape level 1 is 8192 x 4096 = 32 MiB);
-- CSR: offsets + codes, gathered with a fixed width (the level's largest fan-out) and
-  scattered into the mask (the last level, whose node count is too large for a table).
+- dense: a bool table [nodes + 1, K] (the mask, one row gather) and a child table int32
+  [nodes + 1, K] (-1 = not allowed) for `advance`; the extra last row is all "not allowed"
+  and stands for invalid prefixes, so neither needs a second pass. Used for the first
+  levels: at the paper's shape level 1 is 8192 x 4096 (32 MiB + 128 MiB).
+- CSR: the trie's offsets and codes, gathered with a fixed width (the level's largest
+  fan-out) and scattered into the mask. Used for the last level, whose node count is far
+  too large for a table; its fan-out is small (130M SIDs over 33M prefixes: ~4).
 
-Prefixes are resolved to trie nodes with `searchsorted` over sorted (parent, code) keys.
-A decoder that keeps node ids per beam can skip that and call `advance` / `mask_nodes`.
+Memory is the CSR arrays plus the dense tables, nothing per SID beyond the last level's
+codes (int16) and offsets. A decoder that keeps node ids per beam calls `advance` and
+`mask_nodes`; `mask` and `mask_logits` resolve whole prefixes for callers that do not.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from sid_index.tokens import SidVocab
 from sid_index.trie import TrieArrays
 
-DENSE_BUDGET = 1 << 26  # bools: use a dense table for a level when nodes * K fits in 64 MiB
+DENSE_BUDGET = 1 << 26  # table entries: dense when nodes * K <= 64M (256 MiB of int32)
 
 
 class SidConstraint:
@@ -30,69 +35,84 @@ class SidConstraint:
         self.device = torch.device(device)
         self.codebook_sizes = trie.codebook_sizes
         self.levels = trie.levels
-        self._keys: list[torch.Tensor] = []
-        self._dense: list[torch.Tensor | None] = []
+        self._child: list[torch.Tensor | None] = []
+        self._allowed: list[torch.Tensor | None] = []
         self._offsets: list[torch.Tensor | None] = []
         self._codes: list[torch.Tensor | None] = []
-        self._fan_range: list[torch.Tensor | None] = []
+        self._width: list[torch.Tensor | None] = []
         for level, k in enumerate(trie.codebook_sizes):
-            parents = torch.from_numpy(trie.parents(level))
-            codes = torch.from_numpy(trie.codes[level].astype("int64"))
-            self._keys.append((parents * k + codes).to(self.device))
             n_nodes = trie.nodes(level)
+            offsets = np.asarray(trie.offsets[level])
             if n_nodes * k <= dense_budget:
-                dense = torch.zeros(n_nodes, k, dtype=torch.bool)
-                dense[parents, codes] = True
-                self._dense.append(dense.to(self.device))
+                child = torch.full((n_nodes + 1, k), -1, dtype=torch.int32)
+                parents = torch.from_numpy(trie.parents(level))
+                codes = torch.from_numpy(np.asarray(trie.codes[level], dtype=np.int64))
+                child[parents, codes] = torch.arange(len(codes), dtype=torch.int32)
+                self._child.append(child.to(self.device))
+                self._allowed.append((child >= 0).to(self.device))
                 self._offsets.append(None)
                 self._codes.append(None)
-                self._fan_range.append(None)
+                self._width.append(None)
             else:
-                offsets = torch.from_numpy(trie.offsets[level])
-                max_fan = int((offsets[1:] - offsets[:-1]).max()) if n_nodes else 0
-                self._dense.append(None)
-                self._offsets.append(offsets.to(self.device))
-                self._codes.append(codes.to(self.device))
-                self._fan_range.append(torch.arange(max_fan, device=self.device))
+                small = offsets[-1] < np.iinfo(np.int32).max
+                off = torch.from_numpy(offsets.astype(np.int32 if small else np.int64))
+                width = int(np.diff(offsets).max()) if n_nodes else 0
+                self._child.append(None)
+                self._allowed.append(None)
+                self._offsets.append(off.to(self.device))
+                self._codes.append(torch.from_numpy(np.ascontiguousarray(trie.codes[level])).to(self.device))
+                self._width.append(torch.arange(width, device=self.device))
 
     def is_dense(self, level: int) -> bool:
-        return self._dense[level] is not None
+        return self._child[level] is not None
+
+    def nbytes(self) -> int:
+        """Device memory held by the constraint's tensors."""
+        tensors = self._child + self._allowed + self._offsets + self._codes + self._width
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
     def root(self, batch: int) -> torch.Tensor:
         """Node ids of `batch` empty prefixes."""
         return torch.zeros(batch, dtype=torch.long, device=self.device)
 
+    def _segments(self, level: int, nodes: torch.Tensor):
+        """CSR level: the children of each node padded to the level's width -> (start, codes, live)."""
+        valid = nodes >= 0
+        safe = nodes.clamp(min=0)
+        offsets, codes, width = self._offsets[level], self._codes[level], self._width[level]
+        start = offsets[safe].long()
+        length = torch.where(valid, offsets[safe + 1].long() - start, torch.zeros_like(start))
+        live = width[None, :] < length[:, None]
+        idx = (start[:, None] + width[None, :]).clamp_(max=max(codes.numel() - 1, 0))
+        return start, codes[idx].long(), live
+
     def advance(self, nodes: torch.Tensor, level: int, codes: torch.Tensor) -> torch.Tensor:
         """Child node (at level+1) reached from `nodes` (at `level`) by `codes`; -1 where invalid."""
         k = self.codebook_sizes[level]
-        keys = self._keys[level]
-        if keys.numel() == 0:
-            return torch.full_like(nodes, -1)
-        query = nodes * k + codes
-        idx = torch.searchsorted(keys, query).clamp_(max=keys.numel() - 1)
-        ok = (nodes >= 0) & (codes >= 0) & (codes < k) & (keys[idx] == query)
-        return torch.where(ok, idx, torch.full_like(idx, -1))
+        ok = (nodes >= 0) & (codes >= 0) & (codes < k)
+        child = self._child[level]
+        if child is not None:
+            rows = torch.where(nodes >= 0, nodes, child.shape[0] - 1)
+            nxt = child[rows, codes.clamp(0, k - 1)].long()
+            return torch.where(ok, nxt, torch.full_like(nxt, -1))
+        start, picked, live = self._segments(level, nodes)
+        hit = (picked == codes[:, None]) & live
+        nxt = start + hit.int().argmax(dim=1)
+        return torch.where(ok & hit.any(dim=1), nxt, torch.full_like(nxt, -1))
 
     def mask_nodes(self, level: int, nodes: torch.Tensor) -> torch.Tensor:
         """Bool [B, K_level]: codes allowed after each node of `level` (all False for node -1)."""
         k = self.codebook_sizes[level]
-        valid = nodes >= 0
-        safe = nodes.clamp(min=0)
-        dense = self._dense[level]
-        if dense is not None:
-            return dense[safe] & valid[:, None]
-        offsets, codes, fan = self._offsets[level], self._codes[level], self._fan_range[level]
-        start = offsets[safe]
-        length = torch.where(valid, offsets[safe + 1] - start, torch.zeros_like(start))
-        idx = start[:, None] + fan[None, :]
-        live = fan[None, :] < length[:, None]
-        picked = codes[idx.clamp_(max=max(codes.numel() - 1, 0))]
+        allowed = self._allowed[level]
+        if allowed is not None:
+            return allowed[torch.where(nodes >= 0, nodes, allowed.shape[0] - 1)]
+        _, picked, live = self._segments(level, nodes)
         out = torch.zeros(nodes.shape[0], k + 1, dtype=torch.bool, device=self.device)
         out.scatter_(1, torch.where(live, picked, torch.full_like(picked, k)), True)
         return out[:, :k]
 
     def nodes_of(self, prefix_codes: torch.Tensor) -> torch.Tensor:
-        """Trie node of each prefix [B, t] (t < levels); -1 where the prefix is not a valid SID prefix."""
+        """Trie node of each prefix [B, t]; -1 where the prefix is not a valid SID prefix."""
         nodes = self.root(prefix_codes.shape[0])
         for level in range(prefix_codes.shape[1]):
             nodes = self.advance(nodes, level, prefix_codes[:, level].long())
@@ -107,10 +127,7 @@ class SidConstraint:
 
     def contains(self, codes: torch.Tensor) -> torch.Tensor:
         """Bool [B]: whether each full code tuple [B, L] is a valid SID."""
-        nodes = self.root(codes.shape[0])
-        for level in range(self.levels):
-            nodes = self.advance(nodes, level, codes[:, level].long())
-        return nodes >= 0
+        return self.nodes_of(codes) >= 0
 
     def mask_logits(self, logits: torch.Tensor, prefix_ids: torch.Tensor, vocab: SidVocab, eos_id: int) -> torch.Tensor:
         """Logits [B, V] with -inf everywhere except the tokens allowed after `prefix_ids` [B, t].
