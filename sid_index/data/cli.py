@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
+from sid_index.data import amazon as amazon_adapter
+from sid_index.data import homedepot as hd_adapter
 from sid_index.data.schema import load_dataset
+from sid_index.errors import RadgrError
 
-data_app = typer.Typer(help="Datasets in the interchange schema (catalog + sessions as Parquet).", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Datasets in the interchange schema (catalog + sessions as Parquet).", no_args_is_help=True
+)
+
+OutOpt = Annotated[Path, typer.Option(help="Output dataset directory.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing dataset at --out.")]
 
 
 @data_app.command("validate")
-def validate(dataset: Path = typer.Argument(..., help="Dataset directory (catalog.parquet, sessions.parquet).")) -> None:
+def validate(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory (catalog.parquet, sessions.parquet).")],
+) -> None:
     """Check a dataset against the schema; prints its stats, or one line naming the file, row and problem."""
     ds = load_dataset(dataset)
     typer.echo(f"ok: {dataset}")
@@ -21,6 +33,81 @@ def validate(dataset: Path = typer.Argument(..., help="Dataset directory (catalo
 
 
 @data_app.command("stats")
-def stats(dataset: Path = typer.Argument(..., help="Dataset directory.")) -> None:
+def stats(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")]) -> None:
     """Print a dataset's counts (SKUs, sessions per split, positives, negatives, queries)."""
     typer.echo(json.dumps(load_dataset(dataset).stats(), indent=2))
+
+
+def _parse_split(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise RadgrError(f"--split: expected three comma-separated fractions like 0.8,0.1,0.1, got '{text}'")
+    return parts  # type: ignore[return-value]
+
+
+def _guard_out(out: Path, overwrite: bool) -> None:
+    """Fail before any work; and since replacing --out deletes it, only ever replace an earlier dataset."""
+    if not out.exists():
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out} exists (pass --overwrite to replace it)")
+    if not (out / "dataset.json").is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not a dataset directory; refusing to replace it")
+
+
+def _summary(path: Path, info: dict, extra: str = "") -> None:
+    st = info["stats"]
+    by = st["sessions_by_split"]
+    typer.echo(
+        f"{info['name']}: {st['skus']:,} SKUs, {st['sessions']:,} sessions "
+        f"(train {by['train']:,} / valid {by['valid']:,} / test {by['test']:,}), "
+        f"{st['sessions_with_positives']:,} with positives, {st['positives']:,} positives, "
+        f"{st['exposed_negatives']:,} negatives, {st['ambiguous']:,} ambiguous{extra}"
+    )
+    typer.echo(f"wrote {path}")
+
+
+@data_app.command("homedepot")
+def homedepot(
+    out: OutOpt,
+    src: Annotated[Path, typer.Option(help="train.csv.zip or train.csv.")] = hd_adapter.DEFAULT_SRC,
+    pos_threshold: Annotated[float, typer.Option(help="Relevance >= this is a positive.")] = 2.67,
+    neg_threshold: Annotated[float, typer.Option(help="Relevance <= this is an exposed negative.")] = 2.0,
+    seed: Annotated[int, typer.Option(help="Seed of the train/valid/test split by query.")] = 0,
+    split: Annotated[str, typer.Option(help="Train,valid,test fractions of the queries.")] = "0.8,0.1,0.1",
+    encoding: Annotated[str, typer.Option(help="Text encoding of the CSV.")] = "latin-1",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Home Depot search relevance (Kaggle): one session per query, graded positives, split by query."""
+    try:
+        config = hd_adapter.HomeDepotConfig(
+            pos_threshold=pos_threshold,
+            neg_threshold=neg_threshold,
+            seed=seed,
+            split=_parse_split(split),
+            encoding=encoding,
+        )
+    except ValidationError as exc:
+        raise RadgrError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+    _guard_out(out, overwrite)
+    path, info = hd_adapter.convert(src, out, config, overwrite=overwrite)
+    extra = f"; {info['rows_read']:,} rows read, {info['title_conflicts']} products with conflicting titles"
+    _summary(path, info, extra)
+
+
+@data_app.command("amazon")
+def amazon(
+    out: OutOpt,
+    src: Annotated[
+        Path, typer.Option(help="Directory of RecBole atomic files.")
+    ] = amazon_adapter.DEFAULT_SRC,
+    name: Annotated[str, typer.Option(help="File stem: {name}.text, {name}.train.inter, ...")] = "Scientific",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Amazon Reviews 2018 (RecBole files): one session per history -> next item, splits as given."""
+    _guard_out(out, overwrite)
+    path, info = amazon_adapter.convert(src, out, name, overwrite=overwrite)
+    _summary(path, info, f"; category root '{info['category_root']}'")
