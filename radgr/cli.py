@@ -32,13 +32,12 @@ def app() -> None:
         sys.exit(2)
     except typer.Abort:
         sys.exit(130)
-    except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Usage errors of the click that typer bundles: show the usage line, no traceback.
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
             sys.exit(exc.exit_code)
         raise
 

@@ -31,8 +31,15 @@ DENSE_BUDGET = 1 << 26  # table entries: dense when nodes * K <= 64M (256 MiB of
 class SidConstraint:
     """Allowed-next-code masks for a `TrieArrays`, on one device."""
 
-    def __init__(self, trie: TrieArrays, device: str | torch.device = "cpu", dense_budget: int = DENSE_BUDGET):
+    def __init__(
+        self,
+        trie: TrieArrays,
+        device: str | torch.device = "cpu",
+        dense_budget: int = DENSE_BUDGET,
+        ragged: bool | None = None,
+    ):
         self.device = torch.device(device)
+        self.ragged = self.device.type == "cpu" if ragged is None else ragged
         self.codebook_sizes = trie.codebook_sizes
         self.levels = trie.levels
         self._child: list[torch.Tensor | None] = []
@@ -75,16 +82,27 @@ class SidConstraint:
         """Node ids of `batch` empty prefixes."""
         return torch.zeros(batch, dtype=torch.long, device=self.device)
 
-    def _segments(self, level: int, nodes: torch.Tensor):
-        """CSR level: the children of each node padded to the level's width -> (start, codes, live)."""
+    def _children(self, level: int, nodes: torch.Tensor):
+        """CSR level: every child of every node -> (row, edge id, code, live), flattened or padded.
+
+        Ragged (the default on CPU) touches only the real children; padded (the default on
+        CUDA) gathers a fixed width, the level's largest fan-out, so shapes stay static and
+        no device->host sync is needed.
+        """
         valid = nodes >= 0
         safe = nodes.clamp(min=0)
         offsets, codes, width = self._offsets[level], self._codes[level], self._width[level]
         start = offsets[safe].long()
         length = torch.where(valid, offsets[safe + 1].long() - start, torch.zeros_like(start))
-        live = width[None, :] < length[:, None]
-        idx = (start[:, None] + width[None, :]).clamp_(max=max(codes.numel() - 1, 0))
-        return start, codes[idx].long(), live
+        if self.ragged:
+            total = int(length.sum())
+            rows = torch.repeat_interleave(torch.arange(len(nodes), device=self.device), length, output_size=total)
+            first = torch.cumsum(length, 0) - length
+            edge = start[rows] + torch.arange(total, device=self.device) - first[rows]
+            return rows, edge, codes[edge].long(), None
+        rows = torch.arange(len(nodes), device=self.device)[:, None].expand(-1, len(width))
+        edge = (start[:, None] + width[None, :]).clamp_(max=max(codes.numel() - 1, 0))
+        return rows, edge, codes[edge].long(), width[None, :] < length[:, None]
 
     def advance(self, nodes: torch.Tensor, level: int, codes: torch.Tensor) -> torch.Tensor:
         """Child node (at level+1) reached from `nodes` (at `level`) by `codes`; -1 where invalid."""
@@ -95,10 +113,13 @@ class SidConstraint:
             rows = torch.where(nodes >= 0, nodes, child.shape[0] - 1)
             nxt = child[rows, codes.clamp(0, k - 1)].long()
             return torch.where(ok, nxt, torch.full_like(nxt, -1))
-        start, picked, live = self._segments(level, nodes)
-        hit = (picked == codes[:, None]) & live
-        nxt = start + hit.int().argmax(dim=1)
-        return torch.where(ok & hit.any(dim=1), nxt, torch.full_like(nxt, -1))
+        rows, edge, picked, live = self._children(level, nodes)
+        hit = picked == codes[rows]
+        if live is not None:
+            hit &= live
+        out = torch.full_like(nodes, -1)
+        out[rows[hit]] = edge[hit]  # codes are distinct among siblings: at most one hit per row
+        return torch.where(ok, out, torch.full_like(out, -1))
 
     def mask_nodes(self, level: int, nodes: torch.Tensor) -> torch.Tensor:
         """Bool [B, K_level]: codes allowed after each node of `level` (all False for node -1)."""
@@ -106,9 +127,11 @@ class SidConstraint:
         allowed = self._allowed[level]
         if allowed is not None:
             return allowed[torch.where(nodes >= 0, nodes, allowed.shape[0] - 1)]
-        _, picked, live = self._segments(level, nodes)
+        rows, _, picked, live = self._children(level, nodes)
         out = torch.zeros(nodes.shape[0], k + 1, dtype=torch.bool, device=self.device)
-        out.scatter_(1, torch.where(live, picked, torch.full_like(picked, k)), True)
+        if live is not None:
+            picked = torch.where(live, picked, torch.full_like(picked, k))
+        out[rows, picked] = True
         return out[:, :k]
 
     def nodes_of(self, prefix_codes: torch.Tensor) -> torch.Tensor:

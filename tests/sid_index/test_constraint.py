@@ -27,13 +27,17 @@ def brute_mask(valid: list[tuple[int, ...]], prefix: tuple[int, ...], k: int) ->
     return [c in allowed for c in range(k)]
 
 
-@pytest.mark.parametrize("dense_budget", [1 << 26, 0], ids=["dense", "csr"])
+MODES = {"dense": dict(dense_budget=1 << 26), "csr-ragged": dict(dense_budget=0, ragged=True),
+         "csr-padded": dict(dense_budget=0, ragged=False)}
+
+
+@pytest.mark.parametrize("mode", MODES)
 @settings(max_examples=60, deadline=None)
 @given(data=sid_sets())
-def test_mask_equals_brute_force(dense_budget, data):
+def test_mask_equals_brute_force(mode, data):
     sizes, valid = data
     trie = build_trie(np.array(valid), sizes)
-    con = SidConstraint(trie, dense_budget=dense_budget)
+    con = SidConstraint(trie, **MODES[mode])
     for t in range(len(sizes)):
         # every prefix in the box, plus out-of-range codes, which must be refused
         prefixes = list(itertools.product(*[range(-1, k + 1) for k in sizes[:t]]))
@@ -44,24 +48,26 @@ def test_mask_equals_brute_force(dense_budget, data):
         assert got.tolist() == expected
 
 
+@pytest.mark.parametrize("mode", MODES)
 @settings(max_examples=40, deadline=None)
 @given(data=sid_sets())
-def test_contains_and_roundtrip(data):
+def test_contains_and_roundtrip(mode, data):
     sizes, valid = data
     trie = build_trie(np.array(valid), sizes)
     assert trie.sids().tolist() == [list(v) for v in valid]
-    con = SidConstraint(trie)
+    con = SidConstraint(trie, **MODES[mode])
     box = list(itertools.product(*[range(k) for k in sizes]))
     got = con.contains(torch.tensor(box)).tolist()
     assert got == [b in set(valid) for b in box]
 
 
-def test_node_walk_equals_prefix_mask():
+@pytest.mark.parametrize("ragged", [True, False])
+def test_node_walk_equals_prefix_mask(ragged):
     rng = np.random.default_rng(1)
     sizes = [16, 8, 32]
     codes = np.stack([rng.integers(0, k, 500) for k in sizes], 1)
     sids, _ = unique_sids(codes)
-    con = SidConstraint(build_trie(sids, sizes), dense_budget=100)  # level 0 dense, levels 1-2 CSR
+    con = SidConstraint(build_trie(sids, sizes), dense_budget=100, ragged=ragged)  # level 0 dense, 1-2 CSR
     assert con.is_dense(0) and not con.is_dense(1) and not con.is_dense(2)
     beams = torch.from_numpy(sids[rng.integers(0, len(sids), 128)])
     nodes = con.root(128)
@@ -101,6 +107,9 @@ def test_cuda_matches_cpu():
     sizes = [64, 32, 16]
     sids, _ = unique_sids(np.stack([rng.integers(0, k, 3000) for k in sizes], 1))
     trie = build_trie(sids, sizes)
-    cpu, gpu = SidConstraint(trie), SidConstraint(trie, device="cuda", dense_budget=1000)
-    prefix = torch.from_numpy(sids[rng.integers(0, len(sids), 128), :2])
-    assert torch.equal(cpu.mask(prefix), gpu.mask(prefix.cuda()).cpu())
+    cpu = SidConstraint(trie)
+    for ragged in (False, True):
+        gpu = SidConstraint(trie, device="cuda", dense_budget=1000, ragged=ragged)
+        for t in range(3):
+            prefix = torch.from_numpy(sids[rng.integers(0, len(sids), 128), :t])
+            assert torch.equal(cpu.mask(prefix), gpu.mask(prefix.cuda()).cpu())
