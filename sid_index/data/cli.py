@@ -111,3 +111,46 @@ def amazon(
     _guard_out(out, overwrite)
     path, info = amazon_adapter.convert(src, out, name, overwrite=overwrite)
     _summary(path, info, f"; category root '{info['category_root']}'")
+
+
+@data_app.command("synth")
+def synth(
+    out: OutOpt,
+    items: Annotated[int, typer.Option(help="Catalog size (SKUs).")] = 2000,
+    sessions: Annotated[int, typer.Option(help="Sessions, each with a click unless --keep-no-click.")] = 5000,
+    users: Annotated[int, typer.Option(help="Users.")] = 500,
+    seed: Annotated[int, typer.Option(help="Same settings + seed give identical tables.")] = 0,
+    max_history: Annotated[int, typer.Option(help="Longest history (earlier items) of a session.")] = 20,
+    empty_query_rate: Annotated[float, typer.Option(help="Share of sessions without a query.")] = 0.05,
+    exposure_length: Annotated[int, typer.Option(help="Items shown per session.")] = 10,
+    ranker_noise: Annotated[float, typer.Option(help="Std of the ranker's noise on true relevance.")] = 1.0,
+    position_bias: Annotated[float, typer.Option(help="eta: P(examine position p) = p^-eta.")] = 1.0,
+    click_noise: Annotated[float, typer.Option(help="P(click | examined, relevance 0).")] = 0.05,
+    attract_max: Annotated[float, typer.Option(help="P(click | examined, relevance 3).")] = 0.9,
+    order_rate: Annotated[float, typer.Option(help="P(order | click) = order_rate * relevance / 3.")] = 0.3,
+    pseudo_negative_share: Annotated[
+        float | None, typer.Option(help="Target share of relevant negatives (default: as simulated).")
+    ] = None,
+    keep_no_click: Annotated[bool, typer.Option(help="Keep sessions without a click (else redraw).")] = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Seeded synthetic catalog + sessions that keep the truth (relevance, clicks, pseudo-negatives)."""
+    from sid_index.data.synthetic import config_from_options, write_synthetic
+
+    config = config_from_options(
+        items=items, sessions=sessions, users=users, seed=seed, max_history=max_history,
+        empty_query_rate=empty_query_rate, exposure_length=exposure_length, ranker_noise=ranker_noise,
+        position_bias=position_bias, click_noise=click_noise, attract_max=attract_max, order_rate=order_rate,
+        pseudo_negative_share=pseudo_negative_share, keep_no_click=keep_no_click,
+    )
+    _guard_out(out, overwrite)
+    path, info = write_synthetic(out, config, overwrite=overwrite)
+    truth = info["synthetic_stats"]
+    extra = (
+        f"; pseudo-negative share {truth['pseudo_negative_share']:.3f}, "
+        f"false-positive share {truth['false_positive_share']:.3f}"
+    )
+    _summary(path, info, extra)
+    cal = truth.get("pseudo_negative_calibration")
+    if cal and cal["missed"]:
+        typer.echo(f"warning: pseudo-negative target missed by {cal['missed']} (too few items)", err=True)
