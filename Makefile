@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: $(STAMP)
-	$(BIN)/radgr data synth --out $(DEMO)/data --items 2000 --sessions 5000 --seed 0
+	$(BIN)/radgr data synth --out $(DEMO)/data --items 2000 --sessions 5000 --seed 0 --overwrite
 	$(BIN)/radgr index build --data $(DEMO)/data --out $(DEMO)/index --codebooks 32,32,32
 	$(BIN)/radgr index lookup $(DEMO)/index --sku S0000001
 
@@ -40,9 +40,9 @@ bench-index: $(STAMP)
 
 # Datasets and indexes of the real public data (README: "Real data").
 real-data: $(STAMP)
-	$(BIN)/radgr data homedepot --src $(SHARED)/homedepot/train.csv.zip --out runs/homedepot/data
+	$(BIN)/radgr data homedepot --src $(SHARED)/homedepot/train.csv.zip --out runs/homedepot/data --overwrite
 	$(BIN)/radgr index build --data runs/homedepot/data --out runs/homedepot/index --codebooks 256,256,256
-	$(BIN)/radgr data amazon --src $(SHARED)/amazon-scientific --out runs/amazon/data
+	$(BIN)/radgr data amazon --src $(SHARED)/amazon-scientific --out runs/amazon/data --overwrite
 	$(BIN)/radgr index build --data runs/amazon/data --out runs/amazon/index --codebooks 64,64,64
 
 clean:

@@ -161,21 +161,23 @@ def report(results: list[dict], args) -> None:
     dev = args.device
     print(f"\nIndex scale, codebooks {'/'.join(map(str, SIZES))}, {args.beams} beams, device {dev}, "
           f"torch {torch.__version__}, {os.cpu_count()} CPUs\n")
-    print("| SIDs | SKUs | build s | disk MB (maps + trie) | RSS after load MB | constraint MB | "
-          "step ms L0/L1/L2 (prefix API) | step ms L0/L1/L2 (node API) | peer ms L0/L1/L2 | speed-up, 3 steps (peer / node API) |")
+    print("| SIDs | SKUs | build s | disk MB (maps + trie) | RSS MB: loaded / + constraint | constraint MB | "
+          "step ms L0/L1/L2 (prefix API) | step ms L0/L1/L2 (node API) | peer ms L0/L1/L2 | "
+          "speed-up, 3 steps (peer / node API) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         d = r["disk"]
         fmt = lambda xs: "/".join(f"{x:.3f}" for x in xs)  # noqa: E731
         speed = (statistics.mean(r["peer_ms"]) / statistics.mean(r["node_ms"])) if r["peer_ms"] else float("nan")
+        rss = f"{r['rss_load_mb']:.0f} / {r['rss_constraint_mb']:.0f}"
         print(f"| {r['sids']:,} | {r['skus']:,} | {r['build_s']:.1f} | {d['total'] / 2**20:.0f} "
-              f"({d['maps'] / 2**20:.0f} + {d['trie'] / 2**20:.0f}) | {r['rss_load_mb']:.0f} | "
+              f"({d['maps'] / 2**20:.0f} + {d['trie'] / 2**20:.0f}) | {rss} | "
               f"{r['constraint_mb']:.0f} | {fmt(r['prefix_ms'])} | {fmt(r['node_ms'])} | "
               f"{fmt(r['peer_ms']) if r['peer_ms'] else 'n/a'} | {speed:.0f}x |")
     if len(results) >= 2:
         a, b = results[-2], results[-1]
-        print(f"\nLinear extrapolation to {PAPER_SIDS / 1e6:.0f}M SIDs ({PAPER_SIDS * args.skus_per_sid / 1e6:.0f}M SKUs), "
-              "from the two largest runs:")
+        skus = PAPER_SIDS * args.skus_per_sid / 1e6
+        print(f"\nLinear extrapolation to {PAPER_SIDS / 1e6:.0f}M SIDs ({skus:.0f}M SKUs), from the two largest runs:")
         for label, get in [
             ("disk, whole index (GB)", lambda r: r["disk"]["total"] / 2**30),
             ("marisa maps, host RAM when paged in (GB)", lambda r: r["disk"]["maps"] / 2**30),

@@ -60,7 +60,12 @@ def build_index(cfg: IndexConfig, progress: bool = True) -> Path:
     meta = {
         "embedding": emb_info,
         "source": {"catalog": str(catalog_path.resolve())},
-        "build": {"seed": cfg.seed, "niter": cfg.niter, "embed_seconds": round(t_embed, 2), "rqkmeans_seconds": round(t_rq, 2)},
+        "build": {
+            "seed": cfg.seed,
+            "niter": cfg.niter,
+            "embed_seconds": round(t_embed, 2),
+            "rqkmeans_seconds": round(t_rq, 2),
+        },
         "recon": recon,
     }
     popularity = np.nan_to_num(catalog["popularity"].to_numpy(zero_copy_only=False).astype(np.float64))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -24,16 +25,20 @@ def parse_sizes(text: str) -> list[int]:
 
 @index_app.command("build")
 def build(
-    dataset: Path = typer.Option(..., "--data", help="Dataset directory (or a catalog .parquet)."),
-    out: Path = typer.Option(..., "--out", help="Index directory to write (atomically)."),
-    codebooks: str = typer.Option("32,32,32", help="Codebook size per level; the paper uses 8192,4096,2048."),
-    embedding_model: Path = typer.Option(None, help="Local sentence-transformers folder (default: bundled MiniLM)."),
-    batch_size: int = typer.Option(128, help="Embedding batch size."),
-    seed: int = typer.Option(0, help="k-means seed."),
-    niter: int = typer.Option(25, help="k-means iterations per level."),
-    cache_dir: Path = typer.Option(None, help="Embedding cache (default ~/.cache/radgr/embeddings or $RADGR_CACHE)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the embedding cache."),
-    device: str = typer.Option(None, help="Embedding device (cpu, cuda)."),
+    dataset: Annotated[Path, typer.Option("--data", help="Dataset directory (or a catalog .parquet).")],
+    out: Annotated[Path, typer.Option(help="Index directory to write (atomically).")],
+    codebooks: Annotated[str, typer.Option(help="Codebook size per level (paper: 8192,4096,2048).")] = "32,32,32",
+    embedding_model: Annotated[
+        Path | None, typer.Option(help="Local sentence-transformers folder (default: the bundled MiniLM).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 128,
+    seed: Annotated[int, typer.Option(help="k-means seed.")] = 0,
+    niter: Annotated[int, typer.Option(help="k-means iterations per level.")] = 25,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Embedding cache (default ~/.cache/radgr/embeddings or $RADGR_CACHE).")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
+    device: Annotated[str | None, typer.Option(help="Embedding device (cpu, cuda).")] = None,
 ) -> None:
     """Embed the catalog, run RQ-KMeans, write the index and print its stats."""
     from sid_index.build import IndexConfig, build_index
@@ -58,8 +63,8 @@ def build(
 
 @index_app.command("stats")
 def stats(
-    index: Path = typer.Argument(..., help="Index directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print the manifest's stats as JSON."),
+    index: Annotated[Path, typer.Argument(help="Index directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest's stats as JSON.")] = False,
 ) -> None:
     """Print an index's stats: SKUs, SIDs, SKUs per SID, codebook use, fan-out, reconstruction error."""
     manifest = load_index(index).manifest
@@ -71,9 +76,9 @@ def stats(
 
 @index_app.command("lookup")
 def lookup(
-    index: Path = typer.Argument(..., help="Index directory."),
-    sku: list[str] = typer.Option(None, "--sku", help="SKU id(s) -> SID."),
-    sid: list[str] = typer.Option(None, "--sid", help="SID(s), '<a_1><b_2><c_3>' or '1-2-3' -> SKUs."),
+    index: Annotated[Path, typer.Argument(help="Index directory.")],
+    sku: Annotated[list[str] | None, typer.Option("--sku", help="SKU id(s) -> SID.")] = None,
+    sid: Annotated[list[str] | None, typer.Option("--sid", help="SID(s): '<a_1><b_2><c_3>' or '1-2-3'.")] = None,
 ) -> None:
     """Map SKUs to SIDs and SIDs to SKUs (most popular first)."""
     if not sku and not sid:
@@ -107,7 +112,8 @@ def _print_stats(m: dict) -> None:
         )
     rec = s.get("reconstruction")
     if rec:
-        lines.append("  recon. error (rel.) " + "  ".join(f"L{i}:{r:.3f}" for i, r in enumerate(rec["relative_per_level"])))
+        rel = rec["relative_per_level"]
+        lines.append("  recon. error (rel.) " + "  ".join(f"L{i}:{r:.3f}" for i, r in enumerate(rel)))
     if "embedding" in m:
         lines.append(f"  embedding           {m['embedding']['model']} (dim {m['embedding']['dim']})")
     typer.echo("\n".join(lines))

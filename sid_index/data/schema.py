@@ -192,6 +192,16 @@ def _first_row(mask: pa.ChunkedArray | pa.Array) -> int | None:
     return int(hits[0]) + 1 if hits.size else None
 
 
+def _check_unique(table: pa.Table, col: str, path: Path) -> None:
+    """Raise for the first repeated value of `col`, naming the row of its second occurrence."""
+    values = table[col].to_numpy(zero_copy_only=False)
+    _, first_idx, counts = np.unique(values, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup = values[np.sort(first_idx[counts > 1])[0]]
+        rows = np.flatnonzero(values == dup)[:2] + 1
+        raise DataError(path, f"duplicate {col} '{dup}' (also row {rows[0]})", row=int(rows[1]), column=col)
+
+
 def validate_catalog(catalog: pa.Table, path: Path) -> None:
     for col in CATALOG_REQUIRED:
         row = _first_row(pc.is_null(catalog[col]))
@@ -200,13 +210,7 @@ def validate_catalog(catalog: pa.Table, path: Path) -> None:
     row = _first_row(pc.equal(pc.utf8_trim_whitespace(catalog["sku_id"]), ""))
     if row is not None:
         raise DataError(path, "empty sku_id", row=row, column="sku_id")
-    skus = catalog["sku_id"].to_numpy(zero_copy_only=False)
-    _, first_idx, counts = np.unique(skus, return_index=True, return_counts=True)
-    if (counts > 1).any():
-        dup_first = np.sort(first_idx[counts > 1])[0]
-        sku = skus[dup_first]
-        rows = np.flatnonzero(skus == sku)[:2] + 1
-        raise DataError(path, f"duplicate sku_id '{sku}' (also row {rows[0]})", row=int(rows[1]), column="sku_id")
+    _check_unique(catalog, "sku_id", path)
     pop = catalog["popularity"]
     row = _first_row(pc.or_(pc.is_nan(pop), pc.less(pop, 0))) if pop.null_count < len(pop) else None
     if row is not None:
@@ -222,12 +226,7 @@ def validate_sessions(sessions: pa.Table, catalog: pa.Table, path: Path) -> None
     if row is not None:
         bad = sessions["split"][row - 1].as_py()
         raise DataError(path, f"unknown split '{bad}' (expected one of {', '.join(SPLITS)})", row=row, column="split")
-    ids = sessions["session_id"].to_numpy(zero_copy_only=False)
-    uniq, first_idx, counts = np.unique(ids, return_index=True, return_counts=True)
-    if (counts > 1).any():
-        sid = ids[np.sort(first_idx[counts > 1])[0]]
-        rows = np.flatnonzero(ids == sid)[:2] + 1
-        raise DataError(path, f"duplicate session_id '{sid}' (also row {rows[0]})", row=int(rows[1]), column="session_id")
+    _check_unique(sessions, "session_id", path)
     empty_query = pc.equal(pc.utf8_length(pc.fill_null(sessions["query"], "")), 0)
     empty_history = pc.equal(pc.fill_null(pc.list_value_length(sessions["history"]), 0), 0)
     row = _first_row(pc.and_(empty_query, empty_history))
