@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
-from sid_index.errors import RadgrError
+from sid_index.errors import RadgrError, make_config
 from sid_index.index import load_index
 from sid_index.tokens import format_sid, parse_sid
 
@@ -51,11 +50,7 @@ def build(
         kwargs["cache_dir"] = None
     elif cache_dir is not None:
         kwargs["cache_dir"] = cache_dir
-    try:
-        cfg = IndexConfig(**kwargs)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise RadgrError(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}") from None
+    cfg = make_config(IndexConfig, "index", **kwargs)
     path = build_index(cfg)
     typer.echo(f"index written to {path}")
     _print_stats(load_index(path, verify=False).manifest)

@@ -30,3 +30,18 @@ class DataError(RadgrError):
 
 class IndexFormatError(RadgrError):
     """A Semantic-ID index directory that is missing, damaged or of another version."""
+
+
+def make_config(cls, what: str, **options):
+    """Build a pydantic config from CLI options; a bad value becomes one RadgrError line naming the flags."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**options)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            flag = "--" + "-".join(str(x) for x in err["loc"] if isinstance(x, str)).replace("_", "-")
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{flag}: {msg}" if flag != "--" else msg)
+        raise RadgrError(f"invalid {what} settings: " + "; ".join(parts)) from None

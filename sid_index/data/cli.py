@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from sid_index.data import amazon as amazon_adapter
 from sid_index.data import homedepot as hd_adapter
 from sid_index.data.schema import load_dataset
-from sid_index.errors import RadgrError
+from sid_index.errors import RadgrError, make_config
 
 data_app = typer.Typer(
     help="Datasets in the interchange schema (catalog + sessions as Parquet).", no_args_is_help=True
@@ -82,16 +81,15 @@ def homedepot(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Home Depot search relevance (Kaggle): one session per query, graded positives, split by query."""
-    try:
-        config = hd_adapter.HomeDepotConfig(
-            pos_threshold=pos_threshold,
-            neg_threshold=neg_threshold,
-            seed=seed,
-            split=_parse_split(split),
-            encoding=encoding,
-        )
-    except ValidationError as exc:
-        raise RadgrError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+    config = make_config(
+        hd_adapter.HomeDepotConfig,
+        "Home Depot",
+        pos_threshold=pos_threshold,
+        neg_threshold=neg_threshold,
+        seed=seed,
+        split=_parse_split(split),
+        encoding=encoding,
+    )
     _guard_out(out, overwrite)
     path, info = hd_adapter.convert(src, out, config, overwrite=overwrite)
     extra = f"; {info['rows_read']:,} rows read, {info['title_conflicts']} products with conflicting titles"

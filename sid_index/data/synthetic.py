@@ -34,10 +34,10 @@ from typing import Annotated, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sid_index.data.schema import EXPOSURE_TYPE, POSITIVE_TYPE, SESSION_SCHEMA, write_dataset
-from sid_index.errors import RadgrError
+from sid_index.errors import RadgrError, make_config
 
 # ----------------------------------------------------------------------------- vocabulary
 
@@ -321,15 +321,7 @@ class SynthConfig(BaseModel):
 
 def config_from_options(**options: Any) -> SynthConfig:
     """Build a config from CLI options; a bad value becomes a one-line RadgrError naming the flag."""
-    try:
-        return SynthConfig(**{k: v for k, v in options.items() if v is not None})
-    except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            flag = "--" + "-".join(str(x) for x in err["loc"] if isinstance(x, str)).replace("_", "-")
-            msg = err["msg"].removeprefix("Value error, ")
-            parts.append(f"{flag}: {msg}" if flag != "--" else msg)
-        raise RadgrError("invalid synthetic-data settings: " + "; ".join(parts)) from None
+    return make_config(SynthConfig, "synthetic-data", **{k: v for k, v in options.items() if v is not None})
 
 
 # ----------------------------------------------------------------------------- helpers
