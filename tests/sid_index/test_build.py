@@ -1,0 +1,76 @@
+"""catalog -> embeddings -> RQ-KMeans -> index, end to end, and the `radgr index` commands."""
+
+import subprocess
+import sys
+
+import pytest
+
+from sid_index.build import IndexConfig, build_index
+from sid_index.data.schema import write_dataset
+from sid_index.data.synthetic import make_synthetic
+from sid_index.index import load_index
+from sid_index.tokens import format_sid
+
+RADGR = [sys.executable, "-m", "radgr.cli"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    catalog, sessions, info = make_synthetic(items=300, sessions=200, users=50, seed=0)
+    return write_dataset(tmp_path_factory.mktemp("ds") / "synthetic", catalog, sessions, info)
+
+
+def test_build_is_deterministic_for_a_seed(dataset, tmp_path):
+    def build(name, seed):
+        cfg = IndexConfig(dataset=dataset, out=tmp_path / name, codebook_sizes=[8, 8, 8], seed=seed,
+                          cache_dir=tmp_path / "cache")
+        return load_index(build_index(cfg, progress=False))
+
+    a, b, c = build("a", 0), build("b", 0), build("c", 1)
+    assert a.index_id == b.index_id
+    assert a.trie.sids().tolist() == b.trie.sids().tolist()
+    assert a.index_id != c.index_id
+    assert a.num_skus == 300
+    assert b.manifest["embedding"]["cached"] is True  # the second build did not re-embed
+    s = a.manifest["stats"]
+    assert s["sids"] == a.num_sids and sum(s["skus_per_sid"]["histogram"].values()) == a.num_sids
+    rel = s["reconstruction"]["relative_per_level"]
+    assert 0 < rel[2] < rel[1] < rel[0] < 1
+
+
+def test_cli_build_stats_lookup(dataset, tmp_path):
+    out = tmp_path / "idx"
+    run = subprocess.run(
+        RADGR + ["index", "build", "--data", str(dataset), "--out", str(out), "--codebooks", "8,8,8",
+                 "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "distinct SIDs" in run.stdout and "codes used" in run.stdout
+    idx = load_index(out)
+    sid = idx.sid_of("S0000001")
+    look = subprocess.run(RADGR + ["index", "lookup", str(out), "--sku", "S0000001", "--sid", format_sid(sid)],
+                          capture_output=True, text=True)
+    assert look.returncode == 0, look.stderr
+    lines = look.stdout.splitlines()
+    assert lines[0] == f"S0000001\t{format_sid(sid)}"
+    assert "S0000001" in lines[1].split("\t")[1].split()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["index", "build", "--data", "{tmp}/none", "--out", "{tmp}/i"], "{tmp}/none: file not found"),
+        (["index", "build", "--data", "{ds}", "--out", "{tmp}/i", "--codebooks", "8,x"], "--codebooks: expected"),
+        (["index", "build", "--data", "{ds}", "--out", "{tmp}/i", "--codebooks", "8,1"], "at least 2 codes"),
+        (["index", "stats", "{tmp}"], "not a SID index (no manifest.json)"),
+        (["index", "lookup", "{tmp}/x"], "give --sku and/or --sid"),
+    ],
+)
+def test_cli_errors_are_one_line(dataset, tmp_path, args, message):
+    args = [a.format(tmp=tmp_path, ds=dataset) for a in args]
+    run = subprocess.run(RADGR + args, capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.startswith("error: ") and len(run.stderr.strip().splitlines()) == 1
+    assert message.format(tmp=tmp_path) in run.stderr
+    assert not (tmp_path / "i").exists()
