@@ -1,0 +1,141 @@
+"""Sessions -> training examples: a prompt, its positives (graded) and its negative pool, as SID codes.
+
+Everything the trainer and the evaluator need from the interchange files is resolved once here,
+into flat numpy arrays: SKU ids become SID codes through the index, positives sharing a SID are
+merged (the highest grade wins), and the negative pool of a session is its exposed-but-unclicked
+SIDs topped up with random catalog SIDs to a fixed N, drawn from a generator seeded per
+(seed, epoch, session), so a resumed run sees exactly the negatives the uninterrupted one saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from sid_index.data.schema import Dataset
+from sid_index.embed import item_texts
+from sid_index.index import SidIndex
+from trainer.prompt import PromptBuilder
+
+
+def history_codes(index: SidIndex, skus: Sequence[str]) -> list[tuple[int, ...]]:
+    """SID codes of history SKUs, oldest first; SKUs missing from the index are skipped."""
+    out = []
+    for sku in skus:
+        sid = index.sid_of(sku)
+        if sid is not None:
+            out.append(sid)
+    return out
+
+
+def request_ids(
+    prompts: PromptBuilder, index: SidIndex, query: str | None, history: Sequence[str] = (),
+    user: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+) -> list[int]:
+    """Prompt ids of one request given as the interchange schema has it (SKU ids, user map)."""
+    return prompts.request(query, history_codes(index, history or ()), dict(user) if user else None)
+
+
+@dataclass
+class Examples:
+    """One row per usable session (at least one positive with a SID)."""
+
+    session_ids: list[str]
+    prompts: list[list[int]]
+    pos_codes: list[np.ndarray]  # [P_s, L], best grade first
+    pos_grades: list[np.ndarray]  # [P_s]
+    neg_codes: list[np.ndarray]  # [E_s, L] exposed-but-unclicked, distinct, none equal to a positive
+    pos_skus: list[list[str]]  # the positive SKUs themselves (item-level evaluation)
+    skipped: int  # sessions without any positive
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def build_examples(dataset: Dataset, index: SidIndex, prompts: PromptBuilder, split: str) -> Examples:
+    """Examples of one split of a dataset, for a given index and prompt template."""
+    table = dataset.split(split)
+    cols = {c: table[c].to_pylist() for c in ("session_id", "query", "history", "positives", "exposed_negatives")}
+    users = table["user"].to_pylist() if "user" in table.column_names else [None] * table.num_rows
+    ex = Examples([], [], [], [], [], [], 0)
+    for sid_, query, hist, pos, negs, user in zip(*cols.values(), users, strict=True):
+        best: dict[tuple[int, ...], float] = {}
+        skus = []
+        for p in pos or []:
+            codes = index.sid_of(p["sku_id"])
+            if codes is None:
+                continue
+            skus.append(p["sku_id"])
+            grade = float(p["grade"]) if p["grade"] is not None else 1.0
+            best[codes] = max(best.get(codes, grade), grade)
+        if not best:
+            ex.skipped += 1
+            continue
+        order = sorted(best.items(), key=lambda kv: -kv[1])  # stable: ties keep the session's order
+        neg = []
+        for sku in negs or []:
+            codes = index.sid_of(sku)
+            if codes is not None and codes not in best and codes not in neg:
+                neg.append(codes)
+        ex.session_ids.append(sid_)
+        ex.prompts.append(request_ids(prompts, index, query, hist, user))
+        ex.pos_codes.append(np.array([c for c, _ in order], dtype=np.int64))
+        ex.pos_grades.append(np.array([g for _, g in order], dtype=np.float32))
+        ex.neg_codes.append(np.array(neg, dtype=np.int64).reshape(-1, index.levels))
+        ex.pos_skus.append(skus)
+    return ex
+
+
+def indexing_examples(dataset: Dataset, index: SidIndex, prompts: PromptBuilder) -> Examples:
+    """DSI-style examples: an item's text -> its SID, so items never seen in a session get a learned SID."""
+    catalog: pa.Table = dataset.catalog
+    texts = item_texts(catalog)
+    ex = Examples([], [], [], [], [], [], 0)
+    for sku, text in zip(catalog["sku_id"].to_pylist(), texts, strict=True):
+        codes = index.sid_of(sku)
+        if codes is None:
+            ex.skipped += 1
+            continue
+        ex.session_ids.append(f"item:{sku}")
+        ex.prompts.append(prompts.item(text))
+        ex.pos_codes.append(np.array([codes], dtype=np.int64))
+        ex.pos_grades.append(np.ones(1, dtype=np.float32))
+        ex.neg_codes.append(np.zeros((0, index.levels), dtype=np.int64))
+        ex.pos_skus.append([sku])
+    return ex
+
+
+def sample_negatives(
+    exposed: np.ndarray, positives: np.ndarray, all_sids: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Exactly `n` negative SIDs: exposed ones first (a random subset if more), then random catalog SIDs.
+
+    Random fills avoid the session's positives and each other; when the catalog is too small to
+    avoid repeats, repeats are allowed rather than returning fewer than `n`.
+    """
+    if len(exposed) >= n:
+        return exposed[rng.permutation(len(exposed))[:n]]
+    taken = {tuple(c) for c in positives.tolist()} | {tuple(c) for c in exposed.tolist()}
+    need = n - len(exposed)
+    picks: list[np.ndarray] = []
+    for _ in range(8):
+        cand = all_sids[rng.integers(0, len(all_sids), size=2 * need + 8)]
+        for row in cand:
+            key = tuple(row.tolist())
+            if key not in taken:
+                taken.add(key)
+                picks.append(row)
+                if len(picks) == need:
+                    break
+        if len(picks) == need:
+            break
+    while len(picks) < need:  # tiny catalogs: allow repeats
+        picks.append(all_sids[rng.integers(0, len(all_sids))])
+    return np.concatenate([exposed, np.stack(picks)]) if len(exposed) else np.stack(picks)
+
+
+def session_rng(seed: int, epoch: int, item: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, item])

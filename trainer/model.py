@@ -1,0 +1,209 @@
+"""Models and checkpoints: a local HF checkpoint or a small Qwen3 trained from scratch, with SID tokens.
+
+A checkpoint is a plain Hugging Face folder (safetensors, config, tokenizer) that vLLM and
+transformers load unchanged, plus `radgr.json` naming the index it was trained for, where
+the SID tokens sit and how prompts are built. Training state (optimizer, scheduler, RNG,
+data position, RDRW quantiles) rides along in `trainer_state.pt`, which loaders ignore.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from sid_index.atomic import atomic_dir
+from sid_index.errors import RadgrError
+from sid_index.index import SidIndex
+from sid_index.tokens import SidVocab, add_sid_tokens
+from trainer.prompt import PromptBuilder, PromptConfig
+
+META_FILE = "radgr.json"
+STATE_FILE = "trainer_state.pt"
+CHECKPOINT_FORMAT = "radgr-checkpoint"
+CHECKPOINT_VERSION = 1
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+
+
+class ScratchModelConfig(BaseModel):
+    """A small Qwen3 for the demo and tests: head_dim 64, which vLLM's CPU attention kernels require."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden_size: int = Field(256, ge=64)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    num_kv_heads: int = Field(2, ge=1)
+    head_dim: int = Field(64, ge=8, description="64 or more for vLLM's CPU attention kernels")
+    intermediate_size: int = Field(768, ge=64)
+    max_positions: int = Field(1024, ge=64)
+    tokenizer_vocab: int = Field(4096, ge=300, description="BPE vocabulary trained on catalog and query text")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded model with everything needed to build its prompts and read its outputs."""
+
+    path: Path | None
+    model: Any
+    tokenizer: Any
+    vocab: SidVocab
+    meta: dict[str, Any]
+
+    @property
+    def eos_id(self) -> int:
+        return int(self.meta["eos_id"])
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.meta["pad_id"])
+
+    @property
+    def prompts(self) -> PromptBuilder:
+        return PromptBuilder(self.tokenizer, self.vocab, self.eos_id, PromptConfig(**self.meta["prompt"]))
+
+    def check_index(self, index: SidIndex) -> None:
+        """Refuse an index other than the one this checkpoint was trained for."""
+        if self.meta["index_id"] != index.index_id:
+            raise RadgrError(
+                f"checkpoint {self.path} was trained for index {self.meta['index_id']}, "
+                f"but index {index.root} is {index.index_id}"
+            )
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
+    """A byte-level BPE tokenizer trained on catalog and query text (any input text encodes)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
+
+
+def scratch_model(tokenizer, cfg: ScratchModelConfig, seed: int = 0):
+    """A randomly initialised Qwen3 sized for `tokenizer` (which already holds the SID tokens)."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        head_dim=cfg.head_dim,
+        max_position_embeddings=cfg.max_positions,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    return Qwen3ForCausalLM(config)
+
+
+def new_model(
+    index: SidIndex,
+    texts: Iterable[str],
+    base: str | Path | None = None,
+    scratch: ScratchModelConfig | None = None,
+    prompt: PromptConfig | None = None,
+    seed: int = 0,
+) -> Checkpoint:
+    """The starting point of SFT: a local HF checkpoint (`base`) or a scratch Qwen3, with the index's SID tokens."""
+    if base is not None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        base = Path(base)
+        if not (base / "config.json").is_file():
+            raise RadgrError(f"{base}: not a Hugging Face checkpoint folder (no config.json)")
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
+        if tokenizer.eos_token_id is None:
+            raise RadgrError(f"{base}: the tokenizer has no EOS token")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        vocab = add_sid_tokens(tokenizer, index.codebook_sizes, model)
+    else:
+        scratch = scratch or ScratchModelConfig()
+        tokenizer = train_tokenizer(texts, scratch.tokenizer_vocab)
+        vocab = add_sid_tokens(tokenizer, index.codebook_sizes)
+        model = scratch_model(tokenizer, scratch, seed)
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "index_id": index.index_id,
+        "codebook_sizes": list(index.codebook_sizes),
+        "sid_offsets": list(vocab.offsets),
+        "eos_id": int(tokenizer.eos_token_id),
+        "pad_id": int(tokenizer.pad_token_id),
+        "prompt": (prompt or PromptConfig()).model_dump(),
+        "base": str(base) if base is not None else "scratch",
+        "stages": [],
+    }
+    return Checkpoint(path=None, model=model, tokenizer=tokenizer, vocab=vocab, meta=meta)
+
+
+def save_checkpoint(ckpt: Checkpoint, out: str | Path, state: dict[str, Any] | None = None, model=None) -> Path:
+    """Write the checkpoint folder atomically (a kill never leaves a damaged one); `state` -> trainer_state.pt."""
+    out = Path(out)
+    model = model if model is not None else ckpt.model
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        ckpt.tokenizer.save_pretrained(tmp)
+        (tmp / META_FILE).write_text(json.dumps(ckpt.meta, indent=2) + "\n")
+        if state is not None:
+            torch.save(state, tmp / STATE_FILE)
+    ckpt.path = out
+    return out
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder, or a training output folder holding one under `model/`."""
+    path = Path(path)
+    if (path / META_FILE).is_file():
+        return path
+    if (path / "model" / META_FILE).is_file():
+        return path / "model"
+    raise RadgrError(f"{path}: not a radgr checkpoint (no {META_FILE}; train one with `radgr train sft`)")
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype: Any = "auto") -> Checkpoint:
+    """Load a checkpoint written by `save_checkpoint`; fails clearly on a folder that is not one."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_checkpoint(path)
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+    except json.JSONDecodeError as exc:
+        raise RadgrError(f"{path / META_FILE}: damaged checkpoint metadata ({exc})") from None
+    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("version") != CHECKPOINT_VERSION:
+        raise RadgrError(f"{path}: checkpoint format {meta.get('format')} v{meta.get('version')} is not supported")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    vocab = SidVocab.from_tokenizer(tokenizer, meta["codebook_sizes"])
+    if list(vocab.offsets) != meta["sid_offsets"]:
+        raise RadgrError(f"{path}: tokenizer SID token ids {vocab.offsets} differ from {META_FILE}")
+    return Checkpoint(path=path, model=model, tokenizer=tokenizer, vocab=vocab, meta=meta)
+
+
+def load_state(path: str | Path) -> dict[str, Any] | None:
+    """The training state saved beside a checkpoint, or None."""
+    f = resolve_checkpoint(path) / STATE_FILE
+    return torch.load(f, map_location="cpu", weights_only=False) if f.is_file() else None

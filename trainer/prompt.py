@@ -1,0 +1,71 @@
+"""The prompt template, shared by the trainer and the server so both see the same tokens.
+
+A request becomes token ids, never a string round trip through the tokenizer, so SID tokens
+in the history cannot be split or merged by the tokenizer's pre-tokenizer:
+
+    "query: " <query text, at most max_query_tokens> " history:" <SIDs of the last H items>
+    " user: " "k=v; k=v" " items:"
+
+and the target is the SID tokens of one item followed by EOS. Parts that are absent (empty
+query, no history, no user features) are left out with their label. An indexing example
+(DSI-style, item text -> its SID) uses "item: " <title> " items:" instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sid_index.tokens import SidVocab
+
+
+class PromptConfig(BaseModel):
+    """How requests become prompts; stored in every checkpoint so the server builds the same ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_history: int = Field(20, ge=0, description="most recent history items kept, as SID tokens")
+    max_query_tokens: int = Field(32, ge=1, description="query tokens kept (the first ones)")
+    max_user_tokens: int = Field(32, ge=0, description="user-feature tokens kept")
+
+
+class PromptBuilder:
+    """Token ids of prompts and targets for one tokenizer and SID vocabulary."""
+
+    def __init__(self, tokenizer, vocab: SidVocab, eos_id: int, config: PromptConfig | None = None):
+        self.tokenizer = tokenizer
+        self.vocab = vocab
+        self.eos_id = int(eos_id)
+        self.config = config or PromptConfig()
+        self._label = {k: self._encode(k) for k in ("query: ", " history:", " user: ", " items:", "item: ")}
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def request(
+        self,
+        query: str | None,
+        history: Sequence[Sequence[int]] = (),
+        user: Mapping[str, str] | None = None,
+    ) -> list[int]:
+        """Prompt ids for a query, the SID codes of the history (oldest first) and user features."""
+        cfg = self.config
+        ids: list[int] = []
+        if query and query.strip():
+            ids += self._label["query: "] + self._encode(query.strip())[: cfg.max_query_tokens]
+        recent = list(history)[-cfg.max_history :] if cfg.max_history else []
+        if recent:
+            ids += self._label[" history:"] + [int(t) for t in self.vocab.codes_to_ids(recent).reshape(-1)]
+        if user and cfg.max_user_tokens:
+            text = "; ".join(f"{k}={v}" for k, v in sorted(user.items()))
+            ids += self._label[" user: "] + self._encode(text)[: cfg.max_user_tokens]
+        return ids + self._label[" items:"]
+
+    def item(self, title: str) -> list[int]:
+        """Prompt ids of an indexing example: the item's text, whose target is the item's SID."""
+        return self._label["item: "] + self._encode(title.strip())[: self.config.max_query_tokens] + self._label[" items:"]
+
+    def target(self, codes: Sequence[int]) -> list[int]:
+        """SID tokens of one item followed by EOS: what the model learns to generate."""
+        return [int(t) for t in self.vocab.codes_to_ids([list(codes)])[0]] + [self.eos_id]
