@@ -64,7 +64,8 @@ class PromptBuilder:
 
     def item(self, title: str) -> list[int]:
         """Prompt ids of an indexing example: the item's text, whose target is the item's SID."""
-        return self._label["item: "] + self._encode(title.strip())[: self.config.max_query_tokens] + self._label[" items:"]
+        text = self._encode(title.strip())[: self.config.max_query_tokens]
+        return self._label["item: "] + text + self._label[" items:"]
 
     def target(self, codes: Sequence[int]) -> list[int]:
         """SID tokens of one item followed by EOS: what the model learns to generate."""
