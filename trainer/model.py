@@ -160,12 +160,17 @@ def new_model(
     return Checkpoint(path=None, model=model, tokenizer=tokenizer, vocab=vocab, meta=meta)
 
 
-def save_checkpoint(ckpt: Checkpoint, out: str | Path, state: dict[str, Any] | None = None, model=None) -> Path:
-    """Write the checkpoint folder atomically (a kill never leaves a damaged one); `state` -> trainer_state.pt."""
+def save_checkpoint(
+    ckpt: Checkpoint, out: str | Path, state: dict[str, Any] | None = None, model=None, state_dict=None
+) -> Path:
+    """Write the checkpoint folder atomically (a kill never leaves a damaged one); `state` -> trainer_state.pt.
+
+    `model` / `state_dict`: the unwrapped model and its full weights when training under DDP/FSDP.
+    """
     out = Path(out)
     model = model if model is not None else ckpt.model
     with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         ckpt.tokenizer.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(ckpt.meta, indent=2) + "\n")
         if state is not None:

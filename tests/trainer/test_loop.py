@@ -1,0 +1,108 @@
+"""The training loop: resume after a kill equals an uninterrupted run; logs, plot and checkpoint; clear errors."""
+
+import csv
+
+import pytest
+import torch
+
+from sid_index.errors import RadgrError
+from trainer.config import PrefConfig, SFTConfig
+from trainer.loop import Stream, train
+from trainer.model import load_checkpoint, load_state
+
+from .conftest import TINY_MODEL
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at(step):
+    def hook(done, row):
+        if done == step:
+            raise Killed
+
+    return hook
+
+
+def sft_cfg(ds, idx, out, **kw):
+    return SFTConfig(data=ds.root, index=idx.root, out=out, steps=6, batch_size=8, save_every=3, log_every=1,
+                     device="cpu", progress=False, scratch=TINY_MODEL, **kw)
+
+
+def same_weights(a, b):
+    sa, sb = load_checkpoint(a).model.state_dict(), load_checkpoint(b).model.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def sft_run(tiny_dataset, tiny_index, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft")
+    return train(sft_cfg(tiny_dataset, tiny_index, out / "full", index_ratio=0.5))
+
+
+def test_sft_outputs(sft_run):
+    out = sft_run.parent
+    for name in ("metrics.csv", "loss.png", "train_config.json", "tb"):
+        assert (out / name).exists(), name
+    with open(out / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    ck = load_checkpoint(sft_run)
+    assert ck.meta["stages"] == [{"stage": "sft", "steps": 6}]
+    assert load_state(sft_run)["step"] == 6
+
+
+def test_sft_resume_after_kill_equals_uninterrupted(sft_run, tiny_dataset, tiny_index, tmp_path):
+    with pytest.raises(Killed):
+        train(sft_cfg(tiny_dataset, tiny_index, tmp_path, index_ratio=0.5), on_step=kill_at(4))
+    assert load_state(tmp_path / "model")["step"] == 3  # the last complete checkpoint survived the kill
+    train(sft_cfg(tiny_dataset, tiny_index, tmp_path, index_ratio=0.5, resume=True))
+    assert same_weights(tmp_path / "model", sft_run)
+    with open(tmp_path / "metrics.csv") as fh:
+        assert [int(r["step"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4, 5, 6]  # no duplicated rows
+
+
+@pytest.mark.parametrize("method", ["rad-dpo", "dpo"])
+def test_pref_resume_after_kill_equals_uninterrupted(method, sft_run, tiny_dataset, tiny_index, tmp_path):
+    def cfg(out, **kw):
+        return PrefConfig(data=tiny_dataset.root, index=tiny_index.root, out=out, init=sft_run, method=method,
+                          steps=6, batch_size=4, save_every=3, log_every=1, device="cpu", progress=False,
+                          num_negatives=6, rdrw_warmup=30, rdrw_window=50, **kw)
+
+    full = train(cfg(tmp_path / "full"))
+    with pytest.raises(Killed):
+        train(cfg(tmp_path / "part"), on_step=kill_at(5))
+    train(cfg(tmp_path / "part", resume=True))
+    assert same_weights(tmp_path / "part" / "model", full)
+    if method == "rad-dpo":  # the quantile window was saved and restored, and warm-up ended mid-run
+        state = load_state(full)["rdrw"]
+        assert state["seen"] == 6 * 4 * 6
+        with open(tmp_path / "full" / "metrics.csv") as fh:
+            weights = [float(r["weight_mean"]) for r in csv.DictReader(fh)]
+        assert weights[0] == 1.0 and weights[-1] < 1.0
+    ck = load_checkpoint(full)
+    assert ck.meta["stages"] == [{"stage": "sft", "steps": 6}, {"stage": "pref", "steps": 6, "method": method}]
+
+
+def test_errors(sft_run, tiny_dataset, tiny_index, tmp_path):
+    with pytest.raises(RadgrError, match="pass --resume"):
+        train(sft_cfg(tiny_dataset, tiny_index, sft_run.parent))
+    with pytest.raises(RadgrError, match="no checkpoint"):
+        train(sft_cfg(tiny_dataset, tiny_index, tmp_path / "new", resume=True))
+    with pytest.raises(RadgrError, match="not a radgr checkpoint"):
+        train(PrefConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "p", init=tmp_path,
+                         steps=1, device="cpu", progress=False))
+
+
+def test_stream_is_a_pure_function_of_the_step():
+    a = Stream(10, 4, 0.5, seed=3, batch=3, world=2, rank=0)
+    b = Stream(10, 4, 0.5, seed=3, batch=3, world=2, rank=1)
+    seen = []
+    for step in range(7):  # 7 steps x 2 ranks x 3 = 42 = 3 epochs of 10 sessions + 4 indexing examples
+        seen += a.at(step)[1] + b.at(step)[1]
+    for e in range(3):
+        epoch = seen[e * 14 : (e + 1) * 14]
+        assert sorted(x for x in epoch if x < 10) == list(range(10))  # every session once per epoch
+        assert len([x for x in epoch if x >= 10]) == 4  # ratio 0.5 of 10 sessions, capped at 4 items
+    assert Stream(10, 4, 0.5, seed=3, batch=3, world=2, rank=0).at(5) == a.at(5)

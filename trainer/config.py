@@ -1,0 +1,74 @@
+"""One typed config per trainer (as TRL does): SFT and preference alignment share the run settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trainer.model import ScratchModelConfig
+from trainer.prompt import PromptConfig
+
+Method = Literal["rad-dpo", "dpo", "simpo", "orpo"]
+
+
+class RunConfig(BaseModel):
+    """What every training run needs: data, index, output, optimisation, logging, checkpoints."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path = Field(description="dataset directory (radgr data ...)")
+    index: Path = Field(description="SID index directory (radgr index build)")
+    out: Path = Field(description="output folder: model/ (the checkpoint), metrics.csv, tb/, loss.png")
+    split: str = "train"
+    steps: int | None = Field(None, ge=1, description="optimizer steps; default: `epochs` over the data")
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, ge=1, description="sessions per step and process")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_positives: int = Field(8, ge=1, description="positives per session kept (best grades first)")
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    save_every: int = Field(200, ge=1, description="steps between checkpoints (and one at the end)")
+    log_every: int = Field(10, ge=1)
+    resume: bool = Field(False, description="continue from out/model/trainer_state.pt")
+    progress: bool = True
+
+
+class SFTConfig(RunConfig):
+    """Stage 1: next-token loss on positive paths, optional DSI indexing examples."""
+
+    base: Path | None = Field(None, description="local HF checkpoint to start from; default: a scratch Qwen3")
+    index_ratio: float = Field(0.0, ge=0, description="indexing examples (item text -> SID) per session example")
+    scratch: ScratchModelConfig = ScratchModelConfig()
+    prompt: PromptConfig = PromptConfig()
+
+
+class PrefConfig(RunConfig):
+    """Stage 2: preference alignment of an SFT checkpoint (RAD-DPO or a baseline)."""
+
+    init: Path = Field(description="SFT checkpoint to start from (and DPO's frozen reference)")
+    method: Method = "rad-dpo"
+    lr: float = Field(1e-4, gt=0)
+    num_negatives: int = Field(16, ge=1, description="negatives per session: exposed-unclicked, then random")
+    beta: float | None = Field(None, gt=0,
+        description="default per method: rad-dpo 1, dpo 0.1, simpo 2, orpo 0.1 (its lambda)")
+    gamma: float = Field(1.0, ge=0, description="SimPO target margin")
+    form: Literal["paper", "softmax"] = Field("softmax", description="RAD-DPO list-wise loss form")
+    tlgd: bool = Field(True, description="token-level gradient detachment on shared prefixes")
+    rdrw: bool = Field(True, description="representation-based dynamic reward weighting")
+    multi_label_sft: bool = Field(True, description="SFT on every positive (off: on y_w* only)")
+    sft_weight: float = Field(1.0, ge=0, description="weight of L_SFT in RAD-DPO")
+    rdrw_warmup: int = Field(4096, ge=1, description="pairs collected before weights leave 1")
+    rdrw_window: int = Field(4096, ge=1, description="recent pairs whose quartiles set the weights")
+    rdrw_lambda: float = Field(12.0, gt=0)
+
+    @model_validator(mode="after")
+    def _beta(self) -> PrefConfig:
+        if self.beta is None:
+            self.beta = {"rad-dpo": 1.0, "dpo": 0.1, "simpo": 2.0, "orpo": 0.1}[self.method]
+        return self

@@ -1,0 +1,347 @@
+"""The training loop shared by SFT and preference alignment.
+
+One step = `batch_size` sessions per process, each packed with its candidates into one row
+(trainer.packing), one forward pass, the stage's loss, one optimizer step. The data order is a
+pure function of (seed, step): epoch e is a permutation drawn from (seed, e), process r of W
+takes its slice of every global batch, and negatives are drawn per (seed, epoch, session).
+So `--resume` from the last checkpoint replays exactly what an uninterrupted run would have
+done, given the optimizer, scheduler and RDRW state saved beside the weights.
+
+Runs unchanged on one CPU, one GPU, or several under `accelerate launch` / `torchrun`
+(accelerate prepares DDP or FSDP from its config).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sid_index.atomic import atomic_file, write_json
+from sid_index.data.schema import load_dataset
+from sid_index.embed import item_texts
+from sid_index.errors import RadgrError
+from sid_index.index import SidIndex, load_index
+from trainer.config import PrefConfig, RunConfig, SFTConfig
+from trainer.data import Examples, build_examples, indexing_examples, sample_negatives, session_rng
+from trainer.losses import common_prefix, dpo_loss, orpo_loss, rad_dpo_loss, sft_loss, simpo_loss
+from trainer.model import Checkpoint, load_checkpoint, load_state, new_model, save_checkpoint
+from trainer.packing import Packed, candidate_logps, pack
+from trainer.rdrw import QuantileTracker, eos_similarity
+
+METRICS = ["step", "epoch", "loss", "sft", "pref", "margin", "accuracy", "weight_mean", "lr", "grad_norm",
+           "sessions_per_s"]
+
+
+@dataclass
+class Batch:
+    """A packed batch and where each session's positives and negatives sit among its candidates."""
+
+    packed: Packed
+    pos_idx: torch.Tensor  # [S, P] candidate index (0 in padded slots)
+    pos_mask: torch.Tensor  # [S, P]
+    neg_idx: torch.Tensor  # [S, N] (N = 0 for SFT)
+    neg_lcp: torch.Tensor  # [S, N] common prefix of each negative with y_w*, in SID tokens
+
+    def to(self, device) -> Batch:
+        return Batch(self.packed.to(device), self.pos_idx.to(device), self.pos_mask.to(device),
+                     self.neg_idx.to(device), self.neg_lcp.to(device))
+
+
+def make_batch(
+    ex: Examples, items: list[int], ckpt: Checkpoint, max_pos: int, num_neg: int,
+    all_sids: np.ndarray | None, seed: int, epoch: int,
+) -> Batch:
+    """Sessions `items` of `ex` with up to `max_pos` positives and exactly `num_neg` negatives each."""
+    prompts, cands, pos_rows, neg_rows = [], [], [], []
+    start = 0
+    for i in items:
+        pos = ex.pos_codes[i][:max_pos]
+        neg = np.zeros((0, pos.shape[1]), dtype=np.int64)
+        if num_neg:
+            neg = sample_negatives(ex.neg_codes[i], ex.pos_codes[i], all_sids, num_neg, session_rng(seed, epoch, i))
+        codes = np.concatenate([pos, neg])
+        prompts.append(ex.prompts[i])
+        cands.append(np.asarray(ckpt.vocab.codes_to_ids(codes)))
+        pos_rows.append(np.arange(start, start + len(pos)))
+        neg_rows.append(np.arange(start + len(pos), start + len(codes)))
+        start += len(codes)
+    width = max(len(r) for r in pos_rows)
+    pos_idx = np.zeros((len(items), width), dtype=np.int64)
+    pos_mask = np.zeros((len(items), width), dtype=bool)
+    for s, r in enumerate(pos_rows):
+        pos_idx[s, : len(r)] = r
+        pos_mask[s, : len(r)] = True
+    neg_idx = torch.from_numpy(np.stack(neg_rows).astype(np.int64))
+    packed = pack(prompts, cands, ckpt.eos_id, ckpt.pad_id)
+    sid_targets = packed.targets[:, :-1]
+    top = sid_targets[torch.from_numpy(pos_idx[:, 0])]  # y_w* of each session
+    neg_lcp = common_prefix(sid_targets[neg_idx], top[:, None, :]) if num_neg else neg_idx
+    return Batch(packed, torch.from_numpy(pos_idx), torch.from_numpy(pos_mask), neg_idx, neg_lcp)
+
+
+class Stream:
+    """Which example each process trains on at each step; an epoch may add a share of indexing examples."""
+
+    def __init__(self, n_sessions: int, n_items: int, ratio: float, seed: int, batch: int, world: int, rank: int):
+        self.n_sessions, self.n_items = n_sessions, n_items
+        self.extra = min(n_items, round(ratio * n_sessions)) if n_items else 0
+        self.epoch_len = n_sessions + self.extra
+        self.seed, self.batch, self.world, self.rank = seed, batch, world, rank
+        self._cache: dict[int, np.ndarray] = {}
+
+    def order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._cache:
+            rng = np.random.default_rng([self.seed, epoch, 7])
+            items = self.n_sessions + rng.permutation(self.n_items)[: self.extra]
+            self._cache = {epoch: rng.permutation(np.concatenate([np.arange(self.n_sessions), items]))}
+        return self._cache[epoch]
+
+    def steps_for(self, epochs: float) -> int:
+        return max(1, math.ceil(epochs * self.epoch_len / (self.batch * self.world)))
+
+    def at(self, step: int) -> tuple[int, list[int]]:
+        """(epoch, example ids) of this process at `step`."""
+        first = (step * self.world + self.rank) * self.batch
+        epoch = first // self.epoch_len
+        out = []
+        for pos in range(first, first + self.batch):
+            e, off = divmod(pos, self.epoch_len)
+            out.append(int(self.order(e)[off]))
+        return epoch, out
+
+
+class MetricsLog:
+    """metrics.csv (one row per logged step) and TensorBoard; a resumed run drops rows past its checkpoint."""
+
+    def __init__(self, out: Path, resume_step: int, enabled: bool):
+        self.path = out / "metrics.csv"
+        self.enabled = enabled
+        self.writer = None
+        if not enabled:
+            return
+        rows = []
+        if resume_step and self.path.is_file():
+            with open(self.path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+        with atomic_file(self.path, "w") as fh:
+            w = csv.DictWriter(fh, fieldnames=METRICS)
+            w.writeheader()
+            w.writerows(rows)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out / "tb"), purge_step=resume_step + 1 if resume_step else None)
+        except ImportError:  # tensorboard is optional at run time; the CSV always exists
+            self.writer = None
+
+    def log(self, row: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=METRICS).writerow({k: row.get(k, "") for k in METRICS})
+        if self.writer is not None:
+            for k, v in row.items():
+                if k != "step" and v != "":
+                    self.writer.add_scalar(f"train/{k}", v, int(row["step"]))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def plot_losses(out: Path) -> None:
+    """loss.png next to the checkpoint: total, SFT and preference loss against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(out / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [int(r["step"]) for r in rows]
+    for key in ("loss", "sft", "pref"):
+        vals = [float(r[key]) if r[key] else math.nan for r in rows]
+        if not all(math.isnan(v) for v in vals):
+            ax.plot(steps, vals, label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(out.name)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_file(out / "loss.png", "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _accelerator(cfg: RunConfig):
+    from accelerate import Accelerator
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RadgrError("--device cuda: no CUDA device is available")
+    return Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
+
+
+def _start(cfg: RunConfig, index: SidIndex, dataset) -> tuple[Checkpoint, dict[str, Any] | None]:
+    """The model to train: the run's own last checkpoint when resuming, else a new one."""
+    if cfg.resume:
+        state = load_state(cfg.out / "model") if (cfg.out / "model").exists() else None
+        if state is None:
+            raise RadgrError(f"--resume: no checkpoint with training state under {cfg.out / 'model'}")
+        return load_checkpoint(cfg.out / "model", dtype=torch.float32), state
+    if (cfg.out / "model").exists():
+        raise RadgrError(f"{cfg.out / 'model'} exists: pass --resume to continue it, or choose another --out")
+    if isinstance(cfg, SFTConfig):
+        train = dataset.split(cfg.split)
+        texts = item_texts(dataset.catalog) + [q for q in train["query"].to_pylist() if q]
+        ckpt = new_model(index, texts, base=cfg.base, scratch=cfg.scratch, prompt=cfg.prompt, seed=cfg.seed)
+        ckpt.model.float()
+        return ckpt, None
+    return load_checkpoint(cfg.init, dtype=torch.float32), None
+
+
+def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) -> Path:
+    """Run SFT (`SFTConfig`) or preference alignment (`PrefConfig`); returns the checkpoint folder."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    stage = "sft" if isinstance(cfg, SFTConfig) else "pref"
+    acc = _accelerator(cfg)
+    index = load_index(cfg.index)
+    dataset = load_dataset(cfg.data)
+    ckpt, state = _start(cfg, index, dataset)
+    ckpt.check_index(index)
+    base_stages = state["base_stages"] if state else list(ckpt.meta.get("stages", []))
+
+    ex = build_examples(dataset, index, ckpt.prompts, cfg.split)
+    if not len(ex):
+        raise RadgrError(f"{cfg.data}: no '{cfg.split}' session has a positive in the index; nothing to train on")
+    n_sessions = len(ex)
+    if stage == "sft" and cfg.index_ratio > 0:
+        items = indexing_examples(dataset, index, ckpt.prompts)
+        for name in ("session_ids", "prompts", "pos_codes", "pos_grades", "neg_codes", "pos_skus"):
+            getattr(ex, name).extend(getattr(items, name))
+    stream = Stream(n_sessions, len(ex) - n_sessions, getattr(cfg, "index_ratio", 0.0), cfg.seed,
+                    cfg.batch_size, acc.num_processes, acc.process_index)
+    total = cfg.steps or stream.steps_for(cfg.epochs)
+    num_neg = cfg.num_negatives if stage == "pref" else 0
+    all_sids = index.trie.sids().astype(np.int64) if num_neg else None
+
+    model = ckpt.model
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    tracker = None
+    if stage == "pref" and cfg.method == "rad-dpo" and cfg.rdrw:
+        tracker = QuantileTracker(cfg.rdrw_warmup, cfg.rdrw_window)
+    ref = None
+    if stage == "pref" and cfg.method == "dpo":
+        ref = load_checkpoint(cfg.init, dtype=torch.float32).model.to(acc.device).eval().requires_grad_(False)
+    start = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if tracker is not None and state.get("rdrw"):
+            tracker.load_state_dict(state["rdrw"])
+        start = int(state["step"])
+        if start >= total:
+            acc.print(f"{cfg.out}: already trained for {start} of {total} steps")
+            return cfg.out / "model"
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    if acc.is_main_process:
+        write_json(cfg.out / "train_config.json", {"stage": stage, **json.loads(cfg.model_dump_json())})
+    log = MetricsLog(cfg.out, start, acc.is_main_process)
+
+    def save(step: int) -> None:
+        acc.wait_for_everyone()
+        unwrapped = acc.unwrap_model(model)
+        weights = acc.get_state_dict(model)
+        if acc.is_main_process:
+            entry = {"stage": stage, "steps": step, **({"method": cfg.method} if stage == "pref" else {})}
+            ckpt.meta["stages"] = base_stages + [entry]
+            train_state = {
+                "step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "rdrw": tracker.state_dict() if tracker else None,
+                "base_stages": base_stages, "config": json.loads(cfg.model_dump_json()),
+            }
+            save_checkpoint(ckpt, cfg.out / "model", state=train_state, model=unwrapped, state_dict=weights)
+            plot_losses(cfg.out)
+        acc.wait_for_everyone()
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=start, disable=not (cfg.progress and acc.is_main_process), desc=stage)
+    tick = time.perf_counter()
+    for step in range(start, total):
+        epoch, items = stream.at(step)
+        batch = make_batch(ex, items, ckpt, cfg.max_positives, num_neg, all_sids, cfg.seed, epoch).to(acc.device)
+        with acc.autocast():
+            loss, stats = _loss(cfg, stage, model, ref, batch, tracker, acc)
+        acc.backward(loss)
+        grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        row = {"step": done, "epoch": round(done * cfg.batch_size * acc.num_processes / stream.epoch_len, 4),
+               "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+               **{k: float(v) for k, v in stats.items()}}
+        bar.update(1)
+        if done % cfg.log_every == 0 or done == total:
+            now = time.perf_counter()
+            row["sessions_per_s"] = round(cfg.log_every * cfg.batch_size * acc.num_processes / (now - tick), 2)
+            tick = now
+            log.log(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if done % cfg.save_every == 0 or done == total:
+            save(done)
+        if on_step is not None:
+            on_step(done, row)
+    bar.close()
+    log.close()
+    return cfg.out / "model"
+
+
+def _loss(cfg, stage, model, ref, batch: Batch, tracker, acc) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The stage's loss on one packed batch."""
+    need_hidden = tracker is not None
+    tok, hidden = candidate_logps(model, batch.packed, hidden=need_hidden)
+    pos_tok = tok[batch.pos_idx]
+    if stage == "sft":
+        return sft_loss(pos_tok, batch.pos_mask)
+    neg_tok = tok[batch.neg_idx]
+    if cfg.method == "rad-dpo":
+        weights = None
+        extra = {}
+        if tracker is not None:
+            sims = eos_similarity(hidden[batch.pos_idx[:, 0]], hidden[batch.neg_idx])
+            weights = tracker.weights(sims, cfg.rdrw_lambda)  # from earlier pairs only, then add these
+            tracker.update(acc.gather(sims.detach().contiguous()))
+            extra = {"weight_mean": weights.mean()}
+        loss, stats = rad_dpo_loss(pos_tok, batch.pos_mask, neg_tok, batch.neg_lcp, weights, beta=cfg.beta,
+                                   form=cfg.form, tlgd=cfg.tlgd, multi_label_sft=cfg.multi_label_sft,
+                                   sft_weight=cfg.sft_weight)
+        return loss, {**stats, **extra}
+    if cfg.method == "dpo":
+        with torch.no_grad():
+            ref_tok, _ = candidate_logps(ref, batch.packed)
+        return dpo_loss(pos_tok, batch.pos_mask, neg_tok, ref_tok[batch.pos_idx], ref_tok[batch.neg_idx], cfg.beta)
+    if cfg.method == "simpo":
+        return simpo_loss(pos_tok, batch.pos_mask, neg_tok, beta=cfg.beta, gamma=cfg.gamma)
+    return orpo_loss(pos_tok, batch.pos_mask, neg_tok, lam=cfg.beta)
+
+
+__all__ = ["train", "make_batch", "Stream", "PrefConfig", "SFTConfig"]
