@@ -1,0 +1,221 @@
+"""Trie-constrained beam search over Semantic IDs for any Hugging Face causal LM, in plain torch.
+
+One call decodes a batch of prompts: they are left-padded (attention mask + position ids,
+so padding never shifts a position), prefilled once, and the KV cache (a transformers
+`DynamicCache`) is fanned out to `width` beams per prompt and reordered after every step.
+Step t scores every (beam, next token) pair at once, masks the pairs the trie forbids
+(`SidConstraint.mask_nodes` on the trie node each beam sits at) and keeps the best `width`
+per prompt with one `topk`; nothing loops over beams in Python and nothing syncs with the
+host inside the loop (the CPU constraint's ragged gather aside).
+
+Scores are log pi(SID | prompt) under the model's full-vocabulary softmax (masking never
+renormalises), plus log pi(EOS | prompt, SID) when `include_eos`: exactly what
+`score_sids` computes teacher-forced, which the tests use as the brute-force reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sid_index.constraint import SidConstraint
+from sid_index.tokens import SidVocab
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class BeamResult:
+    """Beams per prompt, best first."""
+
+    codes: torch.LongTensor  # [B, W, L] SID codes; -1 where a token is not a SID token of that level (or empty slot)
+    scores: torch.Tensor  # [B, W] sum of token log-probs (incl. EOS when include_eos); -inf for empty slots
+    valid: torch.BoolTensor  # [B, W] finite score and the codes form a SID (of the index, when it is known)
+    tokens: torch.LongTensor  # [B, W, L] the generated token ids (meaningless for empty slots)
+
+    def sids(self, b: int) -> list[tuple[int, ...]]:
+        """The valid SIDs of prompt `b`, best first (one host transfer)."""
+        keep = self.valid[b].cpu()
+        return [tuple(row) for row in self.codes[b].cpu()[keep].tolist()]
+
+
+def model_device(model) -> torch.device:
+    dev = getattr(model, "device", None)
+    return torch.device(dev) if dev is not None else next(model.parameters()).device
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """'cuda' and 'cuda:0' name the same device when the current one is 0."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.type == "cuda":
+        current = torch.cuda.current_device()
+        return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
+    return True
+
+
+def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device):
+    """Token ids [B, T], attention mask [B, T] and position ids [B, T] of left-padded prompts."""
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.as_tensor(p, dtype=torch.long)
+        mask[i, width - len(p) :] = 1
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), pos.to(device)
+
+
+def _empty(batch: int, width: int, levels: int, device: torch.device) -> BeamResult:
+    return BeamResult(
+        codes=torch.full((batch, width, levels), -1, dtype=torch.long, device=device),
+        scores=torch.full((batch, width), NEG_INF, device=device),
+        valid=torch.zeros((batch, width), dtype=torch.bool, device=device),
+        tokens=torch.zeros((batch, width, levels), dtype=torch.long, device=device),
+    )
+
+
+@torch.no_grad()
+def beam_search(
+    model,
+    prompts: list[list[int]],
+    vocab: SidVocab,
+    eos_id: int,
+    width: int = 128,
+    constraint: SidConstraint | None = None,
+    include_eos: bool = True,
+    pad_id: int = 0,
+    *,
+    constrained: bool = True,
+) -> BeamResult:
+    """The best `width` SIDs of each prompt, best first.
+
+    With a `constraint` every returned beam is a SID of the index, and the search is exact
+    (equal to scoring every SID) whenever `width` is at least the number of valid prefixes
+    of every level. With `constraint=None`, or `constrained=False`, any vocabulary token may
+    be chosen at every step (the free decode that measures hallucinated SIDs); `valid` then
+    checks index membership through `constraint` when one is given, and only that every
+    token is a SID token of its level when none is. Slots beyond the number of distinct
+    continuations hold score -inf, codes -1 and valid False; SIDs are never repeated.
+    The model is used as it is (call `model.eval()` first).
+    """
+    device = model_device(model)
+    batch, levels = len(prompts), vocab.levels
+    if width < 1:
+        raise ValueError("width must be >= 1")
+    if batch == 0:
+        return _empty(0, width, levels, device)
+    use_trie = constraint is not None and constrained
+    if constraint is not None and not same_device(constraint.device, device):
+        raise ValueError(f"constraint is on {constraint.device}, the model on {device}")
+
+    ids, mask, pos = left_pad(prompts, pad_id, device)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    cache, logits = out.past_key_values, out.logits[:, -1]
+    prompt_len = ids.shape[1]
+    next_pos = (pos[:, -1] + 1).repeat_interleave(width)  # [B*W]: position of each beam's first SID token
+    full_mask = torch.cat(
+        [mask.repeat_interleave(width, 0), torch.ones(batch * width, levels, dtype=mask.dtype, device=device)], 1
+    )
+    rows = torch.arange(batch, device=device)[:, None]
+    work = torch.promote_types(logits.dtype, torch.float32)  # log-probs in float32 (float64 for a double model)
+
+    beams = 1  # step 0: one beam per prompt (the W copies would only give duplicates)
+    scores = torch.zeros(batch, 1, dtype=work, device=device)
+    tokens = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)
+    nodes = constraint.root(batch)[:, None] if use_trie else None  # [B, beams] trie node of each beam
+    for t in range(levels):
+        if use_trie:
+            lo, hi = vocab.token_range(t)
+            lse = torch.logsumexp(logits.to(work), -1, keepdim=True)
+            logp = logits[:, lo:hi].to(work) - lse
+            logp = logp.masked_fill(~constraint.mask_nodes(t, nodes.reshape(-1)), NEG_INF)
+        else:
+            lo = 0
+            logp = torch.log_softmax(logits.to(work), -1)
+        cand = None
+        if logp.shape[-1] > width:  # the global best W are among each beam's best W: rank W*W pairs, not W*V
+            logp, cand = logp.topk(width, dim=-1)
+        n_cand = logp.shape[-1]
+        total = (scores[:, :, None] + logp.view(batch, beams, n_cand)).view(batch, beams * n_cand)
+        k = min(width, beams * n_cand)
+        top, idx = total.topk(k, dim=1)
+        if k < width:  # tiny index / vocabulary: pad with empty slots
+            top = torch.cat([top, top.new_full((batch, width - k), NEG_INF)], 1)
+            idx = torch.cat([idx, idx.new_zeros((batch, width - k))], 1)
+        parent = idx // n_cand  # [B, W]
+        choice = idx % n_cand if cand is None else cand.view(batch, beams * n_cand).gather(1, idx)
+        tokens = torch.cat([tokens.gather(1, parent[:, :, None].expand(-1, -1, t)), (choice + lo)[:, :, None]], 2)
+        if use_trie and t + 1 < levels:
+            nodes = constraint.advance(nodes.gather(1, parent).reshape(-1), t, choice.reshape(-1)).view(batch, width)
+        scores = top
+        beams = width
+        if t + 1 < levels or include_eos:
+            cache.reorder_cache((rows * (1 if t == 0 else width) + parent).reshape(-1))
+            out = model(
+                input_ids=tokens[:, :, t].reshape(-1, 1),
+                attention_mask=full_mask[:, : prompt_len + t + 1],
+                position_ids=(next_pos + t)[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            logits = out.logits[:, -1]
+
+    if include_eos:
+        eos = logits[:, eos_id].to(work) - torch.logsumexp(logits.to(work), -1)
+        scores = scores + eos.view(batch, width)  # -inf slots stay -inf
+        scores, order = scores.sort(dim=1, descending=True)
+        tokens = tokens.gather(1, order[:, :, None].expand(-1, -1, levels))
+
+    live = torch.isfinite(scores)
+    codes = torch.where(live[:, :, None], vocab.ids_to_codes(tokens), torch.full_like(tokens, -1))
+    if constraint is not None:
+        valid = live & constraint.contains(codes.view(-1, levels)).view(batch, width)
+    else:
+        valid = live & (codes >= 0).all(-1)
+    return BeamResult(codes=codes, scores=scores, valid=valid, tokens=tokens)
+
+
+@torch.no_grad()
+def score_sids(
+    model,
+    prompt: list[int],
+    sid_codes: torch.Tensor,
+    vocab: SidVocab,
+    eos_id: int,
+    include_eos: bool = True,
+    chunk: int = 512,
+) -> torch.Tensor:
+    """Teacher-forced log pi(SID | prompt) [S] of every SID [S, L] (plus log pi(EOS) when `include_eos`).
+
+    The prompt is prefilled once per chunk of SIDs and its cache shared by the chunk's rows.
+    """
+    device = model_device(model)
+    sid_codes = torch.as_tensor(sid_codes, dtype=torch.long, device=device)
+    n, levels = sid_codes.shape
+    if levels != vocab.levels:
+        raise ValueError(f"SIDs have {levels} levels, the vocabulary {vocab.levels}")
+    sid_ids = vocab.codes_to_ids(sid_codes)  # [S, L]
+    ids = torch.as_tensor([prompt], dtype=torch.long, device=device)
+    targets = torch.cat([sid_ids, torch.full((n, 1), eos_id, dtype=torch.long, device=device)], 1)
+    steps = levels + 1 if include_eos else levels
+    parts = [torch.empty(0, device=device)]
+    for start in range(0, n, chunk):
+        want = targets[start : start + chunk, :steps]  # the tokens scored
+        m = want.shape[0]
+        pre = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        work = torch.promote_types(pre.logits.dtype, torch.float32)
+        cache = pre.past_key_values
+        cache.batch_repeat_interleave(m)
+        logits = [pre.logits[:, -1:].to(work).expand(m, -1, -1)]
+        if steps > 1:  # the next-token distributions after each scored token but the last
+            pos = torch.arange(len(prompt), len(prompt) + steps - 1, device=device)[None].expand(m, -1)
+            more = model(input_ids=want[:, :-1], position_ids=pos, past_key_values=cache, use_cache=True).logits
+            logits.append(more.to(work))
+        logp = torch.log_softmax(torch.cat(logits, 1), -1)  # [m, steps, V]
+        parts.append(logp.gather(2, want[:, :, None]).squeeze(2).sum(1))
+    return torch.cat(parts) if n else parts[0]

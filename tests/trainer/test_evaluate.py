@@ -1,0 +1,162 @@
+"""`radgr eval`: metric functions on hand-made rankings, evaluate() on the tiny fixtures, the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from trainer.evaluate import (
+    dedupe,
+    mean_metrics,
+    ranked_items,
+    ranking_metrics,
+    recall_at_k,
+    reciprocal_rank,
+)
+from trainer.model import META_FILE, save_checkpoint
+
+# ----------------------------------------------------------------------------- metric functions
+
+
+def test_recall_and_mrr_by_hand():
+    ranked = [(0, 0, 1), (0, 1, 0), (2, 2, 2), (3, 0, 1), (1, 1, 1)]
+    targets = {(2, 2, 2), (1, 1, 1), (7, 7, 7)}
+    assert recall_at_k(ranked, targets, 1) == 0
+    assert recall_at_k(ranked, targets, 3) == pytest.approx(1 / 3)
+    assert recall_at_k(ranked, targets, 5) == pytest.approx(2 / 3)
+    assert recall_at_k(ranked, targets, 100) == pytest.approx(2 / 3)  # K beyond the list
+    assert reciprocal_rank(ranked, targets) == pytest.approx(1 / 3)
+    assert reciprocal_rank(ranked, {(9, 9, 9)}) == 0
+    assert reciprocal_rank([], targets) == 0 and recall_at_k([], targets, 8) == 0
+    assert recall_at_k(ranked, set(), 8) == 0
+    assert reciprocal_rank(ranked, [(0, 0, 1), (0, 0, 1)]) == 1.0
+    # repeated targets count once
+    assert recall_at_k(["a", "b"], ["a", "a", "c"], 2) == 0.5
+    m = ranking_metrics(ranked, targets, (1, 3, 5))
+    assert m == pytest.approx({"recall@1": 0, "recall@3": 1 / 3, "recall@5": 2 / 3, "mrr": 1 / 3})
+
+
+def test_items_from_sids_by_hand():
+    skus = {(0, 0): ["a", "b"], (0, 1): ["c"], (1, 0): ["b", "d"], (9, 9): []}
+    ranked = ranked_items([(0, 1), (1, 0), (9, 9), (0, 0)], lambda sid: skus[sid])
+    assert ranked == ["c", "b", "d", "a"]  # every SKU of each SID, in order, repeats dropped
+    assert dedupe([3, 1, 3, 2, 1]) == [3, 1, 2]
+    m = ranking_metrics(ranked, {"a", "d"}, (2, 3, 4))
+    assert m == pytest.approx({"recall@2": 0, "recall@3": 0.5, "recall@4": 1.0, "mrr": 1 / 3})
+
+
+def test_mean_over_sessions():
+    rows = [{"recall@8": 1.0, "mrr": 0.5}, {"recall@8": 0.0, "mrr": 0.0}, {"recall@8": 0.5, "mrr": 1.0}]
+    assert mean_metrics(rows) == pytest.approx({"recall@8": 0.5, "mrr": 0.5})
+    assert mean_metrics([]) == {}
+
+
+# ----------------------------------------------------------------------------- evaluate()
+
+
+def test_evaluate_tiny(tiny_ckpt, tiny_index, tiny_dataset):
+    from trainer.evaluate import evaluate
+
+    res = evaluate(tiny_ckpt, tiny_index, tiny_dataset, split="test", width=32, batch_size=8, max_sessions=12)
+    assert res["sessions"] == 12 and res["width"] == 32
+    assert res["constrained"]["invalid_rate"] == 0.0 and res["constrained"]["beams"] == 12 * 32
+    free = res["unconstrained"]
+    assert free["beams"] == 12 * 32 and free["invalid_rate"] > 0  # an untrained model hallucinates
+    for level, ks in (("sid", (8, 64, 128)), ("item", (10, 100, 500))):
+        vals = [res[level][f"recall@{k}"] for k in ks]
+        assert all(0 <= v <= 1 for v in vals) and vals == sorted(vals)
+        assert 0 <= res[level]["mrr"] <= 1
+    assert res["sessions_per_s"] > 0 and res["wall_s"] >= res["decode_s"]
+
+
+def test_evaluate_exhaustive_width_finds_everything(tiny_ckpt, tiny_index, tiny_dataset):
+    """Beams >= SIDs: every SID comes back, so every positive SID and SKU is found (any model)."""
+    from trainer.evaluate import evaluate
+
+    width = tiny_index.num_sids
+    assert tiny_index.num_skus <= 500
+    res = evaluate(tiny_ckpt, tiny_index, tiny_dataset, width=width, batch_size=4, max_sessions=4,
+                   unconstrained=False)
+    assert res["item"]["recall@500"] == 1.0
+    assert res["sid"]["mrr"] > 0 and res["item"]["mrr"] > 0
+    assert res["constrained"]["beams"] == 4 * width and res["constrained"]["invalid_rate"] == 0.0
+    assert res["unconstrained"] == {}
+    if width <= 128:
+        assert res["sid"]["recall@128"] == 1.0
+
+
+# ----------------------------------------------------------------------------- radgr eval
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    from radgr.cli import app
+
+    monkeypatch.setattr(sys, "argv", ["radgr", *map(str, args)])
+    capsys.readouterr()  # drop what the test printed before (e.g. checkpoint saving)
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_two_models(tiny_ckpt, tiny_index, tiny_dataset, tmp_path, monkeypatch, capsys):
+    a = save_checkpoint(tiny_ckpt, tmp_path / "a")
+    save_checkpoint(tiny_ckpt, tmp_path / "run" / "model")  # a training output folder
+    out, md = tmp_path / "res" / "results.json", tmp_path / "res" / "results.md"
+    code, stdout, stderr = run_cli(
+        monkeypatch, capsys, "eval", "--model", a, "--model", tmp_path / "run", "--index", tiny_index.root,
+        "--data", tiny_dataset.root, "--beam-width", 16, "--batch-size", 8, "--max-sessions", 6,
+        "--out", out, "--markdown", md,
+    )
+    assert code == 0, stderr
+    results = json.loads(out.read_text())
+    assert [m["name"] for m in results["models"]] == [str(a), str(tmp_path / "run")]
+    assert results["models"][1]["model"] == str(tmp_path / "run" / "model")
+    for m in results["models"]:
+        assert m["sessions"] == 6 and m["width"] == 16 and m["constrained"]["invalid_rate"] == 0
+        assert m["unconstrained"]["invalid_rate"] > 0
+    # the same weights give the same metrics
+    assert results["models"][0]["sid"] == results["models"][1]["sid"]
+    table = md.read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(rows) == 3 and "SID R@8" in rows[0] and str(a) in rows[1]
+    assert table in stdout
+
+
+@pytest.mark.parametrize(
+    "what, message",
+    [
+        ("model", "not a radgr checkpoint"),
+        ("index", "no such index directory"),
+        ("data", "not a dataset directory"),
+        ("other-index", "was trained for index"),
+        ("width", "--beam-width"),
+        ("split", "--split"),
+    ],
+)
+def test_cli_errors_are_one_line(what, message, tiny_ckpt, tiny_index, tiny_dataset, tmp_path, monkeypatch,
+                                 capsys):
+    ck = save_checkpoint(tiny_ckpt, tmp_path / "ck")
+    args = {"--model": ck, "--index": tiny_index.root, "--data": tiny_dataset.root, "--beam-width": 4,
+            "--max-sessions": 2}
+    if what == "other-index":
+        meta = json.loads((ck / META_FILE).read_text())
+        meta["index_id"] = "0" * 16
+        (ck / META_FILE).write_text(json.dumps(meta))
+    elif what == "width":
+        args["--beam-width"] = 0
+    elif what == "split":
+        args["--split"] = "dev"
+    else:
+        args[f"--{what}"] = tmp_path / "missing"
+    argv = [x for kv in args.items() for x in kv]
+    code, stdout, stderr = run_cli(monkeypatch, capsys, "eval", *argv, "--out", tmp_path / "r.json")
+    assert code == 2
+    assert stderr.startswith("error: ") and len(stderr.strip().splitlines()) == 1, stderr
+    assert message in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "r.json").exists()

@@ -1,0 +1,258 @@
+"""Offline evaluation: trie-constrained beam search over a split, SID- and item-level metrics.
+
+For every session with a positive the model decodes `width` SIDs under the index's trie.
+
+- SID level: targets are the session's distinct positive SIDs. Recall@K = share of them in
+  the top K SIDs (K = 8, 64, 128); MRR = 1 / rank of the first target SID (0 if none).
+- Item level: the ranked SIDs become SKUs (every SKU of a SID, in index order, i.e. most
+  popular first; repeats dropped); targets are the positive SKUs; Recall@10/100/500, MRR.
+- Invalid-SID rate: the same model decoded with no constraint (same width); the share of
+  its returned beams that are not a SID of the index (non-SID tokens included). The same
+  rate is measured, not assumed, for the constrained decode: it must be 0.
+
+The metric functions are small and pure (ranked list + target set -> number).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Hashable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sid_index.data.schema import Dataset
+from sid_index.errors import RadgrError
+from sid_index.index import SidIndex
+
+SID_KS = (8, 64, 128)
+ITEM_KS = (10, 100, 500)
+
+
+# ----------------------------------------------------------------------------- metric functions
+
+
+def recall_at_k(ranked: Sequence[Hashable], targets: Iterable[Hashable], k: int) -> float:
+    """Share of the distinct targets found among the first k ranked entries (0 for no targets)."""
+    targets = set(targets)
+    if not targets:
+        return 0.0
+    return len(targets.intersection(ranked[:k])) / len(targets)
+
+
+def reciprocal_rank(ranked: Sequence[Hashable], targets: Iterable[Hashable]) -> float:
+    """1 / (1-based rank of the first target in `ranked`), 0 when no target is ranked."""
+    targets = set(targets)
+    for rank, item in enumerate(ranked, 1):
+        if item in targets:
+            return 1.0 / rank
+    return 0.0
+
+
+def dedupe(items: Iterable[Hashable]) -> list:
+    """Items in first-seen order, repeats dropped."""
+    return list(dict.fromkeys(items))
+
+
+def ranked_items(ranked_sids: Iterable[Sequence[int]], skus_of) -> list[str]:
+    """SKUs of ranked SIDs: every SKU of each SID in the index's order, concatenated, repeats dropped."""
+    return dedupe(sku for sid in ranked_sids for sku in skus_of(sid))
+
+
+def ranking_metrics(ranked: Sequence[Hashable], targets: Iterable[Hashable], ks: Sequence[int]) -> dict[str, float]:
+    """Recall@k for every k, and the reciprocal rank, of one ranked list."""
+    targets = set(targets)
+    out = {f"recall@{k}": recall_at_k(ranked, targets, k) for k in ks}
+    out["mrr"] = reciprocal_rank(ranked, targets)
+    return out
+
+
+def mean_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per-key means over sessions."""
+    if not rows:
+        return {}
+    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def evaluate(
+    ckpt,
+    index: SidIndex,
+    dataset: Dataset,
+    split: str = "test",
+    width: int = 128,
+    batch_size: int = 16,
+    max_sessions: int | None = None,
+    device: str = "cpu",
+    unconstrained: bool = True,
+) -> dict[str, Any]:
+    """Metrics of one checkpoint (`trainer.model.Checkpoint`) on one split; see the module docstring."""
+    from server.beam_search import beam_search
+    from trainer.data import build_examples
+
+    start = time.perf_counter()
+    dev = torch.device(device)
+    ex = build_examples(dataset, index, ckpt.prompts, split)
+    if len(ex) == 0:
+        raise RadgrError(f"{dataset.root}: split '{split}' has no session with a positive in index {index.root}")
+    n = len(ex) if max_sessions is None else min(len(ex), max_sessions)
+    model = ckpt.model.to(dev).eval()
+    constraint = index.constraint(str(dev))
+    vocab, eos, pad, levels = ckpt.vocab, ckpt.eos_id, ckpt.pad_id, index.levels
+    # Batches of similar prompt length waste less on padding; results are per session.
+    order = sorted(range(n), key=lambda i: len(ex.prompts[i]))
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+    sid_rows, item_rows = [], []
+    trie_beams = trie_invalid = 0
+    t0 = time.perf_counter()
+    for batch in batches:
+        res = beam_search(model, [ex.prompts[i] for i in batch], vocab, eos, width, constraint, pad_id=pad)
+        live = torch.isfinite(res.scores)
+        member = constraint.contains(res.codes.view(-1, levels)).view(live.shape)
+        trie_beams += int(live.sum())
+        trie_invalid += int((live & ~member).sum())
+        codes, keep = res.codes.cpu().numpy(), (live & member).cpu().numpy()
+        for row, i in enumerate(batch):
+            sids = [tuple(c) for c in codes[row][keep[row]].tolist()]
+            sid_rows.append(ranking_metrics(sids, (tuple(c) for c in ex.pos_codes[i].tolist()), SID_KS))
+            item_rows.append(ranking_metrics(ranked_items(sids, index.skus_of), ex.pos_skus[i], ITEM_KS))
+    _sync(dev)
+    decode_s = time.perf_counter() - t0
+
+    free: dict[str, Any] = {}
+    if unconstrained:
+        beams = invalid = top1 = 0
+        t0 = time.perf_counter()
+        for batch in batches:
+            res = beam_search(model, [ex.prompts[i] for i in batch], vocab, eos, width, pad_id=pad)
+            live = torch.isfinite(res.scores)
+            bad = live & ~(constraint.contains(res.codes.view(-1, levels)).view(live.shape))
+            beams += int(live.sum())
+            invalid += int(bad.sum())
+            top1 += int(bad[:, 0].sum())
+        _sync(dev)
+        free = {
+            "invalid_rate": invalid / beams if beams else 0.0,
+            "invalid_top1_rate": top1 / n,
+            "beams": beams,
+            "decode_s": time.perf_counter() - t0,
+        }
+
+    return {
+        "model": str(ckpt.path) if ckpt.path is not None else None,
+        "split": split,
+        "width": width,
+        "sessions": n,
+        "skipped": ex.skipped,  # sessions of the split without any positive in the index
+        "not_evaluated": len(ex) - n,  # beyond --max-sessions
+        "sid": mean_metrics(sid_rows),
+        "item": mean_metrics(item_rows),
+        "constrained": {"invalid_rate": trie_invalid / trie_beams if trie_beams else 0.0, "beams": trie_beams},
+        "unconstrained": free,
+        "decode_s": decode_s,
+        "sessions_per_s": n / decode_s if decode_s > 0 else None,
+        "wall_s": time.perf_counter() - start,
+        "device": str(dev),
+    }
+
+
+# ----------------------------------------------------------------------------- several checkpoints -> one table
+
+
+class EvalConfig(BaseModel):
+    """Everything `radgr eval` needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: list[Path] = Field(min_length=1, description="checkpoint folders (or training output folders)")
+    index: Path
+    data: Path
+    split: Literal["train", "valid", "test"] = "test"
+    beam_width: int = Field(128, ge=1)
+    batch_size: int = Field(16, ge=1)
+    max_sessions: int | None = Field(None, ge=1)
+    device: str = "cpu"
+    unconstrained: bool = True
+    out: Path | None = None
+    markdown: Path | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        try:
+            dev = torch.device(v)
+        except RuntimeError:
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"expected cpu or cuda[:N], got '{v}'")
+        return v
+
+
+def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:
+    """Evaluate every checkpoint of `cfg` on one index and dataset; fails before any work on a bad path."""
+    from sid_index.data.schema import load_dataset
+    from sid_index.index import load_index
+    from trainer.model import load_checkpoint, resolve_checkpoint
+
+    if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
+        raise RadgrError(f"--device {cfg.device}: CUDA is not available on this machine")
+    paths = [resolve_checkpoint(p) for p in cfg.model]
+    index = load_index(cfg.index)
+    for path in paths:  # before loading any weights: a mismatch on the last model fails at once
+        _precheck_index(path, index)
+    dataset = load_dataset(cfg.data)
+    results = []
+    for given, path in zip(cfg.model, paths, strict=True):
+        ckpt = load_checkpoint(path, device=cfg.device)
+        ckpt.check_index(index)
+        log(f"evaluating {given} on {cfg.data} ({cfg.split}), beam width {cfg.beam_width}, {cfg.device}")
+        res = evaluate(ckpt, index, dataset, cfg.split, cfg.beam_width, cfg.batch_size, cfg.max_sessions,
+                       cfg.device, cfg.unconstrained)
+        res["name"] = str(given)
+        results.append(res)
+        del ckpt
+    return results
+
+
+def _precheck_index(path: Path, index: SidIndex) -> None:
+    """Refuse a checkpoint trained for another index from its metadata alone (`check_index` reruns after loading)."""
+    from trainer.model import META_FILE
+
+    try:
+        trained_for = json.loads((path / META_FILE).read_text()).get("index_id")
+    except (OSError, ValueError, AttributeError):
+        return  # load_checkpoint reports a damaged file
+    if trained_for != index.index_id:
+        raise RadgrError(
+            f"checkpoint {path} was trained for index {trained_for}, but index {index.root} is {index.index_id}"
+        )
+
+
+def markdown_table(results: Sequence[dict[str, Any]]) -> str:
+    """One row per evaluated model."""
+    head = ["model", "sessions"]
+    head += [f"SID R@{k}" for k in SID_KS] + ["SID MRR"]
+    head += [f"item R@{k}" for k in ITEM_KS] + ["item MRR"]
+    head += ["invalid SIDs, free decode", "invalid SIDs, trie", "sessions/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        free = r["unconstrained"].get("invalid_rate")
+        cells = [str(r.get("name") or r["model"]), f"{r['sessions']:,}"]
+        cells += [f"{r['sid'][f'recall@{k}']:.4f}" for k in SID_KS] + [f"{r['sid']['mrr']:.4f}"]
+        cells += [f"{r['item'][f'recall@{k}']:.4f}" for k in ITEM_KS] + [f"{r['item']['mrr']:.4f}"]
+        cells += ["-" if free is None else f"{free:.2%}", f"{r['constrained']['invalid_rate']:.2%}"]
+        cells += ["-" if r["sessions_per_s"] is None else f"{r['sessions_per_s']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
