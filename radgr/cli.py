@@ -9,7 +9,7 @@ import typer
 from sid_index.cli import index_app
 from sid_index.data.cli import data_app
 from sid_index.errors import RadgrError
-from trainer.cli import eval_command
+from trainer.cli import eval_command, train_app
 
 cli = typer.Typer(
     name="radgr",
@@ -19,6 +19,7 @@ cli = typer.Typer(
 )
 cli.add_typer(data_app, name="data")
 cli.add_typer(index_app, name="index")
+cli.add_typer(train_app, name="train")
 cli.command("eval")(eval_command)
 
 

@@ -51,5 +51,98 @@ def eval_command(
     typer.echo(table, nl=False)
 
 
-eval_app = typer.Typer(help="Evaluate checkpoints: SID/item Recall@K and MRR, invalid-SID rate.", no_args_is_help=True)
-eval_app.command("eval")(eval_command)
+# ---------------------------------------------------------------- radgr train sft | pref
+
+train_app = typer.Typer(help="Train: SFT on positive paths, then preference alignment (RAD-DPO or a baseline).",
+                        no_args_is_help=True)
+
+DataOpt = Annotated[Path, typer.Option("--data", help="Dataset directory (radgr data ...).")]
+IndexOpt = Annotated[Path, typer.Option("--index", help="SID index directory (radgr index build).")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Output folder: model/, metrics.csv, tb/, loss.png.")]
+StepsOpt = Annotated[int | None, typer.Option(help="Optimizer steps (default: --epochs over the data).")]
+EpochsOpt = Annotated[float, typer.Option(help="Passes over the training sessions (when --steps is not given).")]
+BatchOpt = Annotated[int, typer.Option(help="Sessions per step and process.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the data order, negatives and initialisation.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda (several GPUs: accelerate launch / torchrun).")]
+PrecisionOpt = Annotated[str, typer.Option(help="no, bf16 or fp16 (autocast; weights stay float32).")]
+SaveOpt = Annotated[int, typer.Option(help="Steps between checkpoints (one is always written at the end).")]
+LogOpt = Annotated[int, typer.Option(help="Steps between metric rows.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from OUT/model (optimizer, data position...).")]
+QuietOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bar.")]
+MaxPosOpt = Annotated[int, typer.Option(help="Positives kept per session (best grades first).")]
+WarmupOpt = Annotated[float, typer.Option(help="Share of steps with linear LR warm-up (then cosine decay).")]
+
+
+def _run(cfg_cls, what: str, **options) -> None:
+    from trainer.loop import train
+
+    options["progress"] = not options.pop("no_progress")
+    cfg = make_config(cfg_cls, what, **{k: v for k, v in options.items() if v is not None})
+    path = train(cfg)
+    typer.echo(f"checkpoint written to {path}")
+
+
+@train_app.command("sft")
+def sft(
+    data: DataOpt, index: IndexOpt, out: OutOpt,
+    base: Annotated[Path | None, typer.Option(help="Local HF checkpoint (e.g. Qwen3-1.7B); default: scratch Qwen3.")]
+    = None,
+    steps: StepsOpt = None, epochs: EpochsOpt = 1.0, batch_size: BatchOpt = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (scratch 1e-3; pretrained ~1e-5).")] = 1e-3,
+    warmup_ratio: WarmupOpt = 0.05, max_positives: MaxPosOpt = 8,
+    index_ratio: Annotated[float, typer.Option(help="DSI indexing examples (item text -> SID) per session.")] = 0.0,
+    hidden_size: Annotated[int, typer.Option(help="Scratch model: hidden size.")] = 256,
+    layers: Annotated[int, typer.Option(help="Scratch model: layers.")] = 4,
+    tokenizer_vocab: Annotated[int, typer.Option(help="Scratch model: BPE vocabulary size.")] = 4096,
+    max_history: Annotated[int, typer.Option(help="History items in the prompt (most recent).")] = 20,
+    seed: SeedOpt = 0, device: DeviceOpt = "auto", mixed_precision: PrecisionOpt = "no",
+    save_every: SaveOpt = 200, log_every: LogOpt = 10, resume: ResumeOpt = False, no_progress: QuietOpt = False,
+) -> None:
+    """Stage 1: supervised fine-tuning on every positive of every session (one packed pass per session)."""
+    from trainer.config import SFTConfig
+
+    scratch = {"hidden_size": hidden_size, "num_layers": layers, "tokenizer_vocab": tokenizer_vocab,
+               "intermediate_size": 3 * hidden_size}
+    _run(SFTConfig, "sft", data=data, index=index, out=out, base=base, steps=steps, epochs=epochs,
+         batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, max_positives=max_positives,
+         index_ratio=index_ratio, scratch=scratch, prompt={"max_history": max_history}, seed=seed, device=device,
+         mixed_precision=mixed_precision, save_every=save_every, log_every=log_every, resume=resume,
+         no_progress=no_progress)
+
+
+@train_app.command("pref")
+def pref(
+    data: DataOpt, index: IndexOpt, out: OutOpt,
+    init: Annotated[Path, typer.Option(help="SFT checkpoint to align (and DPO's frozen reference).")],
+    method: Annotated[str, typer.Option(help="rad-dpo, dpo, simpo or orpo.")] = "rad-dpo",
+    steps: StepsOpt = None, epochs: EpochsOpt = 1.0, batch_size: BatchOpt = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
+    warmup_ratio: WarmupOpt = 0.05, max_positives: MaxPosOpt = 8,
+    num_negatives: Annotated[int, typer.Option(help="Negatives per session: exposed-unclicked, then random.")] = 16,
+    beta: Annotated[float | None, typer.Option(help="Default: rad-dpo 1, dpo 0.1, simpo 2, orpo 0.1 (lambda).")]
+    = None,
+    gamma: Annotated[float, typer.Option(help="SimPO target margin.")] = 1.0,
+    form: Annotated[str, typer.Option(help="RAD-DPO list-wise loss: softmax or paper (eq. 2 as written).")]
+    = "softmax",
+    no_tlgd: Annotated[bool, typer.Option("--no-tlgd", help="Ablation: no token-level gradient detachment.")]
+    = False,
+    no_rdrw: Annotated[bool, typer.Option("--no-rdrw", help="Ablation: no dynamic reward weighting.")] = False,
+    no_multi_label_sft: Annotated[
+        bool, typer.Option("--no-multi-label-sft", help="Ablation: SFT term on y_w* only.")] = False,
+    sft_weight: Annotated[float, typer.Option(help="Weight of the SFT term of RAD-DPO.")] = 1.0,
+    rdrw_warmup: Annotated[int, typer.Option(help="Pairs collected before RDRW weights leave 1.")] = 4096,
+    rdrw_window: Annotated[int, typer.Option(help="Recent pairs whose quartiles set the RDRW weights.")] = 4096,
+    rdrw_lambda: Annotated[float, typer.Option(help="Slope of the RDRW weight (paper: 12).")] = 12.0,
+    seed: SeedOpt = 0, device: DeviceOpt = "auto", mixed_precision: PrecisionOpt = "no",
+    save_every: SaveOpt = 200, log_every: LogOpt = 10, resume: ResumeOpt = False, no_progress: QuietOpt = False,
+) -> None:
+    """Stage 2: preference alignment of an SFT checkpoint, one packed forward pass per session."""
+    from trainer.config import PrefConfig
+
+    _run(PrefConfig, "pref", data=data, index=index, out=out, init=init, method=method, steps=steps, epochs=epochs,
+         batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, max_positives=max_positives,
+         num_negatives=num_negatives, beta=beta, gamma=gamma, form=form, tlgd=not no_tlgd, rdrw=not no_rdrw,
+         multi_label_sft=not no_multi_label_sft, sft_weight=sft_weight, rdrw_warmup=rdrw_warmup,
+         rdrw_window=rdrw_window, rdrw_lambda=rdrw_lambda, seed=seed, device=device,
+         mixed_precision=mixed_precision, save_every=save_every, log_every=log_every, resume=resume,
+         no_progress=no_progress)
