@@ -19,15 +19,6 @@ ATOL = 1e-5  # max abs diff, float32
 VOCAB, L, EOS, PAD = 100, 3, 1, 0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls: intra-op threads only add synchronisation (tens of ms per op on a busy 2-CPU box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_model(attn: str) -> Qwen3ForCausalLM:
     torch.manual_seed(0)
     config = Qwen3Config(
