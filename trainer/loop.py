@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator, DistributedType
 
 from sid_index.atomic import atomic_file, write_json
 from sid_index.data.schema import load_dataset
@@ -186,7 +187,6 @@ def plot_losses(out: Path) -> None:
 
 
 def _accelerator(cfg: RunConfig):
-    from accelerate import Accelerator
 
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise RadgrError("--device cuda: no CUDA device is available")
@@ -250,7 +250,10 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
         ref = load_checkpoint(cfg.init, dtype=torch.float32).model.to(acc.device).eval().requires_grad_(False)
     start = 0
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        if state["optimizer"] is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        else:
+            acc.print("resuming without optimizer state (it was sharded by FSDP): Adam moments restart")
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         if tracker is not None and state.get("rdrw"):
@@ -265,6 +268,8 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
         write_json(cfg.out / "train_config.json", {"stage": stage, **json.loads(cfg.model_dump_json())})
     log = MetricsLog(cfg.out, start, acc.is_main_process)
 
+    sharded = acc.distributed_type == DistributedType.FSDP  # each rank holds a shard of the optimizer state
+
     def save(step: int) -> None:
         acc.wait_for_everyone()
         unwrapped = acc.unwrap_model(model)
@@ -273,7 +278,8 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
             entry = {"stage": stage, "steps": step, **({"method": cfg.method} if stage == "pref" else {})}
             ckpt.meta["stages"] = base_stages + [entry]
             train_state = {
-                "step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "step": step, "optimizer": None if sharded else optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "rdrw": tracker.state_dict() if tracker else None,
                 "base_stages": base_stages, "config": json.loads(cfg.model_dump_json()),
             }
