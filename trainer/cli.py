@@ -74,12 +74,15 @@ WarmupOpt = Annotated[float, typer.Option(help="Share of steps with linear LR wa
 
 
 def _run(cfg_cls, what: str, **options) -> None:
+    from accelerate import PartialState
+
     from trainer.loop import train
 
     options["progress"] = not options.pop("no_progress")
     cfg = make_config(cfg_cls, what, **{k: v for k, v in options.items() if v is not None})
     path = train(cfg)
-    typer.echo(f"checkpoint written to {path}")
+    if PartialState().is_main_process:
+        typer.echo(f"checkpoint written to {path}")
 
 
 @train_app.command("sft")

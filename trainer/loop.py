@@ -241,7 +241,9 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
-    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    # The scheduler is stepped here once per optimizer step: `total` already counts every process's
+    # sessions, so accelerate's per-process scheduler stepping would run it `num_processes` times too fast.
+    model, optimizer = acc.prepare(model, optimizer)
     tracker = None
     if stage == "pref" and cfg.method == "rad-dpo" and cfg.rdrw:
         tracker = QuantileTracker(cfg.rdrw_warmup, cfg.rdrw_window)
@@ -303,7 +305,8 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
         row = {"step": done, "epoch": round(done * cfg.batch_size * acc.num_processes / stream.epoch_len, 4),
-               "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+               "loss": float(acc.reduce(loss.detach(), reduction="mean")), "lr": scheduler.get_last_lr()[0],
+               "grad_norm": float(grad_norm),
                **{k: float(v) for k, v in stats.items()}}
         bar.update(1)
         if done % cfg.log_every == 0 or done == total:

@@ -106,3 +106,28 @@ def test_stream_is_a_pure_function_of_the_step():
         assert sorted(x for x in epoch if x < 10) == list(range(10))  # every session once per epoch
         assert len([x for x in epoch if x >= 10]) == 4  # ratio 0.5 of 10 sessions, capped at 4 items
     assert Stream(10, 4, 0.5, seed=3, batch=3, world=2, rank=0).at(5) == a.at(5)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run(tiny_dataset, tiny_index, tmp_path):
+    """The same command under torchrun (2 CPU processes, gloo): one checkpoint, one metrics file, LR on schedule."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "radgr.cli", "train", "sft", "--data", str(tiny_dataset.root), "--index", str(tiny_index.root),
+         "--out", str(out), "--steps", "4", "--batch-size", "4", "--hidden-size", "64", "--layers", "1",
+         "--tokenizer-vocab", "400", "--device", "cpu", "--warmup-ratio", "0", "--log-every", "1", "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("checkpoint written") == 1
+    with open(out / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-12)  # cosine reaches 0 at the last step, not before
+    assert float(rows[1]["lr"]) > 0
+    assert float(rows[0]["epoch"]) == pytest.approx(8 / 480, abs=1e-3)  # 2 processes x 4 sessions per step
+    assert load_checkpoint(out).meta["stages"] == [{"stage": "sft", "steps": 4}]
