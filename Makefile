@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo   set up, build the synthetic demo dataset and its Semantic-ID index, print its stats
+#   make demo   set up; synthetic demo data -> SID index -> SFT -> RAD-DPO -> evaluation table
 #   make test   set up and run the whole test suite
 # Both create .venv on first use (Python 3.11+, pip); nothing needs installing by hand.
 
@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: demo test setup lint bench-index real-data clean
+.PHONY: demo test setup lint bench-index bench-train real-data real-train clean
 
 setup: $(STAMP)
 
@@ -24,10 +24,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	@touch $@
 
+DEMO_SFT  ?= --epochs 3 --index-ratio 0.5 --batch-size 32 --lr 3e-3
+DEMO_PREF ?= --steps 60 --batch-size 16 --lr 1e-4 --num-negatives 16 --rdrw-warmup 1024
+
 demo: $(STAMP)
 	$(BIN)/radgr data synth --out $(DEMO)/data --items 2000 --sessions 5000 --seed 0 --overwrite
 	$(BIN)/radgr index build --data $(DEMO)/data --out $(DEMO)/index --codebooks 32,32,32
 	$(BIN)/radgr index lookup $(DEMO)/index --sku S0000001
+	rm -rf $(DEMO)/sft $(DEMO)/rad-dpo
+	$(BIN)/radgr train sft --data $(DEMO)/data --index $(DEMO)/index --out $(DEMO)/sft $(DEMO_SFT)
+	$(BIN)/radgr train pref --data $(DEMO)/data --index $(DEMO)/index --out $(DEMO)/rad-dpo --init $(DEMO)/sft \
+		--method rad-dpo $(DEMO_PREF)
+	$(BIN)/radgr eval --model $(DEMO)/sft --model $(DEMO)/rad-dpo --index $(DEMO)/index --data $(DEMO)/data \
+		--max-sessions 300 --batch-size 4 --out $(DEMO)/eval.json --markdown $(DEMO)/eval.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -38,12 +47,29 @@ lint: $(STAMP)
 bench-index: $(STAMP)
 	$(BIN)/python bench/index_scale.py
 
+bench-train: $(STAMP)
+	$(BIN)/python bench/train_throughput.py
+
 # Datasets and indexes of the real public data (README: "Real data").
 real-data: $(STAMP)
 	$(BIN)/radgr data homedepot --src $(SHARED)/homedepot/train.csv.zip --out runs/homedepot/data --overwrite
 	$(BIN)/radgr index build --data runs/homedepot/data --out runs/homedepot/index --codebooks 256,256,256
 	$(BIN)/radgr data amazon --src $(SHARED)/amazon-scientific --out runs/amazon/data --overwrite
 	$(BIN)/radgr index build --data runs/amazon/data --out runs/amazon/index --codebooks 64,64,64
+
+# Every stage on the real data, briefly (a smoke run that shows the pipeline works; issue 6 sizes real runs).
+REAL_SFT  ?= --steps 150 --batch-size 16 --lr 2e-3 --index-ratio 0.5
+REAL_PREF ?= --steps 30 --batch-size 8 --num-negatives 16 --rdrw-warmup 256
+REAL_EVAL ?= --max-sessions 200 --beam-width 128 --batch-size 4
+real-train: $(STAMP)
+	for d in homedepot amazon; do \
+	  rm -rf runs/$$d/sft runs/$$d/rad-dpo && \
+	  $(BIN)/radgr train sft --data runs/$$d/data --index runs/$$d/index --out runs/$$d/sft $(REAL_SFT) --no-progress && \
+	  $(BIN)/radgr train pref --data runs/$$d/data --index runs/$$d/index --out runs/$$d/rad-dpo \
+	    --init runs/$$d/sft $(REAL_PREF) --no-progress && \
+	  $(BIN)/radgr eval --model runs/$$d/sft --model runs/$$d/rad-dpo --index runs/$$d/index --data runs/$$d/data \
+	    $(REAL_EVAL) --out runs/$$d/eval.json --markdown runs/$$d/eval.md || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
