@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.memory import rss_mb  # noqa: E402
 from sid_index.index import load_index, write_index  # noqa: E402
 
 SIZES = (8192, 4096, 2048)
@@ -48,14 +49,6 @@ def skewed_codes(n_sids: int, sizes=SIZES, skew: float = 0.8, seed: int = 0) -> 
         draw = np.stack([rng.choice(k, size=m, p=p) for k, p in zip(sizes, probs, strict=True)], 1)
         out = np.unique(np.concatenate([out, draw]), axis=0)
     return out[rng.permutation(len(out))[:n_sids]]
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def dir_bytes(path: Path) -> dict[str, int]:

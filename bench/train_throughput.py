@@ -41,7 +41,6 @@ import argparse
 import copy
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,7 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.memory import maxrss_mb, rss_mb  # noqa: E402
 from trainer.losses import common_prefix, dpo_loss, rad_dpo_loss  # noqa: E402
 from trainer.packing import candidate_logps, pack  # noqa: E402
 from trainer.rdrw import QuantileTracker, eos_similarity  # noqa: E402
@@ -219,18 +219,6 @@ def loss_fn(method: str, model, ref, sess: Sessions, tracker, device) -> torch.T
 
 
 # ---------------------------------------------------------------- measuring
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def check_agreement(args) -> dict:
