@@ -1,8 +1,9 @@
 """Trie-constrained beam search over Semantic IDs for any Hugging Face causal LM, in plain torch.
 
 One call decodes a batch of prompts: they are left-padded (attention mask + position ids,
-so padding never shifts a position), prefilled once, and the KV cache (a transformers
-`DynamicCache`) is fanned out to `width` beams per prompt and reordered after every step.
+so padding never shifts a position) and prefilled once; their KV cache is shared by all
+beams and never copied per beam: every later step runs the beams' few SID tokens as one
+packed query over it (`_beam_logits`).
 Step t scores every (beam, next token) pair at once, masks the pairs the trie forbids
 (`SidConstraint.mask_nodes` on the trie node each beam sits at) and keeps the best `width`
 per prompt with one `topk`; nothing loops over beams in Python and nothing syncs with the
@@ -116,12 +117,7 @@ def beam_search(
     ids, mask, pos = left_pad(prompts, pad_id, device)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
     cache, logits = out.past_key_values, out.logits[:, -1]
-    prompt_len = ids.shape[1]
-    next_pos = (pos[:, -1] + 1).repeat_interleave(width)  # [B*W]: position of each beam's first SID token
-    full_mask = torch.cat(
-        [mask.repeat_interleave(width, 0), torch.ones(batch * width, levels, dtype=mask.dtype, device=device)], 1
-    )
-    rows = torch.arange(batch, device=device)[:, None]
+    next_pos = pos[:, -1] + 1  # [B]: position of every beam's first SID token
     work = torch.promote_types(logits.dtype, torch.float32)  # log-probs in float32 (float64 for a double model)
 
     beams = 1  # step 0: one beam per prompt (the W copies would only give duplicates)
@@ -155,15 +151,7 @@ def beam_search(
         scores = top
         beams = width
         if t + 1 < levels or include_eos:
-            cache.reorder_cache((rows * (1 if t == 0 else width) + parent).reshape(-1))
-            out = model(
-                input_ids=tokens[:, :, t].reshape(-1, 1),
-                attention_mask=full_mask[:, : prompt_len + t + 1],
-                position_ids=(next_pos + t)[:, None],
-                past_key_values=cache,
-                use_cache=True,
-            )
-            logits = out.logits[:, -1]
+            logits = _beam_logits(model, cache, mask, next_pos, tokens).reshape(batch * width, -1)
 
     if include_eos:
         eos = logits[:, eos_id].to(work) - torch.logsumexp(logits.to(work), -1)
@@ -178,6 +166,38 @@ def beam_search(
     else:
         valid = live & (codes >= 0).all(-1)
     return BeamResult(codes=codes, scores=scores, valid=valid, tokens=tokens)
+
+
+def _beam_logits(model, cache, prompt_mask: torch.Tensor, next_pos: torch.Tensor, tokens: torch.Tensor):
+    """Next-token logits [B, W, V] of every beam, over one shared prompt cache.
+
+    The beams' tokens so far ([B, W, n], n <= levels) go in as one packed query per prompt:
+    each token sees the prompt's real tokens and the earlier tokens of its own beam (a 4D
+    mask, as in training's packing), at positions continuing the prompt's. The prompt's KV
+    cache is never copied per beam; the n tokens per beam are recomputed instead (n <= 3),
+    and the cache is cropped back to the prompt afterwards.
+    """
+    batch, width, n = tokens.shape
+    device = tokens.device
+    beam_of = torch.arange(width, device=device).repeat_interleave(n)
+    step_of = torch.arange(n, device=device).repeat(width)
+    own = (beam_of[:, None] == beam_of[None, :]) & (step_of[None, :] <= step_of[:, None])  # [W*n, W*n]
+    allowed = torch.cat(
+        [prompt_mask.bool()[:, None, :].expand(-1, width * n, -1), own[None].expand(batch, -1, -1)], dim=2
+    )
+    dtype = next(model.parameters()).dtype
+    additive = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
+    last = torch.arange(width, device=device) * n + (n - 1)  # each beam's newest token
+    out = model(
+        input_ids=tokens.reshape(batch, width * n),
+        attention_mask=additive[:, None],
+        position_ids=next_pos[:, None] + step_of[None, :],
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=last,
+    )
+    cache.crop(-(width * n))
+    return out.logits
 
 
 @torch.no_grad()
