@@ -31,7 +31,7 @@ from sid_index.data.schema import load_dataset
 from sid_index.embed import item_texts
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_index
-from trainer.config import PrefConfig, RunConfig, SFTConfig
+from trainer.config import RunConfig, SFTConfig
 from trainer.data import Examples, build_examples, indexing_examples, sample_negatives, session_rng
 from trainer.losses import common_prefix, dpo_loss, orpo_loss, rad_dpo_loss, sft_loss, simpo_loss
 from trainer.model import Checkpoint, load_checkpoint, load_state, new_model, save_checkpoint
@@ -351,6 +351,3 @@ def _loss(cfg, stage, model, ref, batch: Batch, tracker, acc) -> tuple[torch.Ten
     if cfg.method == "simpo":
         return simpo_loss(pos_tok, batch.pos_mask, neg_tok, beta=cfg.beta, gamma=cfg.gamma)
     return orpo_loss(pos_tok, batch.pos_mask, neg_tok, lam=cfg.beta)
-
-
-__all__ = ["train", "make_batch", "Stream", "PrefConfig", "SFTConfig"]
