@@ -102,15 +102,12 @@ def sft(
     save_every: SaveOpt = 200, log_every: LogOpt = 10, resume: ResumeOpt = False, no_progress: QuietOpt = False,
 ) -> None:
     """Stage 1: supervised fine-tuning on every positive of every session (one packed pass per session)."""
+    opts = dict(locals())  # every flag, before anything else is bound here
     from trainer.config import SFTConfig
 
-    scratch = {"hidden_size": hidden_size, "num_layers": layers, "tokenizer_vocab": tokenizer_vocab,
-               "intermediate_size": 3 * hidden_size}
-    _run(SFTConfig, "sft", data=data, index=index, out=out, base=base, steps=steps, epochs=epochs,
-         batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, max_positives=max_positives,
-         index_ratio=index_ratio, scratch=scratch, prompt={"max_history": max_history}, seed=seed, device=device,
-         mixed_precision=mixed_precision, save_every=save_every, log_every=log_every, resume=resume,
-         no_progress=no_progress)
+    scratch = {k: opts.pop(k) for k in ("hidden_size", "tokenizer_vocab")}
+    scratch |= {"num_layers": opts.pop("layers"), "intermediate_size": 3 * scratch["hidden_size"]}
+    _run(SFTConfig, "sft", scratch=scratch, prompt={"max_history": opts.pop("max_history")}, **opts)
 
 
 @train_app.command("pref")
@@ -140,12 +137,9 @@ def pref(
     save_every: SaveOpt = 200, log_every: LogOpt = 10, resume: ResumeOpt = False, no_progress: QuietOpt = False,
 ) -> None:
     """Stage 2: preference alignment of an SFT checkpoint, one packed forward pass per session."""
+    opts = dict(locals())  # every flag, before anything else is bound here
     from trainer.config import PrefConfig
 
-    _run(PrefConfig, "pref", data=data, index=index, out=out, init=init, method=method, steps=steps, epochs=epochs,
-         batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, max_positives=max_positives,
-         num_negatives=num_negatives, beta=beta, gamma=gamma, form=form, tlgd=not no_tlgd, rdrw=not no_rdrw,
-         multi_label_sft=not no_multi_label_sft, sft_weight=sft_weight, rdrw_warmup=rdrw_warmup,
-         rdrw_window=rdrw_window, rdrw_lambda=rdrw_lambda, seed=seed, device=device,
-         mixed_precision=mixed_precision, save_every=save_every, log_every=log_every, resume=resume,
-         no_progress=no_progress)
+    for module in ("tlgd", "rdrw", "multi_label_sft"):  # --no-X flags -> X switches of the config
+        opts[module] = not opts.pop(f"no_{module}")
+    _run(PrefConfig, "pref", **opts)

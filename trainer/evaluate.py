@@ -109,7 +109,7 @@ def evaluate(
     n = len(ex) if max_sessions is None else min(len(ex), max_sessions)
     model = ckpt.model.to(dev).eval()
     constraint = index.constraint(str(dev))
-    vocab, eos, pad, levels = ckpt.vocab, ckpt.eos_id, ckpt.pad_id, index.levels
+    vocab, eos, pad = ckpt.vocab, ckpt.eos_id, ckpt.pad_id
     # Batches of similar prompt length waste less on padding; results are per session.
     order = sorted(range(n), key=lambda i: len(ex.prompts[i]))
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
@@ -119,11 +119,10 @@ def evaluate(
     t0 = time.perf_counter()
     for batch in batches:
         res = beam_search(model, [ex.prompts[i] for i in batch], vocab, eos, width, constraint, pad_id=pad)
-        live = torch.isfinite(res.scores)
-        member = constraint.contains(res.codes.view(-1, levels)).view(live.shape)
+        live = torch.isfinite(res.scores)  # res.valid: live and a SID of the index (checked, not assumed)
         trie_beams += int(live.sum())
-        trie_invalid += int((live & ~member).sum())
-        codes, keep = res.codes.cpu().numpy(), (live & member).cpu().numpy()
+        trie_invalid += int((live & ~res.valid).sum())
+        codes, keep = res.codes.cpu().numpy(), res.valid.cpu().numpy()
         for row, i in enumerate(batch):
             sids = [tuple(c) for c in codes[row][keep[row]].tolist()]
             sid_rows.append(ranking_metrics(sids, (tuple(c) for c in ex.pos_codes[i].tolist()), SID_KS))
@@ -136,9 +135,10 @@ def evaluate(
         beams = invalid = top1 = 0
         t0 = time.perf_counter()
         for batch in batches:
-            res = beam_search(model, [ex.prompts[i] for i in batch], vocab, eos, width, pad_id=pad)
+            res = beam_search(model, [ex.prompts[i] for i in batch], vocab, eos, width, constraint, pad_id=pad,
+                              constrained=False)  # free decode; `valid` still checks index membership
             live = torch.isfinite(res.scores)
-            bad = live & ~(constraint.contains(res.codes.view(-1, levels)).view(live.shape))
+            bad = live & ~res.valid
             beams += int(live.sum())
             invalid += int(bad.sum())
             top1 += int(bad[:, 0].sum())
