@@ -92,6 +92,7 @@ def beam_search(
     pad_id: int = 0,
     *,
     constrained: bool = True,
+    widths: list[int] | None = None,
 ) -> BeamResult:
     """The best `width` SIDs of each prompt, best first.
 
@@ -102,6 +103,9 @@ def beam_search(
     checks index membership through `constraint` when one is given, and only that every
     token is a SID token of its level when none is. Slots beyond the number of distinct
     continuations hold score -inf, codes -1 and valid False; SIDs are never repeated.
+    `widths` (one per prompt, each <= `width`) gives prompts their own beam width in the same
+    batch: a prompt's slots past its width are kept empty at every step, which is exactly a
+    search of that width (the server batches requests of different widths this way).
     The model is used as it is (call `model.eval()` first).
     """
     device = model_device(model)
@@ -113,6 +117,13 @@ def beam_search(
     use_trie = constraint is not None and constrained
     if constraint is not None and not same_device(constraint.device, device):
         raise ValueError(f"constraint is on {constraint.device}, the model on {device}")
+
+    narrow = None
+    if widths is not None:
+        if len(widths) != batch or not all(1 <= int(w) <= width for w in widths):
+            raise ValueError(f"widths must give one value in 1..{width} per prompt")
+        if min(widths) < width:
+            narrow = torch.arange(width, device=device)[None, :] >= torch.as_tensor(widths, device=device)[:, None]
 
     ids, mask, pos = left_pad(prompts, pad_id, device)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
@@ -143,6 +154,8 @@ def beam_search(
         if k < width:  # tiny index / vocabulary: pad with empty slots
             top = torch.cat([top, top.new_full((batch, width - k), NEG_INF)], 1)
             idx = torch.cat([idx, idx.new_zeros((batch, width - k))], 1)
+        if narrow is not None:
+            top = top.masked_fill(narrow, NEG_INF)
         parent = idx // n_cand  # [B, W]
         choice = idx % n_cand if cand is None else cand.view(batch, beams * n_cand).gather(1, idx)
         tokens = torch.cat([tokens.gather(1, parent[:, :, None].expand(-1, -1, t)), (choice + lo)[:, :, None]], 2)

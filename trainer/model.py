@@ -189,8 +189,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise RadgrError(f"{path}: not a radgr checkpoint (no {META_FILE}; train one with `radgr train sft`)")
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype: Any = "auto") -> Checkpoint:
-    """Load a checkpoint written by `save_checkpoint`; fails clearly on a folder that is not one."""
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", dtype: Any = "auto", with_model: bool = True
+) -> Checkpoint:
+    """Load a checkpoint written by `save_checkpoint`; fails clearly on a folder that is not one.
+
+    `with_model=False` reads only the tokenizer and metadata (an engine that loads the weights itself).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_checkpoint(path)
@@ -201,7 +206,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
     if meta.get("format") != CHECKPOINT_FORMAT or meta.get("version") != CHECKPOINT_VERSION:
         raise RadgrError(f"{path}: checkpoint format {meta.get('format')} v{meta.get('version')} is not supported")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device) if with_model else None
     vocab = SidVocab.from_tokenizer(tokenizer, meta["codebook_sizes"])
     if list(vocab.offsets) != meta["sid_offsets"]:
         raise RadgrError(f"{path}: tokenizer SID token ids {vocab.offsets} differ from {META_FILE}")

@@ -1,0 +1,270 @@
+"""The retrieval HTTP API (FastAPI): POST /v1/retrieve, /healthz, /readyz, /metrics, OpenAPI at /docs.
+
+The model loads in the background after start-up, so /healthz answers at once and /readyz turns
+ready only once the checkpoint, the index and one warm-up search are done. Requests go to the
+engine's bounded queue: past `max_pending` they get 503 + Retry-After, past their deadline 504.
+uvicorn's graceful shutdown lets in-flight requests finish before the engine is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from server.engine import BatchingEngine, DeadlineExceeded, QueueFull
+from server.metrics import ServerMetrics
+from server.retriever import Retriever, UnknownSkus, model_version
+from server.settings import ServerSettings
+
+log = logging.getLogger("radgr.server")
+
+
+class RetrieveBase(BaseModel):
+    """Fields and rules shared by every server's request model (limits come from its settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _not_empty(self):
+        if not (self.query and self.query.strip()) and not self.history:
+            raise ValueError("a request needs a non-empty query or a history (or both)")
+        return self
+
+
+def request_model(s: ServerSettings) -> type[BaseModel]:
+    """The request schema with this server's limits in it, so the OpenAPI spec states them."""
+    return create_model(
+        "RetrieveRequest",
+        __base__=RetrieveBase,
+        query=(str | None, Field(None, max_length=s.max_query_chars, description="search query text")),
+        history=(
+            list[str],
+            Field(default_factory=list, max_length=s.max_history, description="SKU ids the user saw, oldest first"),
+        ),
+        user=(
+            dict[str, str],
+            Field(default_factory=dict, max_length=s.max_user_features, description="user features, name -> value"),
+        ),
+        top_k=(int, Field(100, ge=1, le=s.max_top_k, description="SKUs to return")),
+        beam_width=(int | None, Field(None, ge=1, le=s.max_beam_width, description=f"default {s.beam_width}")),
+    )
+
+
+class Hit(BaseModel):
+    sku: str
+    sid: str = Field(description="Semantic ID, e.g. <a_3><b_17><c_5>")
+    score: float = Field(description="log-probability of the SID under the model")
+    rank: int = Field(description="rank of the SID among the decoded ones (0 = best)")
+
+
+class RetrieveResponse(BaseModel):
+    request_id: str
+    items: list[Hit]
+    beam_width: int
+    model: str
+    index: str
+    engine: str
+    timing_ms: dict[str, float]
+
+
+class ErrorResponse(BaseModel):
+    detail: Any
+
+
+@dataclass
+class Loaded:
+    engine: BatchingEngine
+    retriever: Retriever
+    model_version: str
+    index_id: str
+
+
+def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
+    """Checkpoint + index + engine, checked against each other (raises RadgrError on a mismatch)."""
+    from server.retriever import check_compatible
+    from sid_index.index import load_index
+    from trainer.model import load_checkpoint
+
+    index = load_index(settings.index)
+    native = settings.engine == "native"
+    ckpt = load_checkpoint(settings.model, device="cpu", dtype=settings.dtype, with_model=native)
+    check_compatible(ckpt, index)
+    common = dict(max_batch=settings.max_batch_requests, max_pending=settings.max_pending,
+                  on_batch=metrics.observe_batch)
+    if native:
+        from server.native_engine import NativeEngine
+
+        engine: BatchingEngine = NativeEngine(ckpt, index, settings.device, settings.score_eos, **common)
+    else:
+        from server.vllm_engine import VllmEngine
+
+        engine = VllmEngine(ckpt, index, settings, **common)
+    engine.start()
+    return Loaded(engine, Retriever(ckpt, index), model_version(ckpt), index.index_id)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: what log collectors parse without a grammar."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "msg": record.getMessage()}
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    log.handlers[:] = [handler]
+    log.setLevel(level.upper())
+    log.propagate = False
+
+
+def create_app(settings: ServerSettings, loader=load) -> FastAPI:
+    """The app; `loader(settings, metrics) -> Loaded` runs in a thread after start-up (tests swap it)."""
+    metrics = ServerMetrics()
+    state: dict[str, Any] = {"loaded": None, "error": None, "draining": False}
+    Req = request_model(settings)
+    bearer = HTTPBearer(auto_error=False)
+
+    def startup() -> None:
+        try:
+            loaded = loader(settings, metrics)
+            if settings.warmup:
+                prompt = loaded.retriever.prompts.request("warm up")
+                loaded.engine.submit(prompt, settings.beam_width, 600).result()
+            metrics.info.info({
+                "model": loaded.model_version, "index": loaded.index_id, "engine": settings.engine,
+            })
+            metrics.queue_depth.set_function(lambda: loaded.engine.queue_depth)
+            state["loaded"] = loaded
+            log.info("ready", extra={"fields": {"model": loaded.model_version, "index": loaded.index_id,
+                                                "engine": settings.engine}})
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log; the process stays up
+            state["error"] = str(exc)
+            log.error("start-up failed", exc_info=True, extra={"fields": {"error": str(exc)}})
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = asyncio.get_running_loop().run_in_executor(None, startup)
+        yield
+        state["draining"] = True
+        await task
+        if state["loaded"] is not None:
+            await asyncio.to_thread(state["loaded"].engine.close, True)
+
+    app = FastAPI(
+        title="radgr retrieval",
+        version="0.1.0",
+        description="Generative retrieval: a request -> the best Semantic IDs of the catalog -> SKUs.",
+        lifespan=lifespan,
+    )
+
+    def error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+    @app.middleware("http")
+    async def request_id_and_log(request: Request, call_next):
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.request_id = rid
+        start = time.perf_counter()
+        response = await call_next(request)
+        ms = (time.perf_counter() - start) * 1e3
+        response.headers["x-request-id"] = rid
+        if request.url.path == "/v1/retrieve":
+            metrics.requests.labels(str(response.status_code)).inc()
+            if response.status_code >= 400:
+                metrics.errors.labels(str(response.status_code)).inc()
+            log.info("request", extra={"fields": {"request_id": rid, "path": request.url.path,
+                                                  "status": response.status_code, "ms": round(ms, 2)}})
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        # Pydantic's errors, minus the echoed input (which may be large) and internal context objects.
+        detail = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
+        return error(422, detail)
+
+    def authorize(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if settings.api_token is None:
+            return
+        if cred is None or not secrets.compare_digest(cred.credentials.encode(), settings.api_token.encode()):
+            from fastapi import HTTPException
+
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    responses = {code: {"model": ErrorResponse} for code in (401, 422, 503, 504)}
+
+    @app.post("/v1/retrieve", response_model=RetrieveResponse, responses=responses, dependencies=[Depends(authorize)])
+    async def retrieve(body: Req, request: Request):  # type: ignore[valid-type]
+        """The best `top_k` SKUs for a query and/or a history, from trie-constrained beam search."""
+        start = time.perf_counter()
+        loaded: Loaded | None = state["loaded"]
+        retry = {"Retry-After": str(settings.retry_after_s)}
+        if loaded is None or state["draining"]:
+            return error(503, "not ready" if not state["draining"] else "shutting down", retry)
+        try:
+            prompt = loaded.retriever.prompt(body.query, body.history, body.user)
+        except UnknownSkus as exc:
+            return error(422, {"msg": str(exc), "unknown_skus": exc.skus})
+        width = body.beam_width or settings.beam_width
+        metrics.in_flight.inc()
+        try:
+            hits = await loaded.engine.search(prompt, width, settings.request_timeout_s)
+        except QueueFull as exc:
+            return error(503, f"overloaded: {exc}", retry)
+        except (TimeoutError, DeadlineExceeded):
+            return error(504, f"deadline of {settings.request_timeout_s} s passed")
+        finally:
+            metrics.in_flight.dec()
+        items = loaded.retriever.items(hits, body.top_k)
+        total = time.perf_counter() - start
+        metrics.latency.observe(total)
+        return RetrieveResponse(
+            request_id=request.state.request_id,
+            items=[Hit(sku=i.sku, sid=i.sid, score=i.score, rank=i.rank) for i in items],
+            beam_width=width,
+            model=loaded.model_version,
+            index=loaded.index_id,
+            engine=settings.engine,
+            timing_ms={"total": round(total * 1e3, 3)},
+        )
+
+    @app.get("/healthz")
+    async def healthz():
+        """Alive (the process answers); says nothing about the model."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"model": ErrorResponse}})
+    async def readyz():
+        """Ready: model and index loaded and warmed up; 503 while loading, after a failed start-up or when draining."""
+        if state["error"] is not None:
+            return error(503, f"start-up failed: {state['error']}")
+        if state["loaded"] is None or state["draining"]:
+            return error(503, "loading" if not state["draining"] else "shutting down")
+        loaded = state["loaded"]
+        return {"status": "ready", "model": loaded.model_version, "index": loaded.index_id, "engine": settings.engine}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.state.metrics = metrics
+    app.state.server = state
+    return app

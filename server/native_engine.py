@@ -1,0 +1,49 @@
+"""The native engine: `beam_search` in plain PyTorch over the checkpoint, batched across requests.
+
+Every batch of requests is one `beam_search` call: the prompts are prefilled together, their
+KV cache is shared by their beams, and each SID step is one forward over all live beams of
+all requests, masked by the trie on the device. Requests of different beam widths share the
+batch (`widths`). It needs only torch and transformers, which makes it the engine for any
+machine without vLLM and the yardstick the vLLM engine is checked against.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from server.beam_search import beam_search
+from server.engine import BatchingEngine, BatchStats, Hits
+from sid_index.index import SidIndex
+from trainer.model import Checkpoint
+
+
+class NativeEngine(BatchingEngine):
+    name = "native"
+
+    def __init__(self, ckpt: Checkpoint, index: SidIndex, device: str = "cpu", score_eos: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.ckpt = ckpt
+        self.model = ckpt.model.to(device).eval()
+        self.constraint = index.constraint(device)
+        self.score_eos = score_eos
+
+    @torch.inference_mode()
+    def decode(self, prompts: list[list[int]], widths: list[int]) -> tuple[list[Hits], BatchStats]:
+        start = time.perf_counter()
+        ck = self.ckpt
+        res = beam_search(
+            self.model, prompts, ck.vocab, ck.eos_id, max(widths), self.constraint,
+            include_eos=self.score_eos, pad_id=ck.pad_id, widths=widths,
+        )
+        codes, scores, valid = res.codes.cpu().numpy(), res.scores.float().cpu().numpy(), res.valid.cpu().numpy()
+        live = torch.isfinite(res.scores).cpu().numpy()
+        hits = [Hits(codes=codes[b][valid[b]], scores=scores[b][valid[b]]) for b in range(len(prompts))]
+        stats = BatchStats(
+            requests=len(prompts),
+            beams_per_step=[len(prompts)] + [sum(widths)] * (ck.vocab.levels - 1 + int(self.score_eos)),
+            invalid=int((live & ~valid).sum()),
+            seconds=time.perf_counter() - start,
+        )
+        return hits, stats

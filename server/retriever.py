@@ -1,0 +1,109 @@
+"""Requests in catalog terms (query, SKU history, user features) <-> the engine's prompts and SIDs.
+
+Also the start-up checks: the checkpoint must have been trained for this very index and its
+tokenizer must hold exactly the index's SID tokens, or the server refuses to start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from server.engine import Hits
+from sid_index.errors import RadgrError
+from sid_index.index import SidIndex
+from sid_index.tokens import format_sid, sid_tokens
+from trainer.model import Checkpoint
+from trainer.prompt import PromptBuilder
+
+_SID_TOKEN = re.compile(r"^<[a-h]_\d+>$")
+
+
+class UnknownSkus(ValueError):
+    """History SKUs that the index does not hold."""
+
+    def __init__(self, skus: list[str]):
+        super().__init__(f"unknown SKU ids in history: {', '.join(skus[:20])}{' ...' if len(skus) > 20 else ''}")
+        self.skus = skus
+
+
+@dataclass
+class Item:
+    sku: str
+    sid: str
+    score: float
+    rank: int  # rank of its SID among the decoded SIDs (0 = best)
+
+
+def check_compatible(ckpt: Checkpoint, index: SidIndex) -> None:
+    """Refuse a checkpoint/index pair that would decode SIDs of some other catalog."""
+    ckpt.check_index(index)
+    if tuple(ckpt.meta["codebook_sizes"]) != tuple(index.codebook_sizes):
+        raise RadgrError(
+            f"checkpoint {ckpt.path} has codebooks {ckpt.meta['codebook_sizes']}, index {index.root} "
+            f"{list(index.codebook_sizes)}"
+        )
+    expected = set(sid_tokens(index.codebook_sizes))
+    present = {t for t in ckpt.tokenizer.get_vocab() if _SID_TOKEN.match(t)}
+    if present != expected:
+        extra, missing = sorted(present - expected), sorted(expected - present)
+        raise RadgrError(
+            f"tokenizer of {ckpt.path} does not hold exactly the index's SID tokens "
+            f"({len(missing)} missing, e.g. {missing[:3]}; {len(extra)} extra, e.g. {extra[:3]})"
+        )
+
+
+def model_version(ckpt: Checkpoint) -> str:
+    """Folder name plus a short fingerprint of the metadata and weight files (changes on every retrain)."""
+    root = Path(ckpt.path)
+    h = hashlib.sha256((root / "radgr.json").read_bytes())
+    for f in sorted(root.glob("*.safetensors")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}".encode())
+        with f.open("rb") as fh:
+            h.update(fh.read(1 << 20))
+    name = root.parent.name if root.name == "model" else root.name
+    return f"{name}-{h.hexdigest()[:12]}"
+
+
+class Retriever:
+    """Builds prompts from requests and turns decoded SIDs into ranked SKUs."""
+
+    def __init__(self, ckpt: Checkpoint, index: SidIndex):
+        check_compatible(ckpt, index)
+        self.index = index
+        self.prompts: PromptBuilder = ckpt.prompts
+
+    def prompt(
+        self, query: str | None, history: Sequence[str] = (), user: Mapping[str, str] | None = None
+    ) -> list[int]:
+        """Prompt ids of a request; raises `UnknownSkus` naming every history SKU the index lacks."""
+        codes, unknown = [], []
+        for sku in history:
+            sid = self.index.sid_of(sku)
+            if sid is None:
+                unknown.append(sku)
+            else:
+                codes.append(sid)
+        if unknown:
+            raise UnknownSkus(unknown)
+        return self.prompts.request(query, codes, dict(user) if user else None)
+
+    def items(self, hits: Hits, top_k: int) -> list[Item]:
+        """All SKUs of each SID, best SID first, in the index's order within a SID; de-duplicated, cut at top_k."""
+        out: list[Item] = []
+        seen: set[str] = set()
+        for rank, (codes, score) in enumerate(zip(hits.codes.tolist(), np.asarray(hits.scores).tolist(), strict=True)):
+            sid = format_sid(codes)
+            for sku in self.index.skus_of(codes):
+                if sku not in seen:
+                    seen.add(sku)
+                    out.append(Item(sku=sku, sid=sid, score=float(score), rank=rank))
+                    if len(out) >= top_k:
+                        return out
+        return out

@@ -1,0 +1,49 @@
+"""Server settings, read from `RADGR_*` environment variables (or `radgr serve` flags, which set them)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    """Everything `radgr serve` can be told; one field per environment variable, e.g. RADGR_ENGINE=vllm."""
+
+    model_config = SettingsConfigDict(env_prefix="RADGR_", extra="forbid")
+
+    model: str = Field(..., description="checkpoint folder (a `radgr train` output or its model/ folder)")
+    index: str = Field(..., description="SID index folder the checkpoint was trained for")
+    engine: Literal["native", "vllm"] = Field("native", description="decoder: plain PyTorch or vLLM")
+    device: str = Field("cpu", description="torch device of the native engine and the constraint (cpu, cuda)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    beam_width: int = Field(128, ge=1, description="default beam width of a request")
+    max_beam_width: int = Field(128, ge=1, description="largest beam width a request may ask for")
+    max_top_k: int = Field(1000, ge=1, description="largest number of SKUs a request may ask for")
+    score_eos: bool = Field(False, description="add log p(EOS | SID) to scores (one more decoder step)")
+    max_query_chars: int = Field(512, ge=1)
+    max_history: int = Field(200, ge=0, description="history items a request may send (the prompt keeps the last few)")
+    max_user_features: int = Field(32, ge=0)
+
+    max_batch_requests: int = Field(8, ge=1, description="requests decoded together in one batch")
+    max_pending: int = Field(64, ge=1, description="requests queued or running; more are refused with 503")
+    request_timeout_s: float = Field(10.0, gt=0, description="deadline of a request; past it: 504")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503")
+    api_token: str | None = Field(None, description="when set, requests need 'Authorization: Bearer <token>'")
+    warmup: bool = Field(True, description="run one search before reporting ready")
+    log_level: str = "info"
+
+    vllm_kv_cache_gib: float = Field(1.0, gt=0, description="vLLM KV cache size on CPU")
+    vllm_gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="vLLM's share of GPU memory")
+    vllm_block_size: int | None = Field(None, ge=1, description="KV block size; default 32 on CPU (prefix reuse)")
+    vllm_max_model_len: int = Field(1024, ge=16)
+
+    @model_validator(mode="after")
+    def _widths(self):
+        if self.beam_width > self.max_beam_width:
+            raise ValueError(f"beam_width {self.beam_width} exceeds max_beam_width {self.max_beam_width}")
+        return self

@@ -1,0 +1,253 @@
+"""The vLLM engine: vLLM runs the model, a trie logits processor masks it, our driver keeps the beams.
+
+vLLM (0.32) has no constrained wide beam search: its `beam_search` sends one request per beam
+and sorts Python objects (0.9 s at width 128 on the tiny model here), and its logits processors
+cannot see a trie. So:
+
+- `TrieLogitsProcessor` (vLLM's V1 logits-processor API) replaces, for every request that
+  carries `extra_args["radgr_level"]`, the logits with the *masked log-softmax*: log-probs of
+  the full vocabulary, -inf outside the trie's allowed tokens. With the engine started in
+  `logprobs_mode="processed_logits"` the log-probs vLLM returns are exactly these: the same
+  scores as the native engine, never renormalised over the allowed set.
+- The driver runs the SID levels as engine steps: each step submits one 1-token request per
+  live beam (prompt + the beam's tokens; vLLM's prefix cache, block size 32 on CPU, reuses the
+  prompt's KV), asks for as many log-probs as the level's largest trie fan-out needs, and
+  picks the next beams with numpy over all (beam, candidate) pairs at once.
+- All requests of a batch share every step: their beams go to the engine together.
+
+The prefix to mask is read from each request's prompt tail (its last `level` tokens are the
+beam's SID tokens), so one `SamplingParams` per level serves every beam of a step.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from server.engine import BatchingEngine, BatchStats, Hits
+from server.settings import ServerSettings
+from sid_index.index import SidIndex
+from trainer.model import Checkpoint
+
+LEVEL_ARG = "radgr_level"
+CONFIG_KEY = "radgr"
+
+
+def _processor_class():
+    """Defined lazily: importing vllm costs seconds and is not needed by the native engine."""
+    from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
+
+    from sid_index.index import load_index
+
+    class TrieLogitsProcessor(LogitsProcessor):
+        """Masked log-softmax over the SID trie for requests tagged with a SID level (others untouched)."""
+
+        def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
+            cfg = (vllm_config.additional_config or {}).get(CONFIG_KEY)
+            self.enabled = cfg is not None
+            if not self.enabled:
+                return
+            self.constraint = load_index(cfg["index"]).constraint(device)
+            self.offsets = list(cfg["sid_offsets"])
+            self.sizes = list(cfg["codebook_sizes"])
+            self.eos_id = int(cfg["eos_id"])
+            self.levels = len(self.sizes)
+            n = vllm_config.scheduler_config.max_num_seqs
+            self.level = np.full(n, -1, dtype=np.int64)
+            self.prefix = np.zeros((n, self.levels), dtype=np.int64)  # SID codes of each request's beam
+
+        def is_argmax_invariant(self) -> bool:
+            return False
+
+        def update_state(self, batch_update: BatchUpdate | None) -> None:
+            if not self.enabled or not batch_update:
+                return
+            for i in batch_update.removed:
+                self.level[i] = -1
+            for i, params, prompt_ids, _ in batch_update.added:
+                t = (params.extra_args or {}).get(LEVEL_ARG)
+                if t is None:
+                    self.level[i] = -1
+                    continue
+                self.level[i] = t
+                if t:
+                    tail = np.asarray(prompt_ids[-t:], dtype=np.int64)
+                    self.prefix[i, :t] = tail - np.asarray(self.offsets[:t])
+            for a, b, direction in batch_update.moved:
+                la, pa = self.level[a], self.prefix[a].copy()
+                if direction == MoveDirectionality.SWAP:
+                    self.level[a], self.prefix[a] = self.level[b], self.prefix[b]
+                else:
+                    self.level[a] = -1
+                self.level[b], self.prefix[b] = la, pa
+
+        def apply(self, logits: torch.Tensor) -> torch.Tensor:
+            if not self.enabled:
+                return logits
+            levels = self.level[: logits.shape[0]]
+            tagged = np.flatnonzero(levels >= 0)
+            if not len(tagged):
+                return logits
+            for t in np.unique(levels[tagged]).tolist():
+                rows_np = tagged[levels[tagged] == t]
+                rows = torch.from_numpy(rows_np).to(logits.device)
+                sub = logits[rows]
+                logp = sub - torch.logsumexp(sub.float(), -1, keepdim=True).to(sub.dtype)
+                out = torch.full_like(sub, float("-inf"))
+                if t < self.levels:
+                    lo, hi = self.offsets[t], self.offsets[t] + self.sizes[t]
+                    prefix = torch.from_numpy(self.prefix[rows_np, :t]).to(logits.device)
+                    allowed = self.constraint.mask_nodes(t, self.constraint.nodes_of(prefix))
+                    out[:, lo:hi] = logp[:, lo:hi].masked_fill(~allowed, float("-inf"))
+                else:
+                    out[:, self.eos_id] = logp[:, self.eos_id]
+                logits[rows] = out
+            return logits
+
+    return TrieLogitsProcessor
+
+
+def max_fanout(index: SidIndex) -> list[int]:
+    """Largest number of children of any trie node, per level: the log-probs a step needs per beam."""
+    return [int(np.diff(np.asarray(index.trie.offsets[t])).max()) for t in range(index.levels)]
+
+
+class VllmEngine(BatchingEngine):
+    name = "vllm"
+
+    def __init__(self, ckpt: Checkpoint, index: SidIndex, settings: ServerSettings, **kwargs):
+        super().__init__(**kwargs)
+        self.ckpt = ckpt
+        self.index = index
+        self.settings = settings
+        self.score_eos = settings.score_eos
+        self.fanout = max_fanout(index)
+        self.constraint = index.constraint("cpu")  # the driver's copy, to track each beam's trie node
+        self.llm = None
+        self._n = 0
+
+    def _engine_args(self) -> dict:
+        s, ck = self.settings, self.ckpt
+        cpu = not torch.cuda.is_available()
+        need = max(min(s.max_beam_width, f) for f in self.fanout)
+        args = dict(
+            model=str(Path(ck.path).resolve()),
+            tokenizer=str(Path(ck.path).resolve()),
+            skip_tokenizer_init=True,
+            dtype=s.dtype,
+            max_model_len=s.vllm_max_model_len,
+            max_num_seqs=s.max_beam_width * s.max_batch_requests,
+            max_num_batched_tokens=max(8192, s.max_beam_width * s.max_batch_requests * 8),
+            max_logprobs=max(need, 1),
+            logprobs_mode="processed_logits",
+            logits_processors=[_processor_class()],
+            enable_prefix_caching=True,
+            block_size=s.vllm_block_size or (32 if cpu else 16),
+            enforce_eager=cpu,
+            seed=0,
+            additional_config={CONFIG_KEY: {
+                "index": str(Path(self.index.root).resolve()),
+                "sid_offsets": list(ck.vocab.offsets),
+                "codebook_sizes": list(ck.vocab.codebook_sizes),
+                "eos_id": ck.eos_id,
+            }},
+        )
+        if cpu:
+            args["kv_cache_memory_bytes"] = int(s.vllm_kv_cache_gib * 2**30)
+        else:
+            args["gpu_memory_utilization"] = s.vllm_gpu_memory_utilization
+        return args
+
+    def _ensure_llm(self):
+        """Started lazily in the thread that will use it (vLLM's engine is not shared across threads)."""
+        if self.llm is None:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: starts in seconds, no spin
+            os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")  # the V1 logits-processor API
+            from vllm import LLM, SamplingParams
+
+            self._SamplingParams = SamplingParams
+            self.llm = LLM(**self._engine_args())
+        return self.llm
+
+    def start(self) -> None:
+        super().start()
+        # Build the engine now (in the worker thread) so start-up errors surface at load time.
+        self.submit([self.ckpt.eos_id], 1, 600).result()
+
+    def shutdown_backend(self) -> None:
+        self.llm = None
+
+    def _params(self, level: int, k: int):
+        return self._SamplingParams(
+            max_tokens=1, temperature=0.0, logprobs=k, detokenize=False, skip_special_tokens=False,
+            extra_args={LEVEL_ARG: level}, flat_logprobs=True,
+        )
+
+    def _step(self, prompts: list[list[int]], level: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One engine pass: top-k (token ids, log-probs) [N, k] after each prompt (-inf padded)."""
+        from vllm.inputs import TokensPrompt
+
+        engine = self.llm.llm_engine
+        params = self._params(level, k)
+        base = self._n
+        self._n += len(prompts)
+        for i, p in enumerate(prompts):
+            engine.add_request(str(base + i), TokensPrompt(prompt_token_ids=p), params)
+        ids = np.zeros((len(prompts), k), dtype=np.int64)
+        lps = np.full((len(prompts), k), -np.inf)
+        while engine.has_unfinished_requests():
+            for out in engine.step():
+                if not out.finished:
+                    continue
+                row = int(out.request_id) - base
+                flat = out.outputs[0].logprobs
+                lo, hi = flat.start_indices[0], flat.end_indices[0]
+                lo += hi - lo > k  # the sampled token comes first, then the top k (which hold it again)
+                n = min(hi - lo, k)
+                ids[row, :n] = flat.token_ids[lo : lo + n]
+                lps[row, :n] = flat.logprobs[lo : lo + n]
+        return ids, lps
+
+    def decode(self, prompts: list[list[int]], widths: list[int]) -> tuple[list[Hits], BatchStats]:
+        start = time.perf_counter()
+        self._ensure_llm()
+        levels = self.ckpt.vocab.levels
+        offsets = np.asarray(self.ckpt.vocab.offsets)
+        # Per request: beam tokens [n, t], scores [n]
+        toks = [np.zeros((1, 0), dtype=np.int64) for _ in prompts]
+        scores = [np.zeros(1) for _ in prompts]
+        beams_per_step = []
+        for t in range(levels + int(self.score_eos)):
+            k = 1 if t == levels else max(1, min(max(widths), self.fanout[t]))
+            flat_prompts = [p + row.tolist() for p, beams in zip(prompts, toks, strict=True) for row in beams]
+            beams_per_step.append(len(flat_prompts))
+            ids, lps = self._step(flat_prompts, t, k)
+            at = 0
+            for b, w in enumerate(widths):
+                n = len(toks[b])
+                cand_ids, cand_lp = ids[at : at + n], lps[at : at + n]
+                at += n
+                total = (scores[b][:, None] + cand_lp).reshape(-1)
+                if t == levels:  # EOS: one candidate per beam, re-rank
+                    order = np.argsort(-total, kind="stable")
+                    toks[b], scores[b] = toks[b][order], total[order]
+                    continue
+                keep = np.flatnonzero(np.isfinite(total))
+                if len(keep) > w:
+                    keep = keep[np.argpartition(-total[keep], w - 1)[:w]]
+                keep = keep[np.argsort(-total[keep], kind="stable")]
+                parent, col = keep // k, keep % k
+                toks[b] = np.concatenate([toks[b][parent], cand_ids[parent, col][:, None]], 1)
+                scores[b] = total[keep]
+        hits, invalid = [], 0
+        for b in range(len(prompts)):
+            codes = toks[b] - offsets[None, :]
+            ok = self.constraint.contains(torch.from_numpy(codes)).numpy() & np.isfinite(scores[b])
+            invalid += int((~ok).sum())
+            hits.append(Hits(codes=codes[ok], scores=scores[b][ok]))
+        stats = BatchStats(len(prompts), beams_per_step, invalid, time.perf_counter() - start)
+        return hits, stats
