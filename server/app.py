@@ -6,7 +6,6 @@ engine's bounded queue: past `max_pending` they get 503 + Retry-After, past thei
 uvicorn's graceful shutdown lets in-flight requests finish before the engine is closed.
 """
 
-from __future__ import annotations
 
 import asyncio
 import json

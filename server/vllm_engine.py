@@ -111,6 +111,14 @@ def _processor_class():
     return TrieLogitsProcessor
 
 
+def checkpoint_dtype(path) -> str:
+    """The dtype the checkpoint was saved in: what "auto" means here (vLLM's "auto" downcasts float32 to bf16)."""
+    import json
+
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    return str(cfg.get("dtype") or cfg.get("torch_dtype") or "auto")
+
+
 def max_fanout(index: SidIndex) -> list[int]:
     """Largest number of children of any trie node, per level: the log-probs a step needs per beam."""
     return [int(np.diff(np.asarray(index.trie.offsets[t])).max()) for t in range(index.levels)]
@@ -138,7 +146,7 @@ class VllmEngine(BatchingEngine):
             model=str(Path(ck.path).resolve()),
             tokenizer=str(Path(ck.path).resolve()),
             skip_tokenizer_init=True,
-            dtype=s.dtype,
+            dtype=checkpoint_dtype(ck.path) if s.dtype == "auto" else s.dtype,
             max_model_len=s.vllm_max_model_len,
             max_num_seqs=s.max_beam_width * s.max_batch_requests,
             max_num_batched_tokens=max(8192, s.max_beam_width * s.max_batch_requests * 8),

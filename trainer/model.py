@@ -66,7 +66,9 @@ class Checkpoint:
 
     @property
     def prompts(self) -> PromptBuilder:
-        return PromptBuilder(self.tokenizer, self.vocab, self.eos_id, PromptConfig(**self.meta["prompt"]))
+        # Checkpoints from before prompt alignment existed were trained unaligned.
+        config = PromptConfig(**{"align": 1, **self.meta["prompt"]})
+        return PromptBuilder(self.tokenizer, self.vocab, self.eos_id, config, pad_id=self.pad_id)
 
     def check_index(self, index: SidIndex) -> None:
         """Refuse an index other than the one this checkpoint was trained for."""

@@ -1,0 +1,171 @@
+"""Both engines against brute-force scoring of every SID of the index, and the request micro-batcher."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from server.beam_search import score_sids
+from server.engine import BatchingEngine, BatchStats, DeadlineExceeded, Hits, QueueFull
+from server.native_engine import NativeEngine
+from server.settings import ServerSettings
+
+from .conftest import exact_width
+
+TOP = 20
+
+
+def brute_force(ckpt, index, prompt, score_eos):
+    sids = torch.from_numpy(index.trie.sids().astype(np.int64))
+    scores = score_sids(ckpt.model, prompt, sids, ckpt.vocab, ckpt.eos_id, include_eos=score_eos)
+    order = torch.argsort(scores, descending=True, stable=True)
+    return sids[order].numpy(), scores[order].numpy()
+
+
+def assert_same_ranking(hits: Hits, ref_codes, ref_scores, k: int = TOP, tol: float = 1e-4):
+    """Top-k equal to the reference: same scores, and the same SIDs wherever scores are not tied."""
+    assert len(hits.codes) >= k
+    np.testing.assert_allclose(hits.scores[:k], ref_scores[:k], atol=tol, rtol=0)
+    ref = {tuple(c): s for c, s in zip(ref_codes.tolist(), ref_scores.tolist(), strict=True)}
+    for codes, score in zip(hits.codes[:k].tolist(), hits.scores[:k].tolist(), strict=True):
+        assert tuple(codes) in ref, f"{codes} is not a SID of the index"
+        assert abs(ref[tuple(codes)] - score) < tol
+    clear = ref_scores[:k] > ref_scores[k] + tol  # not tied with anything outside the top k
+    assert {tuple(c) for c in ref_codes[:k][clear].tolist()} <= {tuple(c) for c in hits.codes[:k].tolist()}
+
+
+def prompts_of(served, tiny_index, requests):
+    from server.retriever import Retriever
+
+    r = Retriever(served, tiny_index)
+    return [r.prompt(q, h) for q, h in requests]
+
+
+@pytest.mark.parametrize("score_eos", [False, True])
+def test_native_engine_exact(served, tiny_index, requests, score_eos):
+    prompts = prompts_of(served, tiny_index, requests)
+    engine = NativeEngine(served, tiny_index, score_eos=score_eos)
+    width = exact_width(tiny_index, score_eos)
+    hits = engine.search_many(prompts, width)
+    for prompt, h in zip(prompts, hits, strict=True):
+        assert_same_ranking(h, *brute_force(served, tiny_index, prompt, score_eos))
+
+
+def test_native_engine_mixed_widths_equal_separate_searches(served, tiny_index, requests):
+    prompts = prompts_of(served, tiny_index, requests)[:4]
+    engine = NativeEngine(served, tiny_index)
+    widths = [3, 16, 1, 7]
+    together, stats = engine.decode(prompts, widths)
+    assert stats.requests == 4 and stats.invalid == 0
+    for prompt, w, h in zip(prompts, widths, together, strict=True):
+        alone = engine.search_many([prompt], w)[0]
+        assert len(h.codes) == w
+        np.testing.assert_array_equal(h.codes, alone.codes)
+        np.testing.assert_allclose(h.scores, alone.scores, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("score_eos", [False, True])
+def test_vllm_engine_exact_and_equal_to_native(served_path, served, tiny_index, requests, score_eos):
+    pytest.importorskip("vllm")
+    from server.vllm_engine import VllmEngine
+    from trainer.model import load_checkpoint
+
+    prompts = prompts_of(served, tiny_index, requests)
+    width = exact_width(tiny_index, score_eos)
+    settings = ServerSettings(model=str(served_path), index=str(tiny_index.root), engine="vllm", dtype="float32",
+                              score_eos=score_eos, max_beam_width=width, beam_width=width, vllm_kv_cache_gib=0.25)
+    engine = VllmEngine(load_checkpoint(served_path, with_model=False), tiny_index, settings, max_batch=8)
+    engine.start()
+    try:
+        hits, stats = engine.decode(prompts, [width] * len(prompts))  # one batch: all requests share each step
+        assert stats.invalid == 0
+        native = NativeEngine(served, tiny_index, score_eos=score_eos).search_many(prompts, width)
+        for prompt, h, n in zip(prompts, hits, native, strict=True):
+            assert_same_ranking(h, *brute_force(served, tiny_index, prompt, score_eos))
+            assert_same_ranking(h, n.codes, n.scores, k=min(len(h.codes), len(n.codes)) - 1)
+        narrow = engine.search_many(prompts[:2], 4)  # narrow beams: same as the native engine's narrow search
+        for h, n in zip(narrow, NativeEngine(served, tiny_index, score_eos=score_eos).search_many(prompts[:2], 4),
+                        strict=True):
+            np.testing.assert_allclose(h.scores, n.scores, atol=1e-4)
+    finally:
+        engine.close()
+
+
+class SlowEngine(BatchingEngine):
+    """Sleeps instead of decoding; records the batches it saw."""
+
+    name = "slow"
+
+    def __init__(self, delay: float, **kw):
+        super().__init__(**kw)
+        self.delay = delay
+        self.batches: list[list[int]] = []
+
+    def decode(self, prompts, widths):
+        self.batches.append([p[0] for p in prompts])
+        time.sleep(self.delay)
+        hits = [Hits(codes=np.array([[p[0], 0, 0]]), scores=np.array([-1.0])) for p in prompts]
+        return hits, BatchStats(len(prompts), [len(prompts)], 0, self.delay)
+
+
+def test_batcher_groups_waiting_requests_and_keeps_order():
+    engine = SlowEngine(0.2, max_batch=4, max_pending=100)
+    engine.start()
+    futures = [engine.submit([0], 8, 10)]
+    time.sleep(0.05)  # the worker took the first request alone
+    futures += [engine.submit([i], 8, 10) for i in range(1, 9)]
+    results = [f.result(5) for f in futures]
+    engine.close()
+    assert [int(r.codes[0, 0]) for r in results] == list(range(9))
+    assert engine.batches[0] == [0]  # the first request does not wait for company
+    assert max(len(b) for b in engine.batches) == 4  # the others arrived during the first batch: batches of 4
+    assert sorted(sum(engine.batches, [])) == list(range(9))
+
+
+def test_batcher_bounds_its_queue_and_drops_expired_requests():
+    engine = SlowEngine(0.3, max_batch=1, max_pending=3)
+    engine.start()
+    first = engine.submit([0], 8, 10)
+    time.sleep(0.05)  # the worker has taken it
+    expiring = engine.submit([1], 8, 0.1)  # waits 0.3 s behind the first: expired when its turn comes
+    third = engine.submit([2], 8, 10)
+    with pytest.raises(QueueFull):
+        engine.submit([3], 8, 10)
+    assert first.result(5).codes[0, 0] == 0
+    with pytest.raises(DeadlineExceeded):
+        expiring.result(5)
+    assert third.result(5).codes[0, 0] == 2
+    assert engine.batches == [[0], [2]]
+    engine.close()
+
+
+def test_close_drains_queued_requests():
+    engine = SlowEngine(0.1, max_batch=1, max_pending=10)
+    engine.start()
+    futures = [engine.submit([i], 8, 10) for i in range(3)]
+    closer = threading.Thread(target=engine.close, kwargs={"drain": True})
+    closer.start()
+    closer.join(5)
+    assert [f.result(0).codes[0, 0] for f in futures] == [0, 1, 2]
+    with pytest.raises(RuntimeError, match="shut down"):
+        engine.submit([9], 8, 10)
+
+
+def test_decode_errors_reach_every_caller_of_the_batch():
+    class Broken(SlowEngine):
+        def decode(self, prompts, widths):
+            time.sleep(0.1)
+            raise ValueError("model exploded")
+
+    engine = Broken(0.0, max_batch=8)
+    engine.start()
+    futures = [engine.submit([i], 8, 10) for i in range(3)]
+    for f in futures:
+        with pytest.raises(ValueError, match="exploded"):
+            f.result(5)
+    engine.close()
