@@ -145,7 +145,6 @@ class VllmEngine(BatchingEngine):
         args = dict(
             model=str(Path(ck.path).resolve()),
             tokenizer=str(Path(ck.path).resolve()),
-            skip_tokenizer_init=True,
             dtype=checkpoint_dtype(ck.path) if s.dtype == "auto" else s.dtype,
             max_model_len=s.vllm_max_model_len,
             max_num_seqs=s.max_beam_width * s.max_batch_requests,

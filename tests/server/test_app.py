@@ -1,0 +1,238 @@
+"""The HTTP API in process (FastAPI's test client): responses, every 4xx path, auth, overload, deadlines, metrics."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from server.app import Loaded, create_app, load
+from server.engine import BatchStats, Hits
+from server.native_engine import NativeEngine
+from server.retriever import Retriever, check_compatible
+from server.settings import ServerSettings
+from sid_index.errors import RadgrError
+
+from .test_engines import SlowEngine
+
+
+def settings_for(served_path, tiny_index, **kw) -> ServerSettings:
+    return ServerSettings(model=str(served_path), index=str(tiny_index.root), dtype="float32", **kw)
+
+
+def wait_ready(client: TestClient, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = client.get("/readyz")
+        if r.status_code == 200:
+            return r.json()
+        time.sleep(0.05)
+    raise AssertionError(f"not ready: {r.json()}")
+
+
+@pytest.fixture(scope="module")
+def client(served_path, tiny_index):
+    app = create_app(settings_for(served_path, tiny_index, beam_width=16, max_beam_width=64, max_top_k=50,
+                                  max_query_chars=40, max_history=5, max_user_features=2))
+    with TestClient(app) as c:
+        wait_ready(c)
+        yield c
+
+
+def test_retrieve_ranks_skus_of_valid_sids(client, served, tiny_index, requests):
+    query, history = next((q, h) for q, h in requests if q and h)
+    r = client.post("/v1/retrieve", json={"query": query, "history": history[:5], "top_k": 30},
+                    headers={"x-request-id": "abc-123"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["request_id"] == "abc-123" and r.headers["x-request-id"] == "abc-123"
+    assert body["beam_width"] == 16 and body["engine"] == "native" and body["index"] == tiny_index.index_id
+    items = body["items"]
+    assert 0 < len(items) <= 30
+    assert len({i["sku"] for i in items}) == len(items)
+    # The expected list, computed another way: the engine's SIDs expanded to their SKUs in index order.
+    retriever = Retriever(served, tiny_index)
+    hits = NativeEngine(served, tiny_index).search_many([retriever.prompt(query, history[:5])], 16)[0]
+    expected = [(sku, i) for i, c in enumerate(hits.codes.tolist()) for sku in tiny_index.skus_of(c)][:30]
+    assert [(i["sku"], i["rank"]) for i in items] == expected
+    for item in items:
+        from sid_index.tokens import format_sid
+
+        assert format_sid(tiny_index.sid_of(item["sku"])) == item["sid"]
+        np.testing.assert_allclose(item["score"], hits.scores[item["rank"]], atol=1e-5)
+
+
+def test_beam_width_and_top_k_per_request(client):
+    r = client.post("/v1/retrieve", json={"query": "red shoes", "beam_width": 2, "top_k": 50}).json()
+    assert r["beam_width"] == 2
+    assert {i["rank"] for i in r["items"]} <= {0, 1}
+    r = client.post("/v1/retrieve", json={"query": "red shoes", "top_k": 1}).json()
+    assert len(r["items"]) == 1
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({}, "needs a non-empty query or a history"),
+        ({"query": "   "}, "needs a non-empty query or a history"),
+        ({"query": "x", "colour": "red"}, "extra_forbidden"),
+        ({"query": "x" * 41}, "string_too_long"),
+        ({"history": ["a"] * 6}, "too_long"),
+        ({"query": "x", "user": {"a": "1", "b": "2", "c": "3"}}, "too_long"),
+        ({"query": "x", "beam_width": 65}, "less_than_equal"),
+        ({"query": "x", "beam_width": 0}, "greater_than_equal"),
+        ({"query": "x", "top_k": 51}, "less_than_equal"),
+        ({"query": "x", "top_k": "many"}, "int_parsing"),
+        ({"query": 5}, "string_type"),
+    ],
+)
+def test_bad_requests_get_422_with_a_reason(client, body, fragment):
+    r = client.post("/v1/retrieve", json=body)
+    assert r.status_code == 422
+    assert fragment in r.text
+
+
+def test_unknown_history_skus_are_named(client, tiny_index):
+    known = tiny_index.sku_to_sid.keys()[0]
+    r = client.post("/v1/retrieve", json={"history": [known, "NOPE-1", "NOPE-2"]})
+    assert r.status_code == 422
+    assert r.json()["detail"]["unknown_skus"] == ["NOPE-1", "NOPE-2"]
+
+
+def test_malformed_json_is_a_422(client):
+    r = client.post("/v1/retrieve", content=b'{"query": ', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "json_invalid" in r.text
+
+
+def test_metrics_export_what_operators_watch(client):
+    client.post("/v1/retrieve", json={"query": "lamp"})
+    client.post("/v1/retrieve", json={})
+    text = client.get("/metrics").text
+    for name in ("radgr_request_latency_seconds_bucket", "radgr_requests_in_flight", "radgr_queue_depth",
+                 "radgr_beams_per_step_bucket", "radgr_batch_requests_bucket", "radgr_invalid_sids_total",
+                 'radgr_errors_total{status="422"}', 'radgr_requests_total{status="200"}', "radgr_server_info{"):
+        assert name in text, name
+    assert "radgr_invalid_sids_total 0.0" in text
+    assert client.get("/openapi.json").json()["paths"]["/v1/retrieve"]["post"]
+
+
+def fake_loader(engine_factory):
+    """A loader that serves the real retriever with a stand-in engine."""
+
+    def loader(settings, metrics):
+        from sid_index.index import load_index
+        from trainer.model import load_checkpoint
+
+        index = load_index(settings.index)
+        ckpt = load_checkpoint(settings.model, with_model=False)
+        engine = engine_factory(metrics)
+        engine.start()
+        return Loaded(engine, Retriever(ckpt, index), "fake", index.index_id)
+
+    return loader
+
+
+class FixedEngine(SlowEngine):
+    """Answers every prompt with the index's first SID after a delay."""
+
+    def __init__(self, delay, sid, **kw):
+        super().__init__(delay, **kw)
+        self.sid = sid
+
+    def decode(self, prompts, widths):
+        time.sleep(self.delay)
+        hits = [Hits(codes=np.array([self.sid]), scores=np.array([-1.0])) for _ in prompts]
+        return hits, BatchStats(len(prompts), [len(prompts)], 0, self.delay)
+
+
+def test_overload_gets_503_with_retry_after_then_recovers(served_path, tiny_index):
+    sid = tiny_index.trie.sids()[0].tolist()
+    s = settings_for(served_path, tiny_index, max_pending=2, max_batch_requests=1, warmup=False, retry_after_s=3)
+    app = create_app(s, loader=fake_loader(lambda m: FixedEngine(0.3, sid, max_batch=1, max_pending=2,
+                                                                 on_batch=m.observe_batch)))
+    with TestClient(app) as c:
+        wait_ready(c)
+        start = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: c.post("/v1/retrieve", json={"query": "q"}), range(8)))
+        statuses = sorted(r.status_code for r in codes)
+        assert statuses.count(200) >= 2 and statuses.count(503) >= 4, statuses
+        refused = next(r for r in codes if r.status_code == 503)
+        assert refused.headers["retry-after"] == "3" and "overloaded" in refused.text
+        assert time.monotonic() - start < 3  # refusals are immediate, not queued
+        assert c.get("/readyz").status_code == 200
+        assert c.post("/v1/retrieve", json={"query": "q"}).status_code == 200
+
+
+def test_deadline_gives_504(served_path, tiny_index):
+    sid = tiny_index.trie.sids()[0].tolist()
+    s = settings_for(served_path, tiny_index, request_timeout_s=0.2, warmup=False)
+    app = create_app(s, loader=fake_loader(lambda m: FixedEngine(1.0, sid)))
+    with TestClient(app) as c:
+        wait_ready(c)
+        r = c.post("/v1/retrieve", json={"query": "q"})
+        assert r.status_code == 504 and "deadline" in r.text
+
+
+def test_not_ready_while_loading_and_failed_start_up_reported(served_path, tiny_index):
+    gate = threading.Event()
+
+    def slow_loader(settings, metrics):
+        gate.wait(10)
+        raise RadgrError("index and checkpoint disagree")
+
+    with TestClient(create_app(settings_for(served_path, tiny_index), loader=slow_loader)) as c:
+        assert c.get("/healthz").status_code == 200
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["detail"] == "loading"
+        r = c.post("/v1/retrieve", json={"query": "q"})
+        assert r.status_code == 503 and "retry-after" in r.headers
+        gate.set()
+        for _ in range(100):
+            r = c.get("/readyz")
+            if "start-up failed" in r.text:
+                break
+            time.sleep(0.05)
+        assert r.status_code == 503 and "index and checkpoint disagree" in r.text
+
+
+def test_bearer_token(served_path, tiny_index):
+    s = settings_for(served_path, tiny_index, api_token="s3cret", beam_width=4)
+    with TestClient(create_app(s)) as c:
+        wait_ready(c)
+        assert c.post("/v1/retrieve", json={"query": "q"}).status_code == 401
+        bad = c.post("/v1/retrieve", json={"query": "q"}, headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401 and bad.headers["www-authenticate"] == "Bearer"
+        ok = c.post("/v1/retrieve", json={"query": "q"}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert c.get("/healthz").status_code == 200 and c.get("/metrics").status_code == 200
+
+
+def test_checkpoint_for_another_index_is_refused(served, tiny_index, tmp_path):
+    from sid_index.index import load_index, write_index
+
+    other = load_index(write_index(tmp_path / "other", ["A", "B"], np.array([[0, 0, 0], [1, 0, 0]]), [8, 8, 8]))
+    with pytest.raises(RadgrError, match="trained for index"):
+        check_compatible(served, other)
+
+
+def test_tokenizer_must_hold_exactly_the_index_sid_tokens(served, tiny_index):
+    import copy
+
+    ckpt = copy.copy(served)
+    ckpt.tokenizer = copy.deepcopy(served.tokenizer)
+    ckpt.tokenizer.add_tokens(["<a_8>"])
+    with pytest.raises(RadgrError, match="1 extra"):
+        check_compatible(ckpt, tiny_index)
+
+
+def test_load_refuses_a_mismatched_pair(served_path, tmp_path):
+    from sid_index.index import write_index
+
+    other = write_index(tmp_path / "other", ["A"], np.array([[0, 0, 0]]), [8, 8, 8])
+    with pytest.raises(RadgrError, match="trained for index"):
+        load(ServerSettings(model=str(served_path), index=str(other)), metrics=None)

@@ -1,0 +1,136 @@
+"""`radgr serve` as users run it: a real uvicorn process per engine, the generated-input fuzz, overload, shutdown."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import serve_process
+
+
+@pytest.fixture(scope="module")
+def native_url(served_path, tiny_index, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "native.log"
+    with serve_process(served_path, tiny_index.root, log, engine="native", beam_width=32, dtype="float32") as url:
+        yield url
+
+
+def retrieve(url, **body):
+    return httpx.post(f"{url}/v1/retrieve", json=body, timeout=60)
+
+
+@pytest.mark.slow
+def test_both_engines_serve_the_same_ranking(native_url, served_path, tiny_index, requests, tmp_path):
+    pytest.importorskip("vllm")
+    bodies = [{"query": q, "history": h[:20], "top_k": 40} for q, h in requests]
+    native = [retrieve(native_url, **b).json() for b in bodies]
+    with serve_process(served_path, tiny_index.root, tmp_path / "vllm.log", engine="vllm", beam_width=32,
+                       dtype="float32", vllm_kv_cache_gib=0.25) as url:
+        assert httpx.get(f"{url}/readyz").json()["engine"] == "vllm"
+        with ThreadPoolExecutor(len(bodies)) as pool:  # concurrent: the requests share engine steps
+            vllm = [r.json() for r in pool.map(lambda b: retrieve(url, **b), bodies)]
+        metrics = httpx.get(f"{url}/metrics").text
+    for n, v in zip(native, vllm, strict=True):
+        assert [i["sid"] for i in v["items"]][:10] == [i["sid"] for i in n["items"]][:10]
+        for a, b in zip(n["items"], v["items"], strict=False):
+            assert abs(a["score"] - b["score"]) < 1e-3
+    assert "radgr_invalid_sids_total 0.0" in metrics
+    assert 'radgr_requests_total{status="200"} 6.0' in metrics
+
+
+def test_sample_request_and_metrics_on_a_real_server(native_url, tiny_index):
+    r = retrieve(native_url, query="warm jacket", top_k=5)
+    assert r.status_code == 200
+    body = r.json()
+    assert len(body["items"]) == 5 and all(tiny_index.sid_of(i["sku"]) is not None for i in body["items"])
+    assert body["timing_ms"]["total"] > 0
+    assert httpx.get(f"{native_url}/healthz").json() == {"status": "ok"}
+    assert "radgr_request_latency_seconds_count" in httpx.get(f"{native_url}/metrics").text
+
+
+def test_no_5xx_for_generated_requests(native_url):
+    """Schemathesis generates valid and invalid bodies from the OpenAPI spec; none may get a 5xx."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error
+
+    schema = schemathesis.openapi.from_url(f"{native_url}/openapi.json")
+    op = schema["/v1/retrieve"]["POST"]
+    seen = set()
+
+    for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=op.as_strategy(generation_mode=mode))
+        def check(case):
+            response = case.call(base_url=native_url, timeout=60)
+            seen.add(response.status_code)
+            case.validate_response(response, checks=[not_a_server_error])
+
+        check()
+    assert 422 in seen  # the negative cases were rejected, not served
+
+
+def test_overload_on_a_real_server_gets_503_fast_and_stays_ready(served_path, tiny_index, tmp_path):
+    with serve_process(served_path, tiny_index.root, tmp_path / "overload.log", beam_width=64, max_pending=2,
+                       max_batch_requests=1, dtype="float32") as url:
+        body = {"query": "garden chair", "top_k": 5}
+        with httpx.Client(timeout=60) as client, ThreadPoolExecutor(16) as pool:
+            replies = list(pool.map(lambda _: client.post(f"{url}/v1/retrieve", json=body), range(32)))
+        statuses = [r.status_code for r in replies]
+        assert 200 in statuses and 503 in statuses, statuses
+        assert set(statuses) <= {200, 503}
+        refused = [r for r in replies if r.status_code == 503]
+        assert all(r.headers.get("retry-after") for r in refused)
+        assert max(r.elapsed.total_seconds() for r in refused) < 2.0
+        assert httpx.get(f"{url}/readyz").status_code == 200
+        assert retrieve(url, **body).status_code == 200
+
+
+def test_sigterm_lets_in_flight_requests_finish(served_path, tiny_index, tmp_path):
+    """Graceful shutdown: requests running or queued when SIGTERM arrives still get their answers."""
+    results = []
+    with serve_process(served_path, tiny_index.root, tmp_path / "drain.log", beam_width=64, dtype="float32",
+                       max_batch_requests=1) as url:
+        body = {"query": "lamp", "top_k": 3}
+
+        def call():
+            try:
+                results.append(retrieve(url, **body).status_code)
+            except httpx.HTTPError as exc:
+                results.append(repr(exc))
+
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for _ in range(2000):  # leave the block (SIGTERM) once every request is answered or inside the server
+            text = httpx.get(f"{url}/metrics").text
+            in_flight = float(re.search(r"^radgr_requests_in_flight (\S+)$", text, re.M).group(1))
+            if in_flight and in_flight + len(results) == len(threads):
+                break
+            time.sleep(0.001)
+        else:
+            pytest.fail("never saw the requests in flight")
+    for t in threads:
+        t.join(60)
+    assert results == [200] * 8
+
+
+def test_mismatched_checkpoint_stops_serve_with_a_message(served_path, tmp_path):
+    import numpy as np
+
+    from sid_index.index import write_index
+
+    other = write_index(tmp_path / "other", ["A"], np.array([[0, 0, 0]]), [8, 8, 8])
+    radgr = Path(sys.executable).with_name("radgr")
+    proc = subprocess.run([str(radgr), "serve", "--model", str(served_path), "--index", str(other)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "trained for index" in proc.stderr and "Traceback" not in proc.stderr
