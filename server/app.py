@@ -90,6 +90,7 @@ class Loaded:
     retriever: Retriever
     model_version: str
     index_id: str
+    engine_name: str
 
 
 def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
@@ -99,7 +100,7 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
     from trainer.model import load_checkpoint
 
     index = load_index(settings.index)
-    native = settings.engine == "native"
+    native = resolve_engine(settings.engine) == "native"
     ckpt = load_checkpoint(settings.model, device="cpu", dtype=settings.dtype, with_model=native)
     check_compatible(ckpt, index)
     common = dict(max_batch=settings.max_batch_requests, max_pending=settings.max_pending,
@@ -113,7 +114,16 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
 
         engine = VllmEngine(ckpt, index, settings, **common)
     engine.start()
-    return Loaded(engine, Retriever(ckpt, index), model_version(ckpt), index.index_id)
+    return Loaded(engine, Retriever(ckpt, index), model_version(ckpt), index.index_id, engine.name)
+
+
+def resolve_engine(name: str) -> str:
+    """"auto" -> "vllm" where vLLM is installed, else "native"."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "native"
 
 
 class JsonFormatter(logging.Formatter):
@@ -149,12 +159,12 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
                 prompt = loaded.retriever.prompts.request("warm up")
                 loaded.engine.submit(prompt, settings.beam_width, 600).result()
             metrics.info.info({
-                "model": loaded.model_version, "index": loaded.index_id, "engine": settings.engine,
+                "model": loaded.model_version, "index": loaded.index_id, "engine": loaded.engine_name,
             })
             metrics.queue_depth.set_function(lambda: loaded.engine.queue_depth)
             state["loaded"] = loaded
             log.info("ready", extra={"fields": {"model": loaded.model_version, "index": loaded.index_id,
-                                                "engine": settings.engine}})
+                                                "engine": loaded.engine_name}})
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log; the process stays up
             state["error"] = str(exc)
             log.error("start-up failed", exc_info=True, extra={"fields": {"error": str(exc)}})
@@ -241,7 +251,7 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
             beam_width=width,
             model=loaded.model_version,
             index=loaded.index_id,
-            engine=settings.engine,
+            engine=loaded.engine_name,
             timing_ms={"total": round(total * 1e3, 3)},
         )
 
@@ -258,7 +268,8 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
         if state["loaded"] is None or state["draining"]:
             return error(503, "loading" if not state["draining"] else "shutting down")
         loaded = state["loaded"]
-        return {"status": "ready", "model": loaded.model_version, "index": loaded.index_id, "engine": settings.engine}
+        return {"status": "ready", "model": loaded.model_version, "index": loaded.index_id,
+                "engine": loaded.engine_name}
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus():

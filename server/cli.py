@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -11,14 +12,16 @@ from sid_index.errors import RadgrError
 
 
 def serve_command(
-    model: str = typer.Option(None, help="checkpoint folder [RADGR_MODEL]"),
-    index: str = typer.Option(None, help="SID index folder [RADGR_INDEX]"),
-    engine: str = typer.Option(None, help="native | vllm [RADGR_ENGINE, default native]"),
-    host: str = typer.Option(None, help="[RADGR_HOST, default 127.0.0.1]"),
-    port: int = typer.Option(None, help="[RADGR_PORT, default 8000]"),
-    device: str = typer.Option(None, help="cpu | cuda, native engine [RADGR_DEVICE]"),
-    beam_width: int = typer.Option(None, help="default beam width [RADGR_BEAM_WIDTH, default 128]"),
-    graceful_s: float = typer.Option(30.0, help="on SIGTERM/SIGINT, wait this long for in-flight requests"),
+    model: Annotated[str | None, typer.Option(help="checkpoint folder [RADGR_MODEL]")] = None,
+    index: Annotated[str | None, typer.Option(help="SID index folder [RADGR_INDEX]")] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="vllm | native | auto [RADGR_ENGINE, default auto: vllm when installed]")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="[RADGR_HOST, default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="[RADGR_PORT, default 8000]")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda, native engine [RADGR_DEVICE]")] = None,
+    beam_width: Annotated[int | None, typer.Option(help="default beam width [RADGR_BEAM_WIDTH, default 128]")] = None,
+    graceful_s: Annotated[float, typer.Option(help="on SIGTERM/SIGINT, wait this long for in-flight requests")] = 30.0,
 ) -> None:
     """Serve a checkpoint and its SID index over HTTP (POST /v1/retrieve; docs at /docs).
 
@@ -57,3 +60,53 @@ def preflight(settings) -> None:
         if not Path(path).exists():
             raise RadgrError(f"{what} {path}: no such folder")
     check_compatible(load_checkpoint(settings.model, with_model=False), load_index(settings.index))
+
+
+def query_command(
+    query: Annotated[str | None, typer.Argument(help="search query text")] = None,
+    history: Annotated[
+        list[str] | None, typer.Option("--history", "-H", help="a history SKU id (repeatable, oldest first)")
+    ] = None,
+    user: Annotated[list[str] | None, typer.Option("--user", "-u", help="a user feature name=value (repeatable)")] = (
+        None
+    ),
+    top_k: Annotated[int, typer.Option(help="SKUs to return")] = 10,
+    beam_width: Annotated[int | None, typer.Option(help="beam width (server default when omitted)")] = None,
+    url: Annotated[str, typer.Option(help="server URL")] = "http://127.0.0.1:8000",
+    wait_s: Annotated[float, typer.Option(help="wait up to this long for the server to be ready")] = 0.0,
+    token: Annotated[str | None, typer.Option(envvar="RADGR_API_TOKEN", help="bearer token")] = None,
+) -> None:
+    """Send one retrieval request to a running server and print the ranked SKUs."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() >= deadline:
+            raise RadgrError(f"server at {url} is not ready")
+        time.sleep(0.5)
+    features = {}
+    for item in user or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise RadgrError(f"--user {item!r}: expected name=value")
+        features[name] = value
+    body = {"query": query, "history": history or [], "user": features, "top_k": top_k}
+    if beam_width is not None:
+        body["beam_width"] = beam_width
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = httpx.post(f"{url}/v1/retrieve", json=body, headers=headers, timeout=60)
+    if r.status_code != 200:
+        raise RadgrError(f"server answered {r.status_code}: {r.text}")
+    out = r.json()
+    typer.echo(f"request {body}")
+    typer.echo(f"model {out['model']}  index {out['index']}  engine {out['engine']}  beam width {out['beam_width']}  "
+               f"{out['timing_ms']['total']:.1f} ms")
+    for i, item in enumerate(out["items"]):
+        typer.echo(f"{i + 1:4d}  {item['sku']:<16} {item['sid']:<24} {item['score']:9.3f}")

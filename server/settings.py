@@ -15,7 +15,9 @@ class ServerSettings(BaseSettings):
 
     model: str = Field(..., description="checkpoint folder (a `radgr train` output or its model/ folder)")
     index: str = Field(..., description="SID index folder the checkpoint was trained for")
-    engine: Literal["native", "vllm"] = Field("native", description="decoder: plain PyTorch or vLLM")
+    engine: Literal["auto", "native", "vllm"] = Field(
+        "auto", description="decoder: vLLM, plain PyTorch, or auto (vLLM when installed, else native)"
+    )
     device: str = Field("cpu", description="torch device of the native engine and the constraint (cpu, cuda)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     host: str = "127.0.0.1"

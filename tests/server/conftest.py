@@ -76,6 +76,7 @@ def serve_process(model, index, log_path: Path, timeout: float = 240.0, **env):
     re-raises the signal once shut down, so the exit status is -SIGTERM; its log says whether it drained.
     """
     port = free_port()
+    env.setdefault("engine", "native")
     environ = {**os.environ, "RADGR_MODEL": str(model), "RADGR_INDEX": str(index), "RADGR_PORT": str(port),
                **{f"RADGR_{k.upper()}": str(v) for k, v in env.items()}}
     radgr = Path(sys.executable).with_name("radgr")

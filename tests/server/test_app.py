@@ -21,6 +21,7 @@ from .test_engines import SlowEngine
 
 
 def settings_for(served_path, tiny_index, **kw) -> ServerSettings:
+    kw.setdefault("engine", "native")
     return ServerSettings(model=str(served_path), index=str(tiny_index.root), dtype="float32", **kw)
 
 
@@ -131,7 +132,7 @@ def fake_loader(engine_factory):
         ckpt = load_checkpoint(settings.model, with_model=False)
         engine = engine_factory(metrics)
         engine.start()
-        return Loaded(engine, Retriever(ckpt, index), "fake", index.index_id)
+        return Loaded(engine, Retriever(ckpt, index), "fake", index.index_id, engine.name)
 
     return loader
 
