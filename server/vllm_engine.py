@@ -25,6 +25,7 @@ import os
 import time
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import torch
 
@@ -202,8 +203,16 @@ class VllmEngine(BatchingEngine):
         params = self._params(level, k)
         base = self._n
         self._n += len(prompts)
+        # vLLM's input processing (validation, a deep copy of the params) costs ~0.3 ms per request:
+        # run it once per step and give every other beam a copy with its own prompt (1.2-1.8x
+        # faster at width 128). vLLM marks passing a processed request as deprecated (one warning).
+        template = engine.input_processor.process_inputs(
+            str(base), TokensPrompt(prompt_token_ids=prompts[0]), params,
+            supported_tasks=engine.get_supported_tasks(),
+        )
         for i, p in enumerate(prompts):
-            engine.add_request(str(base + i), TokensPrompt(prompt_token_ids=p), params)
+            request = msgspec.structs.replace(template, request_id=str(base + i), prompt_token_ids=p)
+            engine.add_request(request.request_id, request, params)
         ids = np.zeros((len(prompts), k), dtype=np.int64)
         lps = np.full((len(prompts), k), -np.inf)
         while engine.has_unfinished_requests():
