@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -90,19 +90,17 @@ class Loaded:
     retriever: Retriever
     model_version: str
     index_id: str
-    engine_name: str
 
 
 def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
     """Checkpoint + index + engine, checked against each other (raises RadgrError on a mismatch)."""
-    from server.retriever import check_compatible
     from sid_index.index import load_index
     from trainer.model import load_checkpoint
 
     index = load_index(settings.index)
     native = resolve_engine(settings.engine) == "native"
     ckpt = load_checkpoint(settings.model, device="cpu", dtype=settings.dtype, with_model=native)
-    check_compatible(ckpt, index)
+    retriever = Retriever(ckpt, index)  # checks the pair before any engine starts
     common = dict(max_batch=settings.max_batch_requests, max_pending=settings.max_pending,
                   on_batch=metrics.observe_batch)
     if native:
@@ -114,7 +112,7 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
 
         engine = VllmEngine(ckpt, index, settings, **common)
     engine.start()
-    return Loaded(engine, Retriever(ckpt, index), model_version(ckpt), index.index_id, engine.name)
+    return Loaded(engine, retriever, model_version(ckpt), index.index_id)
 
 
 def resolve_engine(name: str) -> str:
@@ -159,12 +157,12 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
                 prompt = loaded.retriever.prompts.request("warm up")
                 loaded.engine.submit(prompt, settings.beam_width, 600).result()
             metrics.info.info({
-                "model": loaded.model_version, "index": loaded.index_id, "engine": loaded.engine_name,
+                "model": loaded.model_version, "index": loaded.index_id, "engine": loaded.engine.name,
             })
             metrics.queue_depth.set_function(lambda: loaded.engine.queue_depth)
             state["loaded"] = loaded
             log.info("ready", extra={"fields": {"model": loaded.model_version, "index": loaded.index_id,
-                                                "engine": loaded.engine_name}})
+                                                "engine": loaded.engine.name}})
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log; the process stays up
             state["error"] = str(exc)
             log.error("start-up failed", exc_info=True, extra={"fields": {"error": str(exc)}})
@@ -214,8 +212,6 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
         if settings.api_token is None:
             return
         if cred is None or not secrets.compare_digest(cred.credentials.encode(), settings.api_token.encode()):
-            from fastapi import HTTPException
-
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     responses = {code: {"model": ErrorResponse} for code in (401, 422, 503, 504)}
@@ -251,7 +247,7 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
             beam_width=width,
             model=loaded.model_version,
             index=loaded.index_id,
-            engine=loaded.engine_name,
+            engine=loaded.engine.name,
             timing_ms={"total": round(total * 1e3, 3)},
         )
 
@@ -269,7 +265,7 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
             return error(503, "loading" if not state["draining"] else "shutting down")
         loaded = state["loaded"]
         return {"status": "ready", "model": loaded.model_version, "index": loaded.index_id,
-                "engine": loaded.engine_name}
+                "engine": loaded.engine.name}
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus():

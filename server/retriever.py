@@ -18,6 +18,7 @@ from server.engine import Hits
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex
 from sid_index.tokens import format_sid, sid_tokens
+from trainer.data import history_codes
 from trainer.model import Checkpoint
 from trainer.prompt import PromptBuilder
 
@@ -83,13 +84,7 @@ class Retriever:
         self, query: str | None, history: Sequence[str] = (), user: Mapping[str, str] | None = None
     ) -> list[int]:
         """Prompt ids of a request; raises `UnknownSkus` naming every history SKU the index lacks."""
-        codes, unknown = [], []
-        for sku in history:
-            sid = self.index.sid_of(sku)
-            if sid is None:
-                unknown.append(sku)
-            else:
-                codes.append(sid)
+        codes, unknown = history_codes(self.index, history)
         if unknown:
             raise UnknownSkus(unknown)
         return self.prompts.request(query, codes, dict(user) if user else None)

@@ -21,14 +21,19 @@ from sid_index.index import SidIndex
 from trainer.prompt import PromptBuilder
 
 
-def history_codes(index: SidIndex, skus: Sequence[str]) -> list[tuple[int, ...]]:
-    """SID codes of history SKUs, oldest first; SKUs missing from the index are skipped."""
-    out = []
+def history_codes(index: SidIndex, skus: Sequence[str]) -> tuple[list[tuple[int, ...]], list[str]]:
+    """SID codes of history SKUs, oldest first, and the SKUs the index does not hold (left out).
+
+    Training skips those; the server refuses a request that names any.
+    """
+    codes, missing = [], []
     for sku in skus:
         sid = index.sid_of(sku)
-        if sid is not None:
-            out.append(sid)
-    return out
+        if sid is None:
+            missing.append(sku)
+        else:
+            codes.append(sid)
+    return codes, missing
 
 
 def request_ids(
@@ -36,7 +41,7 @@ def request_ids(
     user: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
 ) -> list[int]:
     """Prompt ids of one request given as the interchange schema has it (SKU ids, user map)."""
-    return prompts.request(query, history_codes(index, history or ()), dict(user) if user else None)
+    return prompts.request(query, history_codes(index, history or ())[0], dict(user) if user else None)
 
 
 @dataclass

@@ -132,7 +132,7 @@ def fake_loader(engine_factory):
         ckpt = load_checkpoint(settings.model, with_model=False)
         engine = engine_factory(metrics)
         engine.start()
-        return Loaded(engine, Retriever(ckpt, index), "fake", index.index_id, engine.name)
+        return Loaded(engine, Retriever(ckpt, index), "fake", index.index_id)
 
     return loader
 
