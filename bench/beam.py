@@ -6,8 +6,9 @@
 Setup, built once under --work (default runs/bench_beam): a synthetic index of --sids valid
 SIDs (codebooks 256/256/256, random codes), and for each model size a random-weight scratch
 Qwen3 checkpoint with the index's SID tokens (timing only: weights do not change the work).
-Prompts are realistic: a query plus 50 history items as SID tokens (~200 tokens, left-filled
-to a multiple of 32 as the trainer builds them).
+Prompts are realistic: a query plus 50 history items as SID tokens (~170 tokens), left-filled
+to a multiple of --prompt-align tokens (default 32: `radgr train sft --prompt-align 32`, the
+serving-optimised layout; 1 = the trainer's default, unaligned).
 
 Engines, all on the same checkpoint and prompts, 3 SID steps (no EOS step):
 
@@ -68,14 +69,14 @@ def build_index(root: Path, n_sids: int, seed: int = 0) -> SidIndex:
     return load_index(write_index(root, [f"B{i:08d}" for i in range(len(codes))], codes, CODEBOOKS))
 
 
-def build_model(root: Path, index: SidIndex, size: str) -> Path:
+def build_model(root: Path, index: SidIndex, size: str, align: int) -> Path:
     if (root / "radgr.json").is_file():
         return root
     words = ["drill", "lamp", "chair", "hose", "paint", "saw", "tile", "sofa", "rug", "bulb", "fan", "desk"]
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(words, 4)) for _ in range(2000)]
     ckpt = new_model(index, texts, scratch=MODELS[size].model_copy(update={"tokenizer_vocab": 1000}),
-                     prompt=PromptConfig(max_history=HISTORY), seed=0)
+                     prompt=PromptConfig(max_history=HISTORY, align=align), seed=0)
     return save_checkpoint(ckpt, root)
 
 
@@ -229,6 +230,7 @@ def main() -> None:
     ap.add_argument("--models", default="demo,cpu-realistic")
     ap.add_argument("--engines", default="native,vllm,vllm-stock,hf")
     ap.add_argument("--concurrency", default="1,8")
+    ap.add_argument("--prompt-align", type=int, default=32, help="prompt alignment of the checkpoints (1 = none)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 rounds per cell")
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args()
@@ -241,7 +243,8 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs", flush=True)
     rows = []
     for size in args.models.split(","):
-        path = build_model(work / f"model_{size}", index, size)
+        suffix = "" if args.prompt_align == 32 else f"_align{args.prompt_align}"
+        path = build_model(work / f"model_{size}{suffix}", index, size, args.prompt_align)
         ckpt = load_checkpoint(path, dtype=torch.float32)
         nparams = sum(p.numel() for p in ckpt.model.parameters()) / 1e6
         prompts = make_prompts(ckpt, index, 64)

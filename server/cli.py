@@ -15,7 +15,7 @@ def serve_command(
     model: Annotated[str | None, typer.Option(help="checkpoint folder [RADGR_MODEL]")] = None,
     index: Annotated[str | None, typer.Option(help="SID index folder [RADGR_INDEX]")] = None,
     engine: Annotated[
-        str | None, typer.Option(help="vllm | native | auto [RADGR_ENGINE, default auto: vllm when installed]")
+        str | None, typer.Option(help="vllm | native | auto [RADGR_ENGINE; auto: vllm for 32-aligned prompts]")
     ] = None,
     host: Annotated[str | None, typer.Option(help="[RADGR_HOST, default 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="[RADGR_PORT, default 8000]")] = None,

@@ -16,7 +16,8 @@ class ServerSettings(BaseSettings):
     model: str = Field(..., description="checkpoint folder (a `radgr train` output or its model/ folder)")
     index: str = Field(..., description="SID index folder the checkpoint was trained for")
     engine: Literal["auto", "native", "vllm"] = Field(
-        "auto", description="decoder: vLLM, plain PyTorch, or auto (vLLM when installed, else native)"
+        "auto", description="decoder: vLLM, plain PyTorch, or auto (vLLM when installed and the checkpoint's "
+        "prompts are 32-aligned, else native)"
     )
     device: str = Field("cpu", description="torch device of the native engine and the constraint (cpu, cuda)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"

@@ -98,6 +98,9 @@ def sft(
     layers: Annotated[int, typer.Option(help="Scratch model: layers.")] = 4,
     tokenizer_vocab: Annotated[int, typer.Option(help="Scratch model: BPE vocabulary size.")] = 4096,
     max_history: Annotated[int, typer.Option(help="History items in the prompt (most recent).")] = 20,
+    prompt_align: Annotated[
+        int, typer.Option(help="Left-fill prompts with pad tokens to a multiple of this (32: vLLM reuses blocks).")
+    ] = 1,
     seed: SeedOpt = 0, device: DeviceOpt = "auto", mixed_precision: PrecisionOpt = "no",
     save_every: SaveOpt = 200, log_every: LogOpt = 10, resume: ResumeOpt = False, no_progress: QuietOpt = False,
 ) -> None:
@@ -107,7 +110,8 @@ def sft(
 
     scratch = {k: opts.pop(k) for k in ("hidden_size", "tokenizer_vocab")}
     scratch |= {"num_layers": opts.pop("layers"), "intermediate_size": 3 * scratch["hidden_size"]}
-    _run(SFTConfig, "sft", scratch=scratch, prompt={"max_history": opts.pop("max_history")}, **opts)
+    prompt = {"max_history": opts.pop("max_history"), "align": opts.pop("prompt_align")}
+    _run(SFTConfig, "sft", scratch=scratch, prompt=prompt, **opts)
 
 
 @train_app.command("pref")

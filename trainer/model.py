@@ -66,8 +66,7 @@ class Checkpoint:
 
     @property
     def prompts(self) -> PromptBuilder:
-        # Checkpoints from before prompt alignment existed were trained unaligned.
-        config = PromptConfig(**{"align": 1, **self.meta["prompt"]})
+        config = PromptConfig(**self.meta["prompt"])
         return PromptBuilder(self.tokenizer, self.vocab, self.eos_id, config, pad_id=self.pad_id)
 
     def check_index(self, index: SidIndex) -> None:

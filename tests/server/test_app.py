@@ -237,3 +237,15 @@ def test_load_refuses_a_mismatched_pair(served_path, tmp_path):
     other = write_index(tmp_path / "other", ["A"], np.array([[0, 0, 0]]), [8, 8, 8])
     with pytest.raises(RadgrError, match="trained for index"):
         load(ServerSettings(model=str(served_path), index=str(other)), metrics=None)
+
+
+def test_auto_engine_is_vllm_only_for_block_aligned_prompts():
+    import importlib.util
+
+    from server.app import resolve_engine
+
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    assert resolve_engine("native", 32) == "native" and resolve_engine("vllm", 1) == "vllm"
+    assert resolve_engine("auto", 1) == "native"
+    assert resolve_engine("auto", 32) == ("vllm" if has_vllm else "native")
+    assert resolve_engine("auto", 64) == ("vllm" if has_vllm else "native")

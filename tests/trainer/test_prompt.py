@@ -1,4 +1,4 @@
-"""The prompt template: left-filled to the alignment with pad tokens, unchanged otherwise; old checkpoints unaligned."""
+"""The prompt template: left-filled to the alignment with pad tokens, unchanged otherwise; saved in checkpoints."""
 
 from __future__ import annotations
 
@@ -21,10 +21,9 @@ def test_prompts_are_left_filled_to_the_alignment(tiny_ckpt, tiny_index, align):
         assert ids[fill:] == base and ids[:fill] == [ck.pad_id] * fill
 
 
-def test_default_alignment_is_32_and_checkpoints_without_it_stay_unaligned(tiny_ckpt, tmp_path):
-    assert len(tiny_ckpt.prompts.request("red lamp")) % 32 == 0
-    path = save_checkpoint(tiny_ckpt, tmp_path / "ck")
-    old = load_checkpoint(path)
-    del old.meta["prompt"]["align"]  # what checkpoints written before the setting hold
-    unaligned = old.prompts.request("red lamp")
-    assert unaligned[0] != old.pad_id and old.prompts.config.align == 1
+def test_alignment_round_trips_through_the_checkpoint(tiny_ckpt, tmp_path):
+    assert tiny_ckpt.prompts.config.align == 1  # off unless asked for
+    tiny_ckpt.meta["prompt"]["align"] = 32
+    old = load_checkpoint(save_checkpoint(tiny_ckpt, tmp_path / "ck"))
+    ids = old.prompts.request("red lamp")
+    assert len(ids) % 32 == 0 and ids[0] == old.pad_id
