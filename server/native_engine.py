@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
 from server.beam_search import beam_search
@@ -38,7 +39,7 @@ class NativeEngine(BatchingEngine):
             include_eos=self.score_eos, pad_id=ck.pad_id, widths=widths,
         )
         codes, scores, valid = res.codes.cpu().numpy(), res.scores.float().cpu().numpy(), res.valid.cpu().numpy()
-        live = torch.isfinite(res.scores).cpu().numpy()
+        live = np.isfinite(scores)
         hits = [Hits(codes=codes[b][valid[b]], scores=scores[b][valid[b]]) for b in range(len(prompts))]
         stats = BatchStats(
             requests=len(prompts),

@@ -16,6 +16,7 @@ from server.native_engine import NativeEngine
 from server.retriever import Retriever, check_compatible
 from server.settings import ServerSettings
 from sid_index.errors import RadgrError
+from sid_index.tokens import format_sid
 
 from .test_engines import SlowEngine
 
@@ -61,8 +62,6 @@ def test_retrieve_ranks_skus_of_valid_sids(client, served, tiny_index, requests)
     expected = [(sku, i) for i, c in enumerate(hits.codes.tolist()) for sku in tiny_index.skus_of(c)][:30]
     assert [(i["sku"], i["rank"]) for i in items] == expected
     for item in items:
-        from sid_index.tokens import format_sid
-
         assert format_sid(tiny_index.sid_of(item["sku"])) == item["sid"]
         np.testing.assert_allclose(item["score"], hits.scores[item["rank"]], atol=1e-5)
 
