@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from loadtest.cli import bench_app
 from server.cli import query_command, serve_command
 from sid_index.cli import index_app
 from sid_index.data.cli import data_app
@@ -24,12 +25,13 @@ cli.add_typer(train_app, name="train")
 cli.command("eval")(eval_command)
 cli.command("serve")(serve_command)
 cli.command("query")(query_command)
+cli.add_typer(bench_app, name="bench")
 
 
 def app() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:
-        cli(standalone_mode=False)
+        code = cli(standalone_mode=False)  # click returns a command's `typer.Exit` code instead of raising it
     except RadgrError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -46,6 +48,8 @@ def app() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

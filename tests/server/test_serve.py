@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import serve_process
+from ..conftest import serve_process
 
 
 @pytest.fixture(scope="module")
