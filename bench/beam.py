@@ -80,11 +80,12 @@ def build_model(root: Path, index: SidIndex, size: str, align: int) -> Path:
     return save_checkpoint(ckpt, root)
 
 
-def make_prompts(ckpt, index: SidIndex, n: int, seed: int = 0) -> list[list[int]]:
+def make_prompts(ckpt, index: SidIndex, n: int, seed: int = 0, history: int = HISTORY) -> list[list[int]]:
+    """Realistic prompts: a short query and `history` random SIDs of the index as the user's history."""
     rng = np.random.default_rng(seed)
     sids = index.trie.sids()
     words = ["cordless drill", "led lamp", "office chair", "garden hose", "wall paint", "oak desk"]
-    return [ckpt.prompts.request(str(rng.choice(words)), sids[rng.integers(0, len(sids), HISTORY)].tolist())
+    return [ckpt.prompts.request(str(rng.choice(words)), sids[rng.integers(0, len(sids), history)].tolist())
             for _ in range(n)]
 
 
@@ -110,12 +111,12 @@ class HFGenerate:
         from server.beam_search import left_pad
 
         ck, vocab, con = self.ckpt, self.ckpt.vocab, self.con
-        ids, mask, _ = left_pad(prompts, ck.pad_id, torch.device("cpu"))
+        ids, mask, _ = left_pad(prompts, ck.pad_id, next(self.model.parameters()).device)
         plen = ids.shape[1]
         levels = vocab.levels
 
         def allowed(_batch_id, input_ids):
-            gen = input_ids[plen:]
+            gen = input_ids[plen:].cpu()  # the usual per-beam Python callback, trie on the host
             t = len(gen)
             if t >= levels:
                 return [ck.eos_id]
@@ -132,7 +133,7 @@ class HFGenerate:
                 early_stopping=True, prefix_allowed_tokens_fn=allowed, pad_token_id=ck.pad_id,
                 eos_token_id=ck.eos_id,
             )
-        gen = out[:, plen : plen + levels].reshape(len(prompts), width, levels)
+        gen = out[:, plen : plen + levels].reshape(len(prompts), width, levels).cpu()
         return [vocab.ids_to_codes(g).numpy() for g in gen]
 
 

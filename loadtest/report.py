@@ -57,6 +57,10 @@ class RunSummary:
     def passed(self) -> bool:
         return not self.failed_because
 
+    @classmethod
+    def from_dict(cls, d: dict) -> RunSummary:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
     def to_dict(self) -> dict:
         return asdict(self) | {"achieved_qps": self.achieved_qps, "error_rate": self.error_rate,
                                "passed": self.passed, "failed_because": self.failed_because}
@@ -81,14 +85,16 @@ def summarize(latencies_ms: Sequence[float], statuses: Sequence[str], target_qps
     )
 
 
-def format_runs(runs: Sequence[RunSummary]) -> str:
-    """A markdown table, one row per run."""
-    rows = ["| target QPS | achieved QPS | requests | errors | p50 ms | p95 ms | p99 ms | max ms | p99 budget |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for r in runs:
+def format_runs(runs: Sequence[RunSummary], labels: Sequence[str] | None = None, label: str = "engine") -> str:
+    """A markdown table, one row per run (with a first column `label` when `labels` are given)."""
+    head = f"| {label} " if labels else ""
+    rows = [head + "| target QPS | achieved QPS | requests | errors | p50 ms | p95 ms | p99 ms | max ms | p99 budget |",
+            ("|---" if labels else "") + "|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(runs):
         errs = ", ".join(f"{k}: {v}" for k, v in sorted(r.errors.items())) or "0"
         verdict = "pass" if r.passed else "FAIL"
-        rows.append(f"| {r.target_qps:g} | {r.achieved_qps:.2f} | {r.requests} | {errs} | {r.p50_ms:.1f} | "
+        rows.append((f"| {labels[i]} " if labels else "")
+                    + f"| {r.target_qps:g} | {r.achieved_qps:.2f} | {r.requests} | {errs} | {r.p50_ms:.1f} | "
                     f"{r.p95_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.1f} | {verdict} ({r.budget_ms:g} ms) |")
     return "\n".join(rows)
 
