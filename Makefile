@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: demo serve test tools setup lint bench-beam bench-index bench-train real-data real-train clean
+.PHONY: demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train clean
 
 setup: $(STAMP)
 
@@ -76,6 +76,25 @@ bench-train: $(STAMP)
 
 bench-beam: $(STAMP)
 	$(BIN)/python bench/beam.py
+
+# Locust against a running server (`make serve` in another shell): QPS ?= 2 for 60 s, then the capacity search.
+QPS ?= 2
+bench-load: $(STAMP)
+	$(BIN)/radgr bench load --url http://127.0.0.1:$(PORT) --data $(DEMO)/data --qps $(QPS) --duration 60 \
+		--out runs/load/q$(QPS) || true
+	$(BIN)/radgr bench capacity --url http://127.0.0.1:$(PORT) --data $(DEMO)/data --start-qps 0.5 --factor 2 \
+		--step-duration 30 --max-minutes 8 --out runs/load/capacity
+
+# The paper's serving point (GPU: 1.7B-size model, 10M-SID index, width 128); --quick for a CPU smoke run.
+bench-gpu-serving: $(STAMP)
+	$(BIN)/python bench/gpu_serving.py --out bench/results/gpu_serving
+
+# Wheels the GPU machine of the device tool lacks (it has torch + transformers, Python 3.12, no network):
+# carry .whl/ and run `pip install --no-index --find-links .whl marisa-trie pydantic-settings` there first.
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m pip download -q -d .whl --only-binary=:all: --python-version 3.12 \
+		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+		marisa-trie pydantic pydantic-settings
 
 # Datasets and indexes of the real public data (README: "Real data").
 real-data: $(STAMP)
