@@ -147,3 +147,91 @@ def pref(
     for module in ("tlgd", "rdrw", "multi_label_sft"):  # --no-X flags -> X switches of the config
         opts[module] = not opts.pop(f"no_{module}")
     _run(PrefConfig, "pref", **opts)
+
+
+# ------------------------------------------------------------------ radgr bench quality | denoise
+
+PresetOpt = Annotated[str, typer.Option(help="run sizes: demo (make demo's), real (real data on CPU), tiny (tests)")]
+SeedsOpt = Annotated[str, typer.Option(help="comma-separated seeds (one SFT run each)")]
+VariantOpt = Annotated[
+    list[str] | None, typer.Option("--variant", help="a row (repeatable); default every method and ablation")
+]
+
+
+def _seeds(text: str) -> list[int]:
+    from sid_index.errors import RadgrError
+
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise RadgrError(f"--seeds {text!r}: expected integers like 0,1,2") from None
+
+
+def quality_command(
+    data: DataOpt, index: IndexOpt,
+    out: Annotated[Path, typer.Option(help="experiment folder: seed*/<method>/, quality.json/.md, recall.png")],
+    name: Annotated[str, typer.Option(help="table title")] = "quality",
+    preset: PresetOpt = "demo", seeds: SeedsOpt = "0,1,2", variant: VariantOpt = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+) -> None:
+    """Every method and ablation from one SFT checkpoint per seed; mean ± std table. Re-run to continue."""
+    from trainer.quality import PRESETS, VARIANTS, run_quality
+
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"{preset!r}: one of {sorted(PRESETS)}", param_hint="--preset")
+    cfg = make_config_quality(preset, name=name, data=data, index=index, out=out, seeds=_seeds(seeds),
+                              variants=variant or list(VARIANTS), device=device)
+    run_quality(cfg, log=lambda m: typer.echo(m, err=True))
+    typer.echo((out / "quality.md").read_text(), nl=False)
+    typer.echo(f"wrote {out / 'quality.json'}, {out / 'quality.md'}, {out / 'recall.png'}", err=True)
+
+
+def make_config_quality(preset: str, **fields):
+    """A QualityConfig from a preset; bad fields become one-line errors."""
+    from pydantic import ValidationError
+
+    from sid_index.errors import RadgrError
+    from trainer.quality import preset_config
+
+    try:
+        return preset_config(preset, **fields)
+    except ValidationError as exc:
+        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise RadgrError(f"quality: {msgs}") from None
+
+
+def denoise_command(
+    out: Annotated[Path, typer.Option(help="experiment folder: share_<s>/{data,index,seed*}, denoise.json/.md")] = Path(
+        "runs/quality/denoise"
+    ),
+    shares: Annotated[str, typer.Option(help="pseudo-negative shares of the exposure lists' negatives")] = "0,0.1,0.3",
+    preset: PresetOpt = "demo", seeds: SeedsOpt = "0,1,2",
+    items: Annotated[int, typer.Option(help="synthetic catalog size")] = 2000,
+    sessions: Annotated[int, typer.Option(help="synthetic sessions")] = 5000,
+    codebooks: Annotated[str, typer.Option(help="index codebook sizes")] = "32,32,32",
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+) -> None:
+    """Synthetic data at each pseudo-negative share: SFT, RAD-DPO with and without RDRW; one table."""
+    from sid_index.build import IndexConfig, build_index
+    from sid_index.data.synthetic import config_from_options, write_synthetic
+    from sid_index.errors import RadgrError
+    from trainer.quality import denoise_report, run_quality
+
+    try:
+        share_list = [float(s) for s in shares.split(",")]
+        sizes = [int(c) for c in codebooks.split(",")]
+    except ValueError:
+        raise RadgrError(f"--shares {shares!r} / --codebooks {codebooks!r}: expected comma-separated numbers") from None
+    variants = ["sft", "rad-dpo", "rad-dpo w/o RDRW"]
+    seed_list = _seeds(seeds)
+    for share in share_list:
+        root = out / f"share_{share:g}"
+        if not (root / "data" / "sessions.parquet").is_file():
+            write_synthetic(root / "data", config_from_options(items=items, sessions=sessions, seed=0,
+                                                               pseudo_negative_share=share), overwrite=True)
+        if not (root / "index" / "manifest.json").is_file():
+            build_index(IndexConfig(dataset=root / "data", out=root / "index", codebook_sizes=sizes), progress=False)
+        cfg = make_config_quality(preset, name=f"pseudo-negative share {share:g}", data=root / "data",
+                                  index=root / "index", out=root, seeds=seed_list, variants=variants, device=device)
+        run_quality(cfg, log=lambda m: typer.echo(m, err=True))
+    typer.echo(denoise_report(out, share_list, variants, seed_list), nl=False)

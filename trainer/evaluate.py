@@ -31,6 +31,7 @@ from sid_index.index import SidIndex
 
 SID_KS = (8, 64, 128)
 ITEM_KS = (10, 100, 500)
+CURVE_KS = tuple(2**i for i in range(10))  # recall-vs-K curves (plots), 1 ... 512
 
 
 # ----------------------------------------------------------------------------- metric functions
@@ -114,7 +115,7 @@ def evaluate(
     order = sorted(range(n), key=lambda i: len(ex.prompts[i]))
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
-    sid_rows, item_rows = [], []
+    sid_rows, item_rows, sid_curve, item_curve = [], [], [], []
     trie_beams = trie_invalid = 0
     t0 = time.perf_counter()
     for batch in batches:
@@ -125,8 +126,12 @@ def evaluate(
         codes, keep = res.codes.cpu().numpy(), res.valid.cpu().numpy()
         for row, i in enumerate(batch):
             sids = [tuple(c) for c in codes[row][keep[row]].tolist()]
-            sid_rows.append(ranking_metrics(sids, (tuple(c) for c in ex.pos_codes[i].tolist()), SID_KS))
-            item_rows.append(ranking_metrics(ranked_items(sids, index.skus_of), ex.pos_skus[i], ITEM_KS))
+            pos = {tuple(c) for c in ex.pos_codes[i].tolist()}
+            items = ranked_items(sids, index.skus_of)
+            sid_rows.append(ranking_metrics(sids, pos, SID_KS))
+            item_rows.append(ranking_metrics(items, ex.pos_skus[i], ITEM_KS))
+            sid_curve.append({str(k): recall_at_k(sids, pos, k) for k in CURVE_KS if k <= width})
+            item_curve.append({str(k): recall_at_k(items, ex.pos_skus[i], k) for k in CURVE_KS})
     _sync(dev)
     decode_s = time.perf_counter() - t0
 
@@ -159,6 +164,7 @@ def evaluate(
         "not_evaluated": len(ex) - n,  # beyond --max-sessions
         "sid": mean_metrics(sid_rows),
         "item": mean_metrics(item_rows),
+        "curves": {"sid": mean_metrics(sid_curve), "item": mean_metrics(item_curve)},  # Recall@K, K = 1, 2, 4, ...
         "constrained": {"invalid_rate": trie_invalid / trie_beams if trie_beams else 0.0, "beams": trie_beams},
         "unconstrained": free,
         "decode_s": decode_s,

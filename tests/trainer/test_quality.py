@@ -1,0 +1,109 @@
+"""Quality experiments: the statistics against hand-worked values, and a tiny grid run end to end (resumable)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.quality import aggregate, beyond_spread, collect, markdown, preset_config, run_quality, slug
+
+RADGR = str(Path(sys.executable).with_name("radgr"))
+
+
+def fake_result(seed: int, variant: str, r128: float, mrr: float) -> dict:
+    sid = {"recall@8": r128 / 2, "recall@64": r128 * 0.9, "recall@128": r128, "mrr": mrr}
+    item = {"recall@10": 0.1, "recall@100": 0.2, "recall@500": 0.3, "mrr": 0.05}
+    curves = {"sid": {"1": mrr, "128": r128}, "item": {"1": 0.01}}
+    return {"seed": seed, "variant": variant, "sid": sid, "item": item, "curves": curves,
+            "unconstrained": {"invalid_rate": 0.5}, "constrained": {"invalid_rate": 0.0}}
+
+
+def test_beyond_spread_is_twice_the_standard_error():
+    a, b = [1.0, 2.0, 3.0], [0.0, 0.0, 0.0]
+    # diff 2, se = sqrt(var(a)/3) = sqrt(1/3) = 0.577; 2 se = 1.155 < 2
+    assert beyond_spread(a, b)
+    assert not beyond_spread([1.0, 2.0, 3.0], [0.5, 1.0, 1.5])  # diff 1, se = sqrt(1/3 + 0.25/3) = 0.645
+    assert not beyond_spread([1.0], [0.0])  # one seed: no spread to compare with
+    assert beyond_spread([1.0, 1.0], [0.0, 0.0]) and not beyond_spread([1.0, 1.0], [1.0, 1.0])
+
+
+def test_aggregate_means_stds_and_comparisons():
+    found = {
+        "sft": [fake_result(0, "sft", 0.5, 0.1), fake_result(1, "sft", 0.6, 0.1), fake_result(2, "sft", 0.7, 0.1)],
+        "rad-dpo": [fake_result(s, "rad-dpo", 0.9, m) for s, m in enumerate([0.2, 0.3, 0.4])],
+        "dpo": [],
+    }
+    rows = aggregate(found)
+    assert set(rows) == {"sft", "rad-dpo"}  # a variant without results has no row
+    sft, rad = rows["sft"], rows["rad-dpo"]
+    assert sft["mean"]["SID R@128"] == pytest.approx(0.6) and sft["std"]["SID R@128"] == pytest.approx(0.1)
+    assert rad["mean"]["SID MRR"] == pytest.approx(0.3) and rad["std"]["SID MRR"] == pytest.approx(0.1)
+    assert rad["curves"]["sid"] == {1: pytest.approx(0.3), 128: pytest.approx(0.9)}
+    vs = rad["vs"]["sft"]
+    assert vs["SID R@128"]["diff"] == pytest.approx(0.3) and vs["SID R@128"]["beyond_spread"]  # 0.3 > 2*0.0577
+    assert vs["SID MRR"]["diff"] == pytest.approx(0.2) and vs["SID MRR"]["beyond_spread"]  # 0.2 > 2*0.0577
+    assert "sft" not in sft["vs"] and sft["vs"]["rad-dpo"]["SID MRR"]["diff"] == pytest.approx(-0.2)
+    table = markdown(rows, "t")
+    assert "| rad-dpo | 3 | 0.4500 ± 0.0000 |" in table and "+0.3000 *" in table and "50.00% ± 0.00%" in table
+
+
+@pytest.mark.slow
+def test_tiny_grid_runs_resumes_and_reports(tiny_dataset, tiny_index, tmp_path):
+    variants = ["sft", "rad-dpo", "rad-dpo w/o RDRW", "dpo"]
+    cfg = preset_config("tiny", name="tiny", data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "q",
+                        seeds=[0, 1], variants=variants)
+    logs: list[str] = []
+    rows = run_quality(cfg, log=logs.append)
+    assert set(rows) == set(variants) and all(r["seeds"] == [0, 1] for r in rows.values())
+    for seed in (0, 1):
+        for v in variants:
+            res = json.loads((tmp_path / "q" / f"seed{seed}" / slug(v) / "eval.json").read_text())
+            assert res["seed"] == seed and res["variant"] == v and res["constrained"]["invalid_rate"] == 0.0
+            assert res["sessions"] == 12 and set(res["curves"]["sid"]) == {"1", "2", "4", "8", "16"}
+    # every preference run started from its seed's SFT checkpoint
+    for seed in (0, 1):
+        meta = json.loads((tmp_path / "q" / f"seed{seed}" / "rad-dpo" / "model" / "radgr.json").read_text())
+        assert [s["stage"] for s in meta["stages"]] == ["sft", "pref"]
+    assert (tmp_path / "q" / "recall.png").stat().st_size > 1000
+    written = json.loads((tmp_path / "q" / "quality.json").read_text())
+    assert written["rows"]["rad-dpo"]["mean"]["SID R@128"] == pytest.approx(
+        np.mean([json.loads((tmp_path / "q" / f"seed{s}" / "rad-dpo" / "eval.json").read_text())["sid"]["recall@128"]
+                 for s in (0, 1)]))
+
+    # a second run does nothing; a lost result is evaluated again without retraining
+    (tmp_path / "q" / "seed1" / "dpo" / "eval.json").unlink()
+    logs.clear()
+    again = run_quality(cfg, log=logs.append)
+    assert not any(m.startswith(("training", "resuming")) for m in logs)
+    assert again["dpo"]["seeds"] == [0, 1] and collect(tmp_path / "q", ["dpo"], [0, 1])["dpo"][1]["seed"] == 1
+
+
+def test_cli_rejects_unknown_variants_and_seeds(tiny_dataset, tiny_index, tmp_path):
+    base = [RADGR, "bench", "quality", "--data", str(tiny_dataset.root), "--index", str(tiny_index.root),
+            "--out", str(tmp_path / "q"), "--preset", "tiny"]
+    res = subprocess.run(base + ["--variant", "magic"], capture_output=True, text=True)
+    assert res.returncode == 2 and "unknown variants ['magic']" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run(base + ["--seeds", "0,x"], capture_output=True, text=True)
+    assert res.returncode == 2 and "--seeds '0,x'" in res.stderr
+
+
+@pytest.mark.slow
+def test_denoise_command_builds_each_share_and_one_table(tmp_path):
+    out = tmp_path / "dn"
+    res = subprocess.run([RADGR, "bench", "denoise", "--out", str(out), "--shares", "0,0.3", "--preset", "tiny",
+                          "--seeds", "0", "--items", "300", "--sessions", "600", "--codebooks", "8,8,8"],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for share in (0.0, 0.3):
+        info = json.loads((out / f"share_{share:g}" / "data" / "dataset.json").read_text())
+        assert info["synthetic_stats"]["pseudo_negative_share"] == pytest.approx(share, abs=0.01)
+    table = json.loads((out / "denoise.json").read_text())
+    assert set(table["rows"]) == {"0", "0.3"}
+    assert all(set(rows) == {"sft", "rad-dpo", "rad-dpo w/o RDRW"} for rows in table["rows"].values())
+    md = (out / "denoise.md").read_text()
+    assert md.count("| 0% |") == 3 and md.count("| 30% |") == 3 and md == res.stdout

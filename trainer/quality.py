@@ -1,0 +1,280 @@
+"""Quality experiments: every method from the same SFT checkpoint, several seeds, mean +- std tables.
+
+One experiment = one dataset + index. For each seed: one SFT run; from its checkpoint one
+preference run per variant (same data, same number of steps); then `evaluate` on the test
+split. Each finished step leaves a file (`train_done.json`, `eval.json`), so a killed or
+interrupted experiment continues where it stopped when run again (training resumes from
+its last checkpoint). `aggregate` turns the per-seed results into a table: mean and sample
+standard deviation per metric, and, against SFT and RAD-DPO, whether the difference of the
+means is larger than the seed spread (more than twice its standard error).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sid_index.atomic import atomic_file, write_json
+
+# name -> PrefConfig switches (None: the SFT checkpoint itself)
+VARIANTS: dict[str, dict[str, Any] | None] = {
+    "sft": None,
+    "dpo": {"method": "dpo"},
+    "simpo": {"method": "simpo"},
+    "orpo": {"method": "orpo"},
+    "rad-dpo": {"method": "rad-dpo"},
+    "rad-dpo paper form": {"method": "rad-dpo", "form": "paper"},
+    "rad-dpo w/o TLGD": {"method": "rad-dpo", "tlgd": False},
+    "rad-dpo w/o RDRW": {"method": "rad-dpo", "rdrw": False},
+    "rad-dpo w/o multi-label SFT": {"method": "rad-dpo", "multi_label_sft": False},
+}
+# (column, path in an eval result, format)
+COLUMNS = [
+    ("SID R@8", ("sid", "recall@8")), ("SID R@64", ("sid", "recall@64")), ("SID R@128", ("sid", "recall@128")),
+    ("SID MRR", ("sid", "mrr")), ("item R@10", ("item", "recall@10")), ("item R@100", ("item", "recall@100")),
+    ("item R@500", ("item", "recall@500")), ("item MRR", ("item", "mrr")),
+    ("invalid, free decode", ("unconstrained", "invalid_rate")), ("invalid, trie", ("constrained", "invalid_rate")),
+]
+KEY_METRICS = ("SID R@128", "SID MRR")  # the columns compared against SFT and RAD-DPO
+
+
+class QualityConfig(BaseModel):
+    """One experiment: a dataset + index, the variants, seeds and the settings shared by every run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    data: Path
+    index: Path
+    out: Path
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    variants: list[str] = Field(default_factory=lambda: list(VARIANTS))
+    sft: dict[str, Any] = Field(default_factory=dict, description="SFTConfig options (not data/index/out/seed)")
+    pref: dict[str, Any] = Field(default_factory=dict, description="PrefConfig options shared by every variant")
+    eval: dict[str, Any] = Field(default_factory=dict, description="EvalConfig options (beam_width, max_sessions..)")
+    device: str = "cpu"
+
+    @field_validator("variants")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = [x for x in v if x not in VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+        return v
+
+
+def slug(variant: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", variant.lower()).strip("-")
+
+
+def _train_once(cfg, out: Path, log: Callable[[str], None]) -> Path:
+    """Train unless `out/train_done.json` says it is done; resume a run that was interrupted."""
+    from trainer.loop import train
+
+    done = out / "train_done.json"
+    if done.is_file():
+        return out / "model"
+    resume = (out / "model" / "trainer_state.pt").is_file()
+    log(f"{'resuming' if resume else 'training'} {out}")
+    path = train(cfg.model_copy(update={"resume": resume}))
+    write_json(done, {"checkpoint": str(path)})
+    return path
+
+
+def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train and evaluate every (seed, variant) not done yet; return the aggregate (also written to out/)."""
+    from trainer.config import PrefConfig, SFTConfig
+    from trainer.evaluate import EvalConfig, evaluate_models
+
+    common = dict(data=cfg.data, index=cfg.index, device=cfg.device, progress=False)
+    for seed in cfg.seeds:
+        root = cfg.out / f"seed{seed}"
+        sft = _train_once(SFTConfig(out=root / "sft", seed=seed, **common, **cfg.sft), root / "sft", log)
+        for variant in cfg.variants:
+            result = root / slug(variant) / "eval.json"
+            if result.is_file():
+                continue
+            switches = VARIANTS[variant]
+            ckpt = sft if switches is None else _train_once(
+                PrefConfig(out=root / slug(variant), init=sft, seed=seed, **common, **cfg.pref, **switches),
+                root / slug(variant), log)
+            ev = EvalConfig(model=[ckpt], index=cfg.index, data=cfg.data, device=cfg.device, **cfg.eval)
+            res = evaluate_models(ev, log=log)[0]
+            write_json(result, res | {"variant": variant, "seed": seed})
+            log(f"seed {seed} {variant}: SID R@128 {res['sid']['recall@128']:.4f}, MRR {res['sid']['mrr']:.4f}")
+    return write_report(cfg)
+
+
+def collect(out: Path, variants: Sequence[str], seeds: Sequence[int]) -> dict[str, list[dict]]:
+    """The eval results on disk, per variant (seeds that have not run yet are missing)."""
+    found: dict[str, list[dict]] = {}
+    for v in variants:
+        rows = []
+        for s in seeds:
+            f = out / f"seed{s}" / slug(v) / "eval.json"
+            if f.is_file():
+                rows.append(json.loads(f.read_text()))
+        found[v] = rows
+    return found
+
+
+def _get(result: dict, path: tuple[str, str]) -> float:
+    value = result.get(path[0], {}).get(path[1])
+    return float("nan") if value is None else float(value)
+
+
+def beyond_spread(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether mean(a) - mean(b) is more than twice its standard error (sample std per side)."""
+    if len(a) < 2 or len(b) < 2:
+        return False
+    se = math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+    diff = float(np.mean(a) - np.mean(b))
+    return abs(diff) > 2 * se if se > 0 else diff != 0
+
+
+def aggregate(found: dict[str, list[dict]]) -> dict[str, Any]:
+    """Per variant: seeds, mean and std of every column, recall curves (mean), and the comparisons."""
+    rows: dict[str, Any] = {}
+    for v, results in found.items():
+        if not results:
+            continue
+        vals = {col: [_get(r, path) for r in results] for col, path in COLUMNS}
+        curves = {}
+        for level in ("sid", "item"):
+            ks = sorted({int(k) for r in results for k in r.get("curves", {}).get(level, {})})
+            curves[level] = {k: float(np.mean([r["curves"][level][str(k)] for r in results])) for k in ks}
+        rows[v] = {
+            "seeds": [r["seed"] for r in results],
+            "values": vals,
+            "mean": {c: float(np.mean(x)) for c, x in vals.items()},
+            "std": {c: float(np.std(x, ddof=1)) if len(x) > 1 else 0.0 for c, x in vals.items()},
+            "curves": curves,
+        }
+    for v, row in rows.items():
+        row["vs"] = {}
+        for ref in ("sft", "rad-dpo"):
+            if ref in rows and ref != v:
+                row["vs"][ref] = {
+                    c: {"diff": row["mean"][c] - rows[ref]["mean"][c],
+                        "beyond_spread": beyond_spread(row["values"][c], rows[ref]["values"][c])}
+                    for c in KEY_METRICS
+                }
+    return rows
+
+
+def markdown(rows: dict[str, Any], title: str) -> str:
+    head = ["method", "seeds"] + [c for c, _ in COLUMNS] + [f"{m} vs SFT" for m in KEY_METRICS]
+    lines = [f"{title}: mean ± std over seeds; \"vs SFT\": difference of means, * when larger than "
+             "twice its standard error (beyond the seed spread)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v, row in rows.items():
+        cells = [v, str(len(row["seeds"]))]
+        for c, _ in COLUMNS:
+            fmt = "{:.2%}" if c.startswith("invalid") else "{:.4f}"
+            cells.append(fmt.format(row["mean"][c]) + (f" ± {fmt.format(row['std'][c])}" if len(row["seeds"]) > 1
+                                                     else ""))
+        for m in KEY_METRICS:
+            cmp = row["vs"].get("sft", {}).get(m)
+            cells.append("–" if cmp is None else f"{cmp['diff']:+.4f}{' *' if cmp['beyond_spread'] else ''}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(rows: dict[str, Any], path: Path, title: str) -> None:
+    """Recall vs K per method (SID and item level), means over seeds, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, level, label in ((axes[0], "sid", "SID"), (axes[1], "item", "item")):
+        for v, row in rows.items():
+            curve = row["curves"].get(level) or {}
+            if curve:
+                ks = sorted(curve)
+                ax.plot(ks, [curve[k] for k in ks], marker="o", ms=3, label=v)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("K")
+        ax.set_ylabel(f"{label} Recall@K")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_file(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_report(cfg: QualityConfig) -> dict[str, Any]:
+    """quality.json (every value), quality.md (the table), recall.png (curves) under cfg.out."""
+    rows = aggregate(collect(cfg.out, cfg.variants, cfg.seeds))
+    write_json(cfg.out / "quality.json", {"name": cfg.name, "config": json.loads(cfg.model_dump_json()),
+                                          "rows": rows})
+    with atomic_file(cfg.out / "quality.md", "w") as fh:
+        fh.write(markdown(rows, cfg.name))
+    if rows:
+        plot_curves(rows, cfg.out / "recall.png", cfg.name)
+    return rows
+
+
+# Run sizes. "demo": what `make demo` trains (minutes per run on 2 CPUs); "real": the real datasets on CPU;
+# "tiny": the tests. Each is (sft, pref, eval) options.
+PRESETS: dict[str, tuple[dict, dict, dict]] = {
+    "tiny": (
+        {"steps": 3, "batch_size": 8, "lr": 3e-3,
+         "scratch": {"hidden_size": 64, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "head_dim": 32,
+                     "intermediate_size": 128, "tokenizer_vocab": 400}},
+        {"steps": 2, "batch_size": 4, "num_negatives": 4, "rdrw_warmup": 4, "rdrw_window": 16},
+        {"beam_width": 16, "max_sessions": 12, "batch_size": 4},
+    ),
+    "demo": (
+        {"epochs": 3, "index_ratio": 0.5, "batch_size": 32, "lr": 3e-3},
+        {"steps": 60, "batch_size": 16, "lr": 1e-4, "num_negatives": 16, "rdrw_warmup": 1024},
+        {"beam_width": 128, "max_sessions": 300, "batch_size": 4},
+    ),
+    "real": (
+        {"steps": 1200, "batch_size": 16, "lr": 2e-3, "index_ratio": 0.5},
+        {"steps": 100, "batch_size": 8, "lr": 1e-4, "num_negatives": 16, "rdrw_warmup": 256},
+        {"beam_width": 128, "max_sessions": 300, "batch_size": 4},
+    ),
+}
+
+
+def preset_config(preset: str, **fields: Any) -> QualityConfig:
+    sft, pref, ev = PRESETS[preset]
+    return QualityConfig(sft=sft, pref=pref, eval=ev, **fields)
+
+
+def denoise_report(out: Path, shares: Sequence[float], variants: Sequence[str], seeds: Sequence[int]) -> str:
+    """One table over the pseudo-negative shares: rows (share, method), mean ± std of the key columns."""
+    cols = ["SID R@8", "SID R@128", "SID MRR", "item R@100", "item MRR"]
+    lines = ["| pseudo-negative share | method | seeds | " + " | ".join(cols) + " | SID MRR vs w/o RDRW |",
+             "|---|---|---|" + "---|" * (len(cols) + 1)]
+    table: dict[str, Any] = {}
+    for share in shares:
+        rows = aggregate(collect(out / f"share_{share:g}", variants, seeds))
+        table[f"{share:g}"] = rows
+        for v, row in rows.items():
+            cells = [f"{share:.0%}", v, str(len(row["seeds"]))]
+            cells += [f"{row['mean'][c]:.4f} ± {row['std'][c]:.4f}" for c in cols]
+            ref = rows.get("rad-dpo w/o RDRW")
+            if v == "rad-dpo" and ref is not None:
+                diff = row["mean"]["SID MRR"] - ref["mean"]["SID MRR"]
+                star = " *" if beyond_spread(row["values"]["SID MRR"], ref["values"]["SID MRR"]) else ""
+                cells.append(f"{diff:+.4f}{star}")
+            else:
+                cells.append("–")
+            lines.append("| " + " | ".join(cells) + " |")
+    md = "\n".join(lines) + "\n"
+    write_json(out / "denoise.json", {"shares": list(shares), "rows": table})
+    with atomic_file(out / "denoise.md", "w") as fh:
+        fh.write(md)
+    return md
