@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train clean
+.PHONY: demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-denoise clean
 
 setup: $(STAMP)
 
@@ -95,6 +95,24 @@ gpu-wheels: $(STAMP)
 	$(BIN)/python -m pip download -q -d .whl --only-binary=:all: --python-version 3.12 \
 		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
 		marisa-trie pydantic pydantic-settings
+
+# Quality tables (issue 6): every method and ablation from one SFT checkpoint per seed, 3 seeds, mean ± std.
+# Each is resumable: run it again after an interruption and it continues. Results: runs/quality/<name>/quality.md
+QUALITY = runs/quality
+quality-synthetic: $(STAMP)
+	test -f $(QUALITY)/synthetic/data/sessions.parquet || \
+	  $(BIN)/radgr data synth --out $(QUALITY)/synthetic/data --items 2000 --sessions 5000 --seed 0 --overwrite
+	test -f $(QUALITY)/synthetic/index/manifest.json || \
+	  $(BIN)/radgr index build --data $(QUALITY)/synthetic/data --out $(QUALITY)/synthetic/index --codebooks 32,32,32
+	$(BIN)/radgr bench quality --name "synthetic (make demo's data)" --data $(QUALITY)/synthetic/data \
+	  --index $(QUALITY)/synthetic/index --out $(QUALITY)/synthetic --preset demo
+
+quality-homedepot quality-amazon: quality-%: $(STAMP)
+	test -f runs/$*/index/manifest.json || $(MAKE) real-data
+	$(BIN)/radgr bench quality --name "$*" --data runs/$*/data --index runs/$*/index --out $(QUALITY)/$* --preset real
+
+quality-denoise: $(STAMP)
+	$(BIN)/radgr bench denoise --out $(QUALITY)/denoise --shares 0,0.1,0.3 --preset demo
 
 # Datasets and indexes of the real public data (README: "Real data").
 real-data: $(STAMP)

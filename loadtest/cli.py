@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sid_index.errors import RadgrError
+from sid_index.errors import RadgrError, make_config
 
 bench_app = typer.Typer(help="Load tests of a running retrieval server (Locust, headless).", no_args_is_help=True)
 
@@ -65,8 +65,9 @@ def load_command(
 
     wait_ready(url, wait_s, token)
     mix = _mix_file(data, requests, split, beam_width, top_k, out, seed)
-    cfg = LoadConfig(url=url, mix=mix, out=out, qps=qps, duration_s=duration, budget_ms=budget_ms,
-                     max_error_rate=max_error_rate, users=users, pace_s=pace_s, token=token, seed=seed)
+    cfg = make_config(LoadConfig, "load", url=url, mix=mix, out=out, qps=qps, duration_s=duration,
+                      budget_ms=budget_ms, max_error_rate=max_error_rate, users=users, pace_s=pace_s, token=token,
+                      seed=seed)
     typer.echo(f"load: {qps:g} QPS for {duration} s, {cfg.n_users} users -> {url}", err=True)
     summary = run_load(cfg)
     typer.echo(format_runs([summary]))
@@ -116,8 +117,9 @@ def capacity_command(
     def run_at(qps: float):
         time.sleep(cooldown_s)
         wait_ready(url, 60, token)
-        cfg = LoadConfig(url=url, mix=mix, out=out / f"qps_{qps:g}", qps=qps, duration_s=step_duration,
-                         budget_ms=budget_ms, max_error_rate=max_error_rate, pace_s=pace_s, token=token, seed=seed)
+        cfg = make_config(LoadConfig, "load", url=url, mix=mix, out=out / f"qps_{qps:g}", qps=qps,
+                          duration_s=step_duration, budget_ms=budget_ms, max_error_rate=max_error_rate, pace_s=pace_s,
+                          token=token, seed=seed)
         summary = run_load(cfg)
         typer.echo(f"  {qps:g} QPS: p99 {summary.p99_ms:.1f} ms, {summary.achieved_qps:.2f} achieved -> "
                    + ("pass" if summary.passed else "fail (" + "; ".join(summary.failed_because) + ")"), err=True)

@@ -167,6 +167,16 @@ def _seeds(text: str) -> list[int]:
         raise RadgrError(f"--seeds {text!r}: expected integers like 0,1,2") from None
 
 
+def _quality_config(preset: str, **fields):
+    from sid_index.errors import RadgrError
+    from trainer.quality import PRESETS, QualityConfig
+
+    if preset not in PRESETS:
+        raise RadgrError(f"--preset {preset!r}: one of {sorted(PRESETS)}")
+    sft, pref, ev = PRESETS[preset]
+    return make_config(QualityConfig, "quality", sft=sft, pref=pref, eval=ev, **fields)
+
+
 def quality_command(
     data: DataOpt, index: IndexOpt,
     out: Annotated[Path, typer.Option(help="experiment folder: seed*/<method>/, quality.json/.md, recall.png")],
@@ -175,29 +185,13 @@ def quality_command(
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
 ) -> None:
     """Every method and ablation from one SFT checkpoint per seed; mean ± std table. Re-run to continue."""
-    from trainer.quality import PRESETS, VARIANTS, run_quality
+    from trainer.quality import VARIANTS, run_quality
 
-    if preset not in PRESETS:
-        raise typer.BadParameter(f"{preset!r}: one of {sorted(PRESETS)}", param_hint="--preset")
-    cfg = make_config_quality(preset, name=name, data=data, index=index, out=out, seeds=_seeds(seeds),
+    cfg = _quality_config(preset, name=name, data=data, index=index, out=out, seeds=_seeds(seeds),
                               variants=variant or list(VARIANTS), device=device)
     run_quality(cfg, log=lambda m: typer.echo(m, err=True))
     typer.echo((out / "quality.md").read_text(), nl=False)
     typer.echo(f"wrote {out / 'quality.json'}, {out / 'quality.md'}, {out / 'recall.png'}", err=True)
-
-
-def make_config_quality(preset: str, **fields):
-    """A QualityConfig from a preset; bad fields become one-line errors."""
-    from pydantic import ValidationError
-
-    from sid_index.errors import RadgrError
-    from trainer.quality import preset_config
-
-    try:
-        return preset_config(preset, **fields)
-    except ValidationError as exc:
-        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise RadgrError(f"quality: {msgs}") from None
 
 
 def denoise_command(
@@ -231,7 +225,7 @@ def denoise_command(
                                                                pseudo_negative_share=share), overwrite=True)
         if not (root / "index" / "manifest.json").is_file():
             build_index(IndexConfig(dataset=root / "data", out=root / "index", codebook_sizes=sizes), progress=False)
-        cfg = make_config_quality(preset, name=f"pseudo-negative share {share:g}", data=root / "data",
+        cfg = _quality_config(preset, name=f"pseudo-negative share {share:g}", data=root / "data",
                                   index=root / "index", out=root, seeds=seed_list, variants=variants, device=device)
         run_quality(cfg, log=lambda m: typer.echo(m, err=True))
     typer.echo(denoise_report(out, share_list, variants, seed_list), nl=False)

@@ -248,11 +248,6 @@ PRESETS: dict[str, tuple[dict, dict, dict]] = {
 }
 
 
-def preset_config(preset: str, **fields: Any) -> QualityConfig:
-    sft, pref, ev = PRESETS[preset]
-    return QualityConfig(sft=sft, pref=pref, eval=ev, **fields)
-
-
 def denoise_report(out: Path, shares: Sequence[float], variants: Sequence[str], seeds: Sequence[int]) -> str:
     """One table over the pseudo-negative shares: rows (share, method), mean ± std of the key columns."""
     cols = ["SID R@8", "SID R@128", "SID MRR", "item R@100", "item MRR"]

@@ -84,6 +84,13 @@ def test_capacity_search_on_a_real_server(url, tiny_dataset, tmp_path):
     assert (out / "qps_2" / "report.html").is_file() and (out / "qps_4" / "report.html").is_file()
 
 
+def test_bad_settings_are_one_line_exit_2(url, tmp_path):
+    mix = tmp_path / "mix.jsonl"
+    mix.write_text(json.dumps({"query": "drill"}) + "\n")
+    res = radgr("bench", "load", "--url", url, "--requests", str(mix), "--qps", "0", "--out", str(tmp_path / "r"))
+    assert res.returncode == 2 and "invalid load settings: --qps: Input should be greater than 0" in res.stderr
+
+
 def test_user_errors_are_one_line_exit_2(tiny_dataset, tmp_path):
     down = f"http://127.0.0.1:{free_port()}"
     res = radgr("bench", "load", "--url", down, "--data", str(tiny_dataset.root), "--out", str(tmp_path))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.quality import aggregate, beyond_spread, collect, markdown, preset_config, run_quality, slug
+from trainer.quality import PRESETS, QualityConfig, aggregate, beyond_spread, collect, markdown, run_quality, slug
 
 RADGR = str(Path(sys.executable).with_name("radgr"))
 
@@ -55,8 +55,9 @@ def test_aggregate_means_stds_and_comparisons():
 @pytest.mark.slow
 def test_tiny_grid_runs_resumes_and_reports(tiny_dataset, tiny_index, tmp_path):
     variants = ["sft", "rad-dpo", "rad-dpo w/o RDRW", "dpo"]
-    cfg = preset_config("tiny", name="tiny", data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "q",
-                        seeds=[0, 1], variants=variants)
+    sft, pref, ev = PRESETS["tiny"]
+    cfg = QualityConfig(sft=sft, pref=pref, eval=ev, name="tiny", data=tiny_dataset.root, index=tiny_index.root,
+                        out=tmp_path / "q", seeds=[0, 1], variants=variants)
     logs: list[str] = []
     rows = run_quality(cfg, log=logs.append)
     assert set(rows) == set(variants) and all(r["seeds"] == [0, 1] for r in rows.values())
@@ -90,6 +91,8 @@ def test_cli_rejects_unknown_variants_and_seeds(tiny_dataset, tiny_index, tmp_pa
     assert res.returncode == 2 and "unknown variants ['magic']" in res.stderr and "Traceback" not in res.stderr
     res = subprocess.run(base + ["--seeds", "0,x"], capture_output=True, text=True)
     assert res.returncode == 2 and "--seeds '0,x'" in res.stderr
+    res = subprocess.run(base + ["--preset", "huge"], capture_output=True, text=True)
+    assert res.returncode == 2 and "--preset 'huge': one of" in res.stderr
 
 
 @pytest.mark.slow
