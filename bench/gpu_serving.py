@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.beam import HFGenerate, is_valid, make_prompts  # noqa: E402
 from bench.index_scale import skewed_codes  # noqa: E402
 from loadtest.report import RunSummary, capacity_search, format_runs, summarize  # noqa: E402
-from server.engine import BatchingEngine, BatchStats, Hits, QueueFull  # noqa: E402
+from server.engine import BatchingEngine, BatchStats, DeadlineExceeded, Hits, QueueFull  # noqa: E402
 from sid_index.index import SidIndex, load_index, write_index  # noqa: E402
 from trainer.model import ScratchModelConfig, load_checkpoint, new_model, save_checkpoint  # noqa: E402
 from trainer.prompt import PromptConfig  # noqa: E402
@@ -122,8 +122,8 @@ def open_loop(engine: BatchingEngine, prompts: list[list[int]], index: SidIndex,
         def done(fut):
             end = time.perf_counter()
             with lock:
-                if fut.cancelled() or fut.exception() is not None:
-                    status.append("504")
+                if fut.cancelled() or fut.exception() is not None:  # dropped past its deadline, or failed
+                    status.append("504" if fut.cancelled() or isinstance(fut.exception(), DeadlineExceeded) else "500")
                     lat.append((end - due) * 1e3)
                 else:
                     status.append("200")

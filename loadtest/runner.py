@@ -129,13 +129,3 @@ def read_request_log(path: Path) -> tuple[list[float], list[str]]:
             latencies.append(float(ms))
             statuses.append(status if status != "0" else "connection")
     return latencies, statuses
-
-
-def locust_request_count(out: Path) -> int:
-    """Locust's own count of requests (the Aggregated row of its stats CSV)."""
-    with (out / "locust_stats.csv").open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["Name"] == "Aggregated":
-                return int(row["Request Count"])
-    raise RadgrError(f"{out / 'locust_stats.csv'}: no Aggregated row")
-

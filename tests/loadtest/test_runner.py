@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtest.runner import is_loopback, locust_request_count
+from loadtest.runner import is_loopback
 
 from ..conftest import free_port, serve_process
 
@@ -24,6 +24,12 @@ def url(served_path, tiny_index, tmp_path_factory):
     log = tmp_path_factory.mktemp("load") / "serve.log"
     with serve_process(served_path, tiny_index.root, log, beam_width=16, dtype="float32") as u:
         yield u
+
+
+def locust_request_count(out: Path) -> int:
+    """Locust's own count of requests (the Aggregated row of its stats CSV)."""
+    with (out / "locust_stats.csv").open(newline="") as fh:
+        return next(int(row["Request Count"]) for row in csv.DictReader(fh) if row["Name"] == "Aggregated")
 
 
 def served_200(url: str) -> int:
