@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,9 @@ def _train_once(cfg, out: Path, log: Callable[[str], None]) -> Path:
         return out / "model"
     resume = (out / "model" / "trainer_state.pt").is_file()
     log(f"{'resuming' if resume else 'training'} {out}")
+    start = time.perf_counter()
     path = train(cfg.model_copy(update={"resume": resume}))
-    write_json(done, {"checkpoint": str(path)})
+    write_json(done, {"checkpoint": str(path), "seconds": time.perf_counter() - start, "resumed": resume})
     return path
 
 
@@ -107,7 +109,8 @@ def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[
                 root / slug(variant), log)
             ev = EvalConfig(model=[ckpt], index=cfg.index, data=cfg.data, device=cfg.device, **cfg.eval)
             res = evaluate_models(ev, log=log)[0]
-            write_json(result, res | {"variant": variant, "seed": seed})
+            done = json.loads((root / slug(variant if switches else "sft") / "train_done.json").read_text())
+            write_json(result, res | {"variant": variant, "seed": seed, "train_s": done.get("seconds")})
             log(f"seed {seed} {variant}: SID R@128 {res['sid']['recall@128']:.4f}, MRR {res['sid']['mrr']:.4f}")
     return write_report(cfg)
 
@@ -152,6 +155,8 @@ def aggregate(found: dict[str, list[dict]]) -> dict[str, Any]:
             curves[level] = {k: float(np.mean([r["curves"][level][str(k)] for r in results])) for k in ks}
         rows[v] = {
             "seeds": [r["seed"] for r in results],
+            "train_s": [r["train_s"] for r in results if r.get("train_s") is not None],
+            "eval_s": [r["wall_s"] for r in results if r.get("wall_s") is not None],
             "values": vals,
             "mean": {c: float(np.mean(x)) for c, x in vals.items()},
             "std": {c: float(np.std(x, ddof=1)) if len(x) > 1 else 0.0 for c, x in vals.items()},
@@ -170,7 +175,7 @@ def aggregate(found: dict[str, list[dict]]) -> dict[str, Any]:
 
 
 def markdown(rows: dict[str, Any], title: str) -> str:
-    head = ["method", "seeds"] + [c for c, _ in COLUMNS] + [f"{m} vs SFT" for m in KEY_METRICS]
+    head = ["method", "seeds"] + [c for c, _ in COLUMNS] + [f"{m} vs SFT" for m in KEY_METRICS] + ["train min"]
     lines = [f"{title}: mean ± std over seeds; \"vs SFT\": difference of means, * when larger than "
              "twice its standard error (beyond the seed spread)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -183,6 +188,7 @@ def markdown(rows: dict[str, Any], title: str) -> str:
         for m in KEY_METRICS:
             cmp = row["vs"].get("sft", {}).get(m)
             cells.append("–" if cmp is None else f"{cmp['diff']:+.4f}{' *' if cmp['beyond_spread'] else ''}")
+        cells.append(f"{np.mean(row['train_s']) / 60:.1f}" if row["train_s"] else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -50,6 +50,7 @@ def test_aggregate_means_stds_and_comparisons():
     assert "sft" not in sft["vs"] and sft["vs"]["rad-dpo"]["SID MRR"]["diff"] == pytest.approx(-0.2)
     table = markdown(rows, "t")
     assert "| rad-dpo | 3 | 0.4500 ± 0.0000 |" in table and "+0.3000 *" in table and "50.00% ± 0.00%" in table
+    assert table.rstrip().endswith("| – |")  # no training time in these results
 
 
 @pytest.mark.slow
@@ -66,6 +67,7 @@ def test_tiny_grid_runs_resumes_and_reports(tiny_dataset, tiny_index, tmp_path):
             res = json.loads((tmp_path / "q" / f"seed{seed}" / slug(v) / "eval.json").read_text())
             assert res["seed"] == seed and res["variant"] == v and res["constrained"]["invalid_rate"] == 0.0
             assert res["sessions"] == 12 and set(res["curves"]["sid"]) == {"1", "2", "4", "8", "16"}
+            assert res["train_s"] > 0  # the SFT run's time for the sft row, the variant's own otherwise
     # every preference run started from its seed's SFT checkpoint
     for seed in (0, 1):
         meta = json.loads((tmp_path / "q" / f"seed{seed}" / "rad-dpo" / "model" / "radgr.json").read_text())
