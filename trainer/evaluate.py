@@ -6,6 +6,9 @@ For every session with a positive the model decodes `width` SIDs under the index
   the top K SIDs (K = 8, 64, 128); MRR = 1 / rank of the first target SID (0 if none).
 - Item level: the ranked SIDs become SKUs (every SKU of a SID, in index order, i.e. most
   popular first; repeats dropped); targets are the positive SKUs; Recall@10/100/500, MRR.
+- Truth (synthetic data, where the exposure lists carry true relevance): targets are the SIDs
+  of every exposed item with relevance >= 2, clicked or not (pseudo-negatives included);
+  SID Recall@K and MRR against them. Absent when the data does not know the truth.
 - Invalid-SID rate: the same model decoded with no constraint (same width); the share of
   its returned beams that are not a SID of the index (non-SID tokens included). The same
   rate is measured, not assumed, for the constrained decode: it must be 0.
@@ -81,6 +84,21 @@ def mean_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- evaluation
 
+RELEVANT = 2.0  # true relevance (0-3) from which an exposed item counts as relevant (the synthetic data's rule)
+
+
+def truth_targets(table, index: SidIndex) -> dict[str, set[tuple[int, ...]]]:
+    """Per session id: SIDs of the exposed items whose known true relevance is >= RELEVANT (none: no entry)."""
+    if "exposure" not in table.column_names:
+        return {}
+    out: dict[str, set[tuple[int, ...]]] = {}
+    for sid_, exposure in zip(table["session_id"].to_pylist(), table["exposure"].to_pylist(), strict=True):
+        known = [e for e in exposure or [] if e["relevance"] is not None]
+        if known:
+            codes = {index.sid_of(e["sku_id"]) for e in known if e["relevance"] >= RELEVANT}
+            out[sid_] = {c for c in codes if c is not None}
+    return out
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -115,7 +133,8 @@ def evaluate(
     order = sorted(range(n), key=lambda i: len(ex.prompts[i]))
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
-    sid_rows, item_rows, sid_curve, item_curve = [], [], [], []
+    truth = truth_targets(dataset.split(split), index)
+    sid_rows, item_rows, sid_curve, item_curve, truth_rows = [], [], [], [], []
     trie_beams = trie_invalid = 0
     t0 = time.perf_counter()
     for batch in batches:
@@ -131,6 +150,8 @@ def evaluate(
             sid_rows.append(ranking_metrics(sids, pos, SID_KS))
             item_rows.append(ranking_metrics(items, ex.pos_skus[i], ITEM_KS))
             sid_curve.append({str(k): recall_at_k(sids, pos, k) for k in CURVE_KS if k <= width})
+            if truth.get(ex.session_ids[i]):
+                truth_rows.append(ranking_metrics(sids, truth[ex.session_ids[i]], SID_KS))
             item_curve.append({str(k): recall_at_k(items, ex.pos_skus[i], k) for k in CURVE_KS})
     _sync(dev)
     decode_s = time.perf_counter() - t0
@@ -165,6 +186,8 @@ def evaluate(
         "sid": mean_metrics(sid_rows),
         "item": mean_metrics(item_rows),
         "curves": {"sid": mean_metrics(sid_curve), "item": mean_metrics(item_curve)},  # Recall@K, K = 1, 2, 4, ...
+        "truth": mean_metrics(truth_rows),  # {} without known relevance
+        "truth_sessions": len(truth_rows),
         "constrained": {"invalid_rate": trie_invalid / trie_beams if trie_beams else 0.0, "beams": trie_beams},
         "unconstrained": free,
         "decode_s": decode_s,

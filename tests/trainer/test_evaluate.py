@@ -71,6 +71,39 @@ def test_evaluate_tiny(tiny_ckpt, tiny_index, tiny_dataset):
     assert res["sessions_per_s"] > 0 and res["wall_s"] >= res["decode_s"]
 
 
+def test_truth_targets_are_the_truly_relevant_exposed_sids(tiny_index):
+    import pyarrow as pa
+
+    from trainer.evaluate import truth_targets
+
+    skus = [tiny_index.skus_of(c)[0] for c in tiny_index.trie.sids()[:4].tolist()]
+    sid = [tiny_index.sid_of(s) for s in skus]
+
+    def e(sku, rel, clicked=False):
+        return {"sku_id": sku, "position": 1, "relevance": rel, "clicked": clicked, "ordered": False}
+
+    table = pa.table({
+        "session_id": ["a", "b", "c"],
+        "exposure": [[e(skus[0], 3.0, True), e(skus[1], 2.0), e(skus[2], 1.0), e("NOT-INDEXED", 3.0)],
+                     [e(skus[3], None)], None],
+    })
+    # a: the clicked item and the pseudo-negative (unclicked, relevance 2), not relevance 1 nor unknown SKUs;
+    # b: relevance unknown -> no truth; c: no exposure
+    assert truth_targets(table, tiny_index) == {"a": {sid[0], sid[1]}}
+    assert truth_targets(table.drop(["exposure"]), tiny_index) == {}
+
+
+def test_evaluate_truth_metrics_on_synthetic_data(tiny_ckpt, tiny_index, tiny_dataset):
+    from trainer.evaluate import evaluate, truth_targets
+
+    res = evaluate(tiny_ckpt, tiny_index, tiny_dataset, width=tiny_index.num_sids, batch_size=4, max_sessions=4,
+                   unconstrained=False)
+    truth = truth_targets(tiny_dataset.split("test"), tiny_index)
+    assert res["truth_sessions"] > 0 and len(truth) >= res["truth_sessions"]
+    # every SID comes back at this width, so every truly relevant SID is found
+    assert res["truth"]["recall@128"] == 1.0 if tiny_index.num_sids <= 128 else res["truth"]["mrr"] > 0
+
+
 def test_evaluate_exhaustive_width_finds_everything(tiny_ckpt, tiny_index, tiny_dataset):
     """Beams >= SIDs: every SID comes back, so every positive SID and SKU is found (any model)."""
     from trainer.evaluate import evaluate

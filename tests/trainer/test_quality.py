@@ -51,6 +51,7 @@ def test_aggregate_means_stds_and_comparisons():
     table = markdown(rows, "t")
     assert "| rad-dpo | 3 | 0.4500 ± 0.0000 |" in table and "+0.3000 *" in table and "50.00% ± 0.00%" in table
     assert table.rstrip().endswith("| – |")  # no training time in these results
+    assert "truth" not in table  # no result knows the truth: its columns are left out
 
 
 @pytest.mark.slow
@@ -73,6 +74,7 @@ def test_tiny_grid_runs_resumes_and_reports(tiny_dataset, tiny_index, tmp_path):
         meta = json.loads((tmp_path / "q" / f"seed{seed}" / "rad-dpo" / "model" / "radgr.json").read_text())
         assert [s["stage"] for s in meta["stages"]] == ["sft", "pref"]
     assert (tmp_path / "q" / "recall.png").stat().st_size > 1000
+    assert "truth SID MRR" in (tmp_path / "q" / "quality.md").read_text()  # synthetic data: the truth is known
     written = json.loads((tmp_path / "q" / "quality.json").read_text())
     assert written["rows"]["rad-dpo"]["mean"]["SID R@128"] == pytest.approx(
         np.mean([json.loads((tmp_path / "q" / f"seed{s}" / "rad-dpo" / "eval.json").read_text())["sid"]["recall@128"]
