@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sid_index.data.schema import Dataset
+from sid_index.data.schema import RELEVANT_GRADE, Dataset
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex
 
@@ -84,18 +84,15 @@ def mean_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- evaluation
 
-RELEVANT = 2.0  # true relevance (0-3) from which an exposed item counts as relevant (the synthetic data's rule)
-
-
 def truth_targets(table, index: SidIndex) -> dict[str, set[tuple[int, ...]]]:
-    """Per session id: SIDs of the exposed items whose known true relevance is >= RELEVANT (none: no entry)."""
+    """Per session id: SIDs of the exposed items whose known true relevance is >= RELEVANT_GRADE (none: no entry)."""
     if "exposure" not in table.column_names:
         return {}
     out: dict[str, set[tuple[int, ...]]] = {}
     for sid_, exposure in zip(table["session_id"].to_pylist(), table["exposure"].to_pylist(), strict=True):
         known = [e for e in exposure or [] if e["relevance"] is not None]
         if known:
-            codes = {index.sid_of(e["sku_id"]) for e in known if e["relevance"] >= RELEVANT}
+            codes = {index.sid_of(e["sku_id"]) for e in known if e["relevance"] >= RELEVANT_GRADE}
             out[sid_] = {c for c in codes if c is not None}
     return out
 

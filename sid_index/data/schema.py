@@ -42,6 +42,9 @@ CATALOG_SCHEMA = pa.schema(
 )
 CATALOG_REQUIRED = ("sku_id", "title")
 
+# True relevance is graded 0-3; from this grade on an exposed item is relevant (a pseudo-negative when unclicked).
+RELEVANT_GRADE = 2.0
+
 POSITIVE_TYPE = pa.struct([pa.field("sku_id", pa.string()), pa.field("grade", pa.float32())])
 # What the user was shown, with the truth where it is known (synthetic data): lets experiments
 # measure how many exposed-but-unclicked items were in fact relevant (pseudo-negatives).

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sid_index.data.schema import EXPOSURE_TYPE, POSITIVE_TYPE, SESSION_SCHEMA, write_dataset
+from sid_index.data.schema import EXPOSURE_TYPE, POSITIVE_TYPE, RELEVANT_GRADE, SESSION_SCHEMA, write_dataset
 from sid_index.errors import RadgrError, make_config
 
 # ----------------------------------------------------------------------------- vocabulary
@@ -721,7 +721,7 @@ def _calibrate_pseudo_negatives(cfg, cat, s, rng) -> dict[str, Any]:
     items, rel, clicked = s["items"], s["rel"], s["clicked"]
     before = items.copy()
     neg = ~clicked
-    pn = neg & (rel >= 2)
+    pn = neg & (rel >= RELEVANT_GRADE)
     n_neg, n_nat = int(neg.sum()), int(pn.sum())
     target = int(round(cfg.pseudo_negative_share * n_neg))
     leaf_of_row = s["leaf"]
@@ -742,7 +742,7 @@ def _calibrate_pseudo_negatives(cfg, cat, s, rng) -> dict[str, Any]:
         w = np.clip(1.0 - cfg.examine(positions) * cfg.attract(2), 1e-12, None)
         key = np.log(w)[None, :] - np.log(-np.log(rng.random(items.shape)))  # Gumbel top-k
         key[~slot] = -np.inf
-        room = cat.by_leaf.size(leaf_of_row) - (rel >= 2).sum(axis=1)  # unused items of the leaf
+        room = cat.by_leaf.size(leaf_of_row) - (rel >= RELEVANT_GRADE).sum(axis=1)  # unused items of the leaf
         rank = np.argsort(np.argsort(-key, axis=1, kind="stable"), axis=1, kind="stable")
         key[rank >= room[:, None]] = -np.inf
         eligible = np.flatnonzero(np.isfinite(key).ravel())
@@ -754,7 +754,7 @@ def _calibrate_pseudo_negatives(cfg, cat, s, rng) -> dict[str, Any]:
         left = _fill_unique(items, add, lambda r, c: cat.by_leaf.sample(rng, leaf_of_row[r]))
         _fallback_fill(rng, items, left, lambda row: cat.by_leaf.members(leaf_of_row[row]))
     s["rel"] = _relevance(cat, items, s)
-    achieved = int((neg & (s["rel"] >= 2)).sum())
+    achieved = int((neg & (s["rel"] >= RELEVANT_GRADE)).sum())
     return {"target_share": cfg.pseudo_negative_share, "target_pseudo_negatives": target,
             "pseudo_negatives": achieved, "missed": abs(achieved - target),
             "natural_pseudo_negatives": n_nat, "natural_share": n_nat / n_neg if n_neg else 0.0}
@@ -822,7 +822,7 @@ def _truth_stats(cfg, s, counts, calib) -> dict[str, Any]:
     rel, clicked, ordered = s["rel"], s["clicked"], s["ordered"]
     neg = ~clicked
     n_neg, n_click = int(neg.sum()), int(clicked.sum())
-    pn = int((neg & (rel >= 2)).sum())
+    pn = int((neg & (rel >= RELEVANT_GRADE)).sum())
     shown_by_pos = clicked.shape[0]
     stats = {
         **counts,
