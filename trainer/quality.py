@@ -5,8 +5,9 @@ preference run per variant (same data, same number of steps); then `evaluate` on
 split. Each finished step leaves a file (`train_done.json`, `eval.json`), so a killed or
 interrupted experiment continues where it stopped when run again (training resumes from
 its last checkpoint). `aggregate` turns the per-seed results into a table: mean and sample
-standard deviation per metric, and, against SFT and RAD-DPO, whether the difference of the
-means is larger than the seed spread (more than twice its standard error).
+standard deviation per metric, and, against SFT and RAD-DPO, whether the difference is larger
+than the seed spread: the mean of the per-seed differences (paired: a seed's runs share its SFT
+checkpoint) against twice its standard error.
 """
 
 from __future__ import annotations
@@ -136,11 +137,16 @@ def _get(result: dict, path: tuple[str, str]) -> float:
 
 
 def beyond_spread(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Whether mean(a) - mean(b) is more than twice its standard error (sample std per side)."""
-    if len(a) < 2 or len(b) < 2:
+    """Whether the mean of the per-seed differences a[i] - b[i] is more than twice its standard error.
+
+    Paired by seed: every preference run of a seed starts from that seed's SFT checkpoint, so the
+    seed-to-seed spread of the SFT models is shared by both sides and cancels in the differences.
+    """
+    if len(a) != len(b) or len(a) < 2:
         return False
-    se = math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
-    diff = float(np.mean(a) - np.mean(b))
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    se = float(np.std(d, ddof=1)) / math.sqrt(len(d))
+    diff = float(d.mean())
     return abs(diff) > 2 * se if se > 0 else diff != 0
 
 
@@ -168,11 +174,13 @@ def aggregate(found: dict[str, list[dict]]) -> dict[str, Any]:
         row["vs"] = {}
         for ref in ("sft", "rad-dpo"):
             if ref in rows and ref != v:
-                row["vs"][ref] = {
-                    c: {"diff": row["mean"][c] - rows[ref]["mean"][c],
-                        "beyond_spread": beyond_spread(row["values"][c], rows[ref]["values"][c])}
-                    for c in KEY_METRICS
-                }
+                common = [s for s in row["seeds"] if s in rows[ref]["seeds"]]  # pairs: the same seed's runs
+                row["vs"][ref] = {}
+                for c in KEY_METRICS:
+                    a = [row["values"][c][row["seeds"].index(s)] for s in common]
+                    b = [rows[ref]["values"][c][rows[ref]["seeds"].index(s)] for s in common]
+                    row["vs"][ref][c] = {"diff": float(np.mean(a) - np.mean(b)) if common else float("nan"),
+                                         "seeds": len(common), "beyond_spread": beyond_spread(a, b)}
     return rows
 
 
@@ -180,8 +188,8 @@ def markdown(rows: dict[str, Any], title: str) -> str:
     # columns no result has (the truth columns on real data) are left out
     columns = [(c, p) for c, p in COLUMNS if any(not math.isnan(r["mean"][c]) for r in rows.values())]
     head = ["method", "seeds"] + [c for c, _ in columns] + [f"{m} vs SFT" for m in KEY_METRICS] + ["train min"]
-    lines = [f"{title}: mean ± std over seeds; \"vs SFT\": difference of means, * when larger than "
-             "twice its standard error (beyond the seed spread)", "",
+    lines = [f"{title}: mean ± std over seeds; \"vs SFT\": mean of the per-seed differences (each seed's runs "
+             "start from that seed's SFT checkpoint), * when larger than twice its standard error", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v, row in rows.items():
         cells = [v, str(len(row["seeds"]))]

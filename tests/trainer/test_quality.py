@@ -23,11 +23,12 @@ def fake_result(seed: int, variant: str, r128: float, mrr: float) -> dict:
             "unconstrained": {"invalid_rate": 0.5}, "constrained": {"invalid_rate": 0.0}}
 
 
-def test_beyond_spread_is_twice_the_standard_error():
-    a, b = [1.0, 2.0, 3.0], [0.0, 0.0, 0.0]
-    # diff 2, se = sqrt(var(a)/3) = sqrt(1/3) = 0.577; 2 se = 1.155 < 2
-    assert beyond_spread(a, b)
-    assert not beyond_spread([1.0, 2.0, 3.0], [0.5, 1.0, 1.5])  # diff 1, se = sqrt(1/3 + 0.25/3) = 0.645
+def test_beyond_spread_pairs_seeds():
+    # per-seed differences 1, 1.1, 0.9: mean 1, se = 0.1 / sqrt(3) = 0.0577 -> beyond
+    assert beyond_spread([1.0, 2.1, 2.9], [0.0, 1.0, 2.0])
+    # the same values unpaired would be within the spread; paired they are not: the spread cancels
+    # differences 2, -1, 2: mean 1, sd 1.732, se 1.0 -> within
+    assert not beyond_spread([2.0, 1.0, 4.0], [0.0, 2.0, 2.0])
     assert not beyond_spread([1.0], [0.0])  # one seed: no spread to compare with
     assert beyond_spread([1.0, 1.0], [0.0, 0.0]) and not beyond_spread([1.0, 1.0], [1.0, 1.0])
 
@@ -45,8 +46,10 @@ def test_aggregate_means_stds_and_comparisons():
     assert rad["mean"]["SID MRR"] == pytest.approx(0.3) and rad["std"]["SID MRR"] == pytest.approx(0.1)
     assert rad["curves"]["sid"] == {1: pytest.approx(0.3), 128: pytest.approx(0.9)}
     vs = rad["vs"]["sft"]
-    assert vs["SID R@128"]["diff"] == pytest.approx(0.3) and vs["SID R@128"]["beyond_spread"]  # 0.3 > 2*0.0577
-    assert vs["SID MRR"]["diff"] == pytest.approx(0.2) and vs["SID MRR"]["beyond_spread"]  # 0.2 > 2*0.0577
+    # per seed: R@128 0.4, 0.3, 0.2 -> mean 0.3, se 0.0577; MRR 0.1, 0.2, 0.3 -> mean 0.2, se 0.0577
+    assert vs["SID R@128"]["diff"] == pytest.approx(0.3) and vs["SID R@128"]["beyond_spread"]
+    assert vs["SID MRR"]["diff"] == pytest.approx(0.2) and vs["SID MRR"]["beyond_spread"]
+    assert vs["SID MRR"]["seeds"] == 3
     assert "sft" not in sft["vs"] and sft["vs"]["rad-dpo"]["SID MRR"]["diff"] == pytest.approx(-0.2)
     table = markdown(rows, "t")
     assert "| rad-dpo | 3 | 0.4500 ± 0.0000 |" in table and "+0.3000 *" in table and "50.00% ± 0.00%" in table
