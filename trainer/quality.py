@@ -78,19 +78,21 @@ def slug(variant: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", variant.lower()).strip("-")
 
 
-def _train_once(cfg, out: Path, log: Callable[[str], None]) -> Path:
-    """Train unless `out/train_done.json` says it is done; resume a run that was interrupted."""
+def _train_once(cfg, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train unless `out/train_done.json` says it is done; resume a run that was interrupted.
+    Returns that record: the checkpoint and the training seconds."""
     from trainer.loop import train
 
     done = out / "train_done.json"
     if done.is_file():
-        return out / "model"
+        return json.loads(done.read_text())
     resume = (out / "model" / "trainer_state.pt").is_file()
     log(f"{'resuming' if resume else 'training'} {out}")
     start = time.perf_counter()
     path = train(cfg.model_copy(update={"resume": resume}))
-    write_json(done, {"checkpoint": str(path), "seconds": time.perf_counter() - start, "resumed": resume})
-    return path
+    record = {"checkpoint": str(path), "seconds": time.perf_counter() - start, "resumed": resume}
+    write_json(done, record)
+    return record
 
 
 def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -107,13 +109,13 @@ def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[
             if result.is_file():
                 continue
             switches = VARIANTS[variant]
-            ckpt = sft if switches is None else _train_once(
-                PrefConfig(out=root / slug(variant), init=sft, seed=seed, **common, **cfg.pref, **switches),
+            run = sft if switches is None else _train_once(
+                PrefConfig(out=root / slug(variant), init=sft["checkpoint"], seed=seed, **common, **cfg.pref,
+                           **switches),
                 root / slug(variant), log)
-            ev = EvalConfig(model=[ckpt], index=cfg.index, data=cfg.data, device=cfg.device, **cfg.eval)
+            ev = EvalConfig(model=[run["checkpoint"]], index=cfg.index, data=cfg.data, device=cfg.device, **cfg.eval)
             res = evaluate_models(ev, log=log)[0]
-            done = json.loads((root / slug(variant if switches else "sft") / "train_done.json").read_text())
-            write_json(result, res | {"variant": variant, "seed": seed, "train_s": done.get("seconds")})
+            write_json(result, res | {"variant": variant, "seed": seed, "train_s": run.get("seconds")})
             log(f"seed {seed} {variant}: SID R@128 {res['sid']['recall@128']:.4f}, MRR {res['sid']['mrr']:.4f}")
     return write_report(cfg)
 
@@ -150,8 +152,9 @@ def beyond_spread(a: Sequence[float], b: Sequence[float]) -> bool:
     return abs(diff) > 2 * se if se > 0 else diff != 0
 
 
-def aggregate(found: dict[str, list[dict]]) -> dict[str, Any]:
-    """Per variant: seeds, mean and std of every column, recall curves (mean), and the comparisons."""
+def aggregate(found: dict[str, list[dict]], refs: Sequence[str] = ("sft", "rad-dpo")) -> dict[str, Any]:
+    """Per variant: seeds, mean and std of every column, recall curves (mean), and the seed-paired
+    comparisons of KEY_METRICS against each variant of `refs`."""
     rows: dict[str, Any] = {}
     for v, results in found.items():
         if not results:
@@ -172,7 +175,7 @@ def aggregate(found: dict[str, list[dict]]) -> dict[str, Any]:
         }
     for v, row in rows.items():
         row["vs"] = {}
-        for ref in ("sft", "rad-dpo"):
+        for ref in refs:
             if ref in rows and ref != v:
                 common = [s for s in row["seeds"] if s in rows[ref]["seeds"]]  # pairs: the same seed's runs
                 row["vs"][ref] = {}
@@ -271,20 +274,16 @@ def denoise_report(out: Path, shares: Sequence[float], variants: Sequence[str], 
     cols = ["SID R@8", "SID R@128", "SID MRR", "truth SID R@128", "truth SID MRR"]
     lines = ["| pseudo-negative share | method | seeds | " + " | ".join(cols) + " | SID MRR vs w/o RDRW |",
              "|---|---|---|" + "---|" * (len(cols) + 1)]
+    no_rdrw = "rad-dpo w/o RDRW"
     table: dict[str, Any] = {}
     for share in shares:
-        rows = aggregate(collect(out / f"share_{share:g}", variants, seeds))
+        rows = aggregate(collect(out / f"share_{share:g}", variants, seeds), refs=(no_rdrw,))
         table[f"{share:g}"] = rows
         for v, row in rows.items():
             cells = [f"{share:.0%}", v, str(len(row["seeds"]))]
             cells += [f"{row['mean'][c]:.4f} ± {row['std'][c]:.4f}" for c in cols]
-            ref = rows.get("rad-dpo w/o RDRW")
-            if v == "rad-dpo" and ref is not None:
-                diff = row["mean"]["SID MRR"] - ref["mean"]["SID MRR"]
-                star = " *" if beyond_spread(row["values"]["SID MRR"], ref["values"]["SID MRR"]) else ""
-                cells.append(f"{diff:+.4f}{star}")
-            else:
-                cells.append("–")
+            cmp = row["vs"].get(no_rdrw, {}).get("SID MRR") if v == "rad-dpo" else None
+            cells.append("–" if cmp is None else f"{cmp['diff']:+.4f}{' *' if cmp['beyond_spread'] else ''}")
             lines.append("| " + " | ".join(cells) + " |")
     md = "\n".join(lines) + "\n"
     write_json(out / "denoise.json", {"shares": list(shares), "rows": table})
