@@ -195,21 +195,25 @@ def quality_command(
 
 
 def denoise_command(
-    out: Annotated[Path, typer.Option(help="experiment folder: share_<s>/{data,index,seed*}, denoise.json/.md")] = Path(
-        "runs/quality/denoise"
-    ),
+    out: Annotated[Path, typer.Option(help="experiment folder: index/, share_<s>/{data,seed*}, denoise.json/.md")
+                   ] = Path("runs/quality/denoise"),
     shares: Annotated[str, typer.Option(help="pseudo-negative shares of the exposure lists' negatives")] = "0,0.1,0.3",
     preset: PresetOpt = "demo", seeds: SeedsOpt = "0,1,2",
     items: Annotated[int, typer.Option(help="synthetic catalog size")] = 2000,
     sessions: Annotated[int, typer.Option(help="synthetic sessions")] = 5000,
     codebooks: Annotated[str, typer.Option(help="index codebook sizes")] = "32,32,32",
+    sft_from: Annotated[Path | None, typer.Option(help="a quality experiment on the same clicks (e.g. make "
+                                                  "quality-synthetic's) whose SFT runs and index to reuse")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
 ) -> None:
-    """Synthetic data at each pseudo-negative share: SFT, RAD-DPO with and without RDRW; one table."""
+    """Synthetic data at each pseudo-negative share: SFT, RAD-DPO with and without RDRW; one table.
+
+    The shares differ only in their unclicked slots (same clicks, same catalog), so one SFT run per
+    seed serves them all: the first share's, or --sft-from's."""
     from sid_index.build import IndexConfig, build_index
     from sid_index.data.synthetic import config_from_options, write_synthetic
     from sid_index.errors import RadgrError
-    from trainer.quality import denoise_report, run_quality
+    from trainer.quality import denoise_report, finished_sft, run_quality
 
     try:
         share_list = [float(s) for s in shares.split(",")]
@@ -218,14 +222,17 @@ def denoise_command(
         raise RadgrError(f"--shares {shares!r} / --codebooks {codebooks!r}: expected comma-separated numbers") from None
     variants = ["sft", "rad-dpo", "rad-dpo w/o RDRW"]
     seed_list = _seeds(seeds)
+    # the catalog is the same at every share: one index, --sft-from's when its SFT runs are reused
+    index = Path(finished_sft(sft_from, seed_list[0])[1]["index"]) if sft_from else out / "index"
     for share in share_list:
         root = out / f"share_{share:g}"
         if not (root / "data" / "sessions.parquet").is_file():
             write_synthetic(root / "data", config_from_options(items=items, sessions=sessions, seed=0,
                                                                pseudo_negative_share=share), overwrite=True)
-        if not (root / "index" / "manifest.json").is_file():
-            build_index(IndexConfig(dataset=root / "data", out=root / "index", codebook_sizes=sizes), progress=False)
-        cfg = _quality_config(preset, name=f"pseudo-negative share {share:g}", data=root / "data",
-                                  index=root / "index", out=root, seeds=seed_list, variants=variants, device=device)
+        if not (index / "manifest.json").is_file():
+            build_index(IndexConfig(dataset=root / "data", out=index, codebook_sizes=sizes), progress=False)
+        cfg = _quality_config(preset, name=f"pseudo-negative share {share:g}", data=root / "data", index=index,
+                              out=root, seeds=seed_list, variants=variants, device=device, sft_from=sft_from)
         run_quality(cfg, log=lambda m: typer.echo(m, err=True))
+        sft_from = sft_from or root  # the next shares start from these SFT runs
     typer.echo(denoise_report(out, share_list, variants, seed_list), nl=False)

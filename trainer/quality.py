@@ -1,17 +1,20 @@
 """Quality experiments: every method from the same SFT checkpoint, several seeds, mean +- std tables.
 
 One experiment = one dataset + index. For each seed: one SFT run; from its checkpoint one
-preference run per variant (same data, same number of steps); then `evaluate` on the test
-split. Each finished step leaves a file (`train_done.json`, `eval.json`), so a killed or
-interrupted experiment continues where it stopped when run again (training resumes from
-its last checkpoint). `aggregate` turns the per-seed results into a table: mean and sample
-standard deviation per metric, and, against SFT and RAD-DPO, whether the difference is larger
-than the seed spread: the mean of the per-seed differences (paired: a seed's runs share its SFT
-checkpoint) against twice its standard error.
+preference run per variant (same data, same number of steps); then `evaluate` on the test split.
+Experiments whose datasets give SFT the same examples (`sft_fingerprint`: the denoising shares
+differ only in their unclicked slots) can share one SFT run per seed (`sft_from`), so their
+differences come from the preference stage alone. Each finished step leaves a file
+(`train_done.json`, `eval.json`), so a killed or interrupted experiment continues where it
+stopped when run again (training resumes from its last checkpoint). `aggregate` turns the
+per-seed results into a table: mean and sample standard deviation per metric, and, against SFT
+and RAD-DPO, whether the difference is larger than the seed spread: the mean of the per-seed
+differences (paired: a seed's runs share its SFT checkpoint) against twice its standard error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -24,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sid_index.atomic import atomic_file, write_json
+from sid_index.errors import RadgrError
 
 # name -> PrefConfig switches (None: the SFT checkpoint itself)
 VARIANTS: dict[str, dict[str, Any] | None] = {
@@ -64,6 +68,8 @@ class QualityConfig(BaseModel):
     pref: dict[str, Any] = Field(default_factory=dict, description="PrefConfig options shared by every variant")
     eval: dict[str, Any] = Field(default_factory=dict, description="EvalConfig options (beam_width, max_sessions..)")
     device: str = "cpu"
+    sft_from: Path | None = Field(None, description="experiment folder whose finished seed<n>/sft runs to start "
+                                  "from instead of training one (same SFT examples and index required)")
 
     @field_validator("variants")
     @classmethod
@@ -95,15 +101,53 @@ def _train_once(cfg, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     return record
 
 
+def sft_fingerprint(data: Path) -> str:
+    """A hash of everything SFT reads from a dataset: the catalog and each session's id, split, query,
+    history, user features and positives (not its negatives). Equal fingerprints: the same SFT examples."""
+    import pyarrow.parquet as pq
+
+    h = hashlib.sha256()
+    for name, columns in (("catalog.parquet", None),
+                          ("sessions.parquet", ["session_id", "split", "query", "history", "user", "positives"])):
+        table = pq.read_table(Path(data) / name, columns=columns)
+        h.update(json.dumps(table.to_pydict(), sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def _index_id(index: Path) -> str:
+    return json.loads((Path(index) / "manifest.json").read_text())["index_id"]
+
+
+def finished_sft(folder: Path, seed: int) -> tuple[Path, dict[str, Any]]:
+    """The finished SFT run of `seed` in an experiment folder and its training config."""
+    run = Path(folder) / f"seed{seed}" / "sft"
+    if not (run / "train_done.json").is_file():
+        raise RadgrError(f"{run}: no finished SFT run to start from; run that experiment first")
+    return run, json.loads((run / "train_config.json").read_text())
+
+
+def _shared_sft(cfg: QualityConfig, seed: int, fingerprint: str) -> dict[str, Any]:
+    """The finished SFT run of `seed` under cfg.sft_from, after checking it was trained on the same
+    SFT examples and for the same index as this experiment."""
+    run, trained = finished_sft(cfg.sft_from, seed)
+    if sft_fingerprint(Path(trained["data"])) != fingerprint:
+        raise RadgrError(f"{run} was trained on {trained['data']}, whose catalog or positives differ from {cfg.data}")
+    if _index_id(trained["index"]) != _index_id(cfg.index):
+        raise RadgrError(f"{run} was trained for index {trained['index']}, not {cfg.index}")
+    return json.loads((run / "train_done.json").read_text())
+
+
 def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train and evaluate every (seed, variant) not done yet; return the aggregate (also written to out/)."""
     from trainer.config import PrefConfig, SFTConfig
     from trainer.evaluate import EvalConfig, evaluate_models
 
     common = dict(data=cfg.data, index=cfg.index, device=cfg.device, progress=False)
+    fingerprint = sft_fingerprint(cfg.data) if cfg.sft_from else None
     for seed in cfg.seeds:
         root = cfg.out / f"seed{seed}"
-        sft = _train_once(SFTConfig(out=root / "sft", seed=seed, **common, **cfg.sft), root / "sft", log)
+        sft = (_shared_sft(cfg, seed, fingerprint) if cfg.sft_from else
+               _train_once(SFTConfig(out=root / "sft", seed=seed, **common, **cfg.sft), root / "sft", log))
         for variant in cfg.variants:
             result = root / slug(variant) / "eval.json"
             if result.is_file():

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
-from trainer.quality import PRESETS, QualityConfig, aggregate, beyond_spread, collect, markdown, run_quality, slug
+from sid_index.errors import RadgrError
+from trainer.quality import (
+    PRESETS,
+    QualityConfig,
+    aggregate,
+    beyond_spread,
+    collect,
+    markdown,
+    run_quality,
+    sft_fingerprint,
+    slug,
+)
 
 RADGR = str(Path(sys.executable).with_name("radgr"))
 
@@ -90,6 +103,34 @@ def test_tiny_grid_runs_resumes_and_reports(tiny_dataset, tiny_index, tmp_path):
     assert not any(m.startswith(("training", "resuming")) for m in logs)
     assert again["dpo"]["seeds"] == [0, 1] and collect(tmp_path / "q", ["dpo"], [0, 1])["dpo"][1]["seed"] == 1
 
+    # an experiment on the same SFT examples starts from these SFT runs: only its preference run trains
+    twin = cfg.model_copy(update={"out": tmp_path / "q2", "sft_from": tmp_path / "q", "seeds": [1],
+                                  "variants": ["sft", "rad-dpo"]})
+    logs.clear()
+    twin_rows = run_quality(twin, log=logs.append)
+    assert [m for m in logs if m.startswith("training")] == [f"training {tmp_path / 'q2' / 'seed1' / 'rad-dpo'}"]
+    assert twin_rows["sft"]["values"]["SID MRR"] == [rows["sft"]["values"]["SID MRR"][1]]  # the same model
+    meta = json.loads((tmp_path / "q2" / "seed1" / "rad-dpo" / "model" / "radgr.json").read_text())
+    assert [s["stage"] for s in meta["stages"]] == ["sft", "pref"]
+    assert not (tmp_path / "q2" / "seed1" / "sft" / "model").exists()
+
+    # ... and refuses SFT runs trained on other positives or for another index, before training anything
+    other = tmp_path / "other"
+    shutil.copytree(tiny_dataset.root, other)
+    sessions = pq.read_table(other / "sessions.parquet")
+    pq.write_table(sessions.slice(1), other / "sessions.parquet")
+    with pytest.raises(RadgrError, match="whose catalog or positives differ"):
+        run_quality(twin.model_copy(update={"data": other, "out": tmp_path / "q3"}))
+    index = tmp_path / "index"
+    shutil.copytree(tiny_index.root, index)
+    manifest = json.loads((index / "manifest.json").read_text())
+    (index / "manifest.json").write_text(json.dumps(manifest | {"index_id": "0" * 16}))
+    with pytest.raises(RadgrError, match="was trained for index"):
+        run_quality(twin.model_copy(update={"index": index, "out": tmp_path / "q3"}))
+    with pytest.raises(RadgrError, match="no finished SFT run"):
+        run_quality(twin.model_copy(update={"sft_from": tmp_path / "q3", "out": tmp_path / "q4"}))
+    assert not (tmp_path / "q3" / "seed1" / "rad-dpo").exists()
+
 
 def test_cli_rejects_unknown_variants_and_seeds(tiny_dataset, tiny_index, tmp_path):
     base = [RADGR, "bench", "quality", "--data", str(tiny_dataset.root), "--index", str(tiny_index.root),
@@ -112,8 +153,15 @@ def test_denoise_command_builds_each_share_and_one_table(tmp_path):
     for share in (0.0, 0.3):
         info = json.loads((out / f"share_{share:g}" / "data" / "dataset.json").read_text())
         assert info["synthetic_stats"]["pseudo_negative_share"] == pytest.approx(share, abs=0.01)
+    # the shares differ only in unclicked slots: one index, one SFT run (the first share's) for both
+    assert sft_fingerprint(out / "share_0" / "data") == sft_fingerprint(out / "share_0.3" / "data")
+    assert (out / "index" / "manifest.json").is_file() and not (out / "share_0" / "index").exists()
+    assert (out / "share_0" / "seed0" / "sft" / "model").is_dir()
+    assert not (out / "share_0.3" / "seed0" / "sft" / "model").exists()
     table = json.loads((out / "denoise.json").read_text())
     assert set(table["rows"]) == {"0", "0.3"}
+    sft = [table["rows"][s]["sft"]["values"] for s in ("0", "0.3")]
+    assert sft[0]["SID MRR"] == sft[1]["SID MRR"]  # the same model on the same test clicks
     assert all(set(rows) == {"sft", "rad-dpo", "rad-dpo w/o RDRW"} for rows in table["rows"].values())
     md = (out / "denoise.md").read_text()
     assert md.count("| 0% |") == 3 and md.count("| 30% |") == 3 and md == res.stdout
