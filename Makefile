@@ -111,8 +111,9 @@ quality-homedepot quality-amazon: quality-%: $(STAMP)
 	test -f runs/$*/index/manifest.json || $(MAKE) real-data
 	$(BIN)/radgr bench quality --name "$*" --data runs/$*/data --index runs/$*/index --out $(QUALITY)/$* --preset real
 
-quality-denoise: $(STAMP)
-	$(BIN)/radgr bench denoise --out $(QUALITY)/denoise --shares 0,0.1,0.3 --preset demo
+# The shares have make demo's clicks (only unclicked slots differ): they start from quality-synthetic's SFT runs.
+quality-denoise: quality-synthetic
+	$(BIN)/radgr bench denoise --out $(QUALITY)/denoise --shares 0,0.1,0.3 --preset demo --sft-from $(QUALITY)/synthetic
 
 # Datasets and indexes of the real public data (README: "Real data").
 real-data: $(STAMP)
