@@ -232,7 +232,8 @@ def denoise_command(
         if not (index / "manifest.json").is_file():
             build_index(IndexConfig(dataset=root / "data", out=index, codebook_sizes=sizes), progress=False)
         cfg = _quality_config(preset, name=f"pseudo-negative share {share:g}", data=root / "data", index=index,
-                              out=root, seeds=seed_list, variants=variants, device=device, sft_from=sft_from)
+                              out=root, seeds=seed_list, variants=variants, device=device, sft_from=sft_from,
+                              baseline=False)
         run_quality(cfg, log=lambda m: typer.echo(m, err=True))
         sft_from = sft_from or root  # the next shares start from these SFT runs
     typer.echo(denoise_report(out, share_list, variants, seed_list), nl=False)

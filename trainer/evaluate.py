@@ -97,6 +97,64 @@ def truth_targets(table, index: SidIndex) -> dict[str, set[tuple[int, ...]]]:
     return out
 
 
+class RankingScores:
+    """Per-session metric rows of ranked SID lists (SID, item, curves, truth); `summary` averages them."""
+
+    def __init__(self, index: SidIndex, truth: dict[str, set[tuple[int, ...]]], width: int):
+        self.index, self.truth, self.width = index, truth, width
+        self.sid, self.item, self.sid_curve, self.item_curve, self.truth_rows = [], [], [], [], []
+
+    def add(self, ex, i: int, sids: list[tuple[int, ...]]) -> None:
+        """Score the ranking `sids` for session `i` of the examples `ex`."""
+        pos = {tuple(c) for c in ex.pos_codes[i].tolist()}
+        items = ranked_items(sids, self.index.skus_of)
+        self.sid.append(ranking_metrics(sids, pos, SID_KS))
+        self.item.append(ranking_metrics(items, ex.pos_skus[i], ITEM_KS))
+        self.sid_curve.append({str(k): recall_at_k(sids, pos, k) for k in CURVE_KS if k <= self.width})
+        self.item_curve.append({str(k): recall_at_k(items, ex.pos_skus[i], k) for k in CURVE_KS})
+        if self.truth.get(ex.session_ids[i]):
+            self.truth_rows.append(ranking_metrics(sids, self.truth[ex.session_ids[i]], SID_KS))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "sid": mean_metrics(self.sid),
+            "item": mean_metrics(self.item),
+            "curves": {"sid": mean_metrics(self.sid_curve), "item": mean_metrics(self.item_curve)},  # K = 1, 2, 4..
+            "truth": mean_metrics(self.truth_rows),  # {} without known relevance
+            "truth_sessions": len(self.truth_rows),
+        }
+
+
+def popular_sids(dataset: Dataset, index: SidIndex, split: str = "train") -> list[tuple[int, ...]]:
+    """Every SID that is a positive of some session of `split`, by the number of sessions it is a
+    positive of (most first; ties by SID)."""
+    counts: dict[tuple[int, ...], int] = {}
+    for positives in dataset.split(split)["positives"].to_pylist():
+        for codes in {index.sid_of(p["sku_id"]) for p in positives or []} - {None}:
+            counts[codes] = counts.get(codes, 0) + 1
+    return sorted(counts, key=lambda c: (-counts[c], c))
+
+
+def evaluate_popular(
+    prompts, index: SidIndex, dataset: Dataset, split: str = "test", width: int = 128, max_sessions: int | None = None
+) -> dict[str, Any]:
+    """The metrics of a ranking that ignores the request: the `width` SIDs most often positive in the
+    train split, the same for every session. The floor a trained model has to clear. `prompts` (a
+    checkpoint's) only picks the same sessions as `evaluate` does."""
+    from trainer.data import build_examples
+
+    start = time.perf_counter()
+    ex = build_examples(dataset, index, prompts, split)
+    n = len(ex) if max_sessions is None else min(len(ex), max_sessions)
+    ranking = popular_sids(dataset, index)[:width]
+    scores = RankingScores(index, truth_targets(dataset.split(split), index), width)
+    for i in range(n):
+        scores.add(ex, i, ranking)
+    return {"model": "most popular (train)", "split": split, "width": width, "sessions": n, "skipped": ex.skipped,
+            "not_evaluated": len(ex) - n, **scores.summary(), "constrained": {"invalid_rate": 0.0, "beams": n * width},
+            "unconstrained": {}, "wall_s": time.perf_counter() - start}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -130,8 +188,7 @@ def evaluate(
     order = sorted(range(n), key=lambda i: len(ex.prompts[i]))
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
-    truth = truth_targets(dataset.split(split), index)
-    sid_rows, item_rows, sid_curve, item_curve, truth_rows = [], [], [], [], []
+    scores = RankingScores(index, truth_targets(dataset.split(split), index), width)
     trie_beams = trie_invalid = 0
     t0 = time.perf_counter()
     for batch in batches:
@@ -141,15 +198,7 @@ def evaluate(
         trie_invalid += int((live & ~res.valid).sum())
         codes, keep = res.codes.cpu().numpy(), res.valid.cpu().numpy()
         for row, i in enumerate(batch):
-            sids = [tuple(c) for c in codes[row][keep[row]].tolist()]
-            pos = {tuple(c) for c in ex.pos_codes[i].tolist()}
-            items = ranked_items(sids, index.skus_of)
-            sid_rows.append(ranking_metrics(sids, pos, SID_KS))
-            item_rows.append(ranking_metrics(items, ex.pos_skus[i], ITEM_KS))
-            sid_curve.append({str(k): recall_at_k(sids, pos, k) for k in CURVE_KS if k <= width})
-            if truth.get(ex.session_ids[i]):
-                truth_rows.append(ranking_metrics(sids, truth[ex.session_ids[i]], SID_KS))
-            item_curve.append({str(k): recall_at_k(items, ex.pos_skus[i], k) for k in CURVE_KS})
+            scores.add(ex, i, [tuple(c) for c in codes[row][keep[row]].tolist()])
     _sync(dev)
     decode_s = time.perf_counter() - t0
 
@@ -180,11 +229,7 @@ def evaluate(
         "sessions": n,
         "skipped": ex.skipped,  # sessions of the split without any positive in the index
         "not_evaluated": len(ex) - n,  # beyond --max-sessions
-        "sid": mean_metrics(sid_rows),
-        "item": mean_metrics(item_rows),
-        "curves": {"sid": mean_metrics(sid_curve), "item": mean_metrics(item_curve)},  # Recall@K, K = 1, 2, 4, ...
-        "truth": mean_metrics(truth_rows),  # {} without known relevance
-        "truth_sessions": len(truth_rows),
+        **scores.summary(),
         "constrained": {"invalid_rate": trie_invalid / trie_beams if trie_beams else 0.0, "beams": trie_beams},
         "unconstrained": free,
         "decode_s": decode_s,

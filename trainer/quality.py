@@ -51,6 +51,7 @@ COLUMNS = [
     ("truth SID R@128", ("truth", "recall@128")), ("truth SID MRR", ("truth", "mrr")),
 ]
 KEY_METRICS = ("SID R@128", "SID MRR")  # the columns compared against SFT and RAD-DPO
+POPULAR = "most popular (train)"  # the baseline row: one ranking for every request (evaluate_popular)
 
 
 class QualityConfig(BaseModel):
@@ -68,6 +69,7 @@ class QualityConfig(BaseModel):
     pref: dict[str, Any] = Field(default_factory=dict, description="PrefConfig options shared by every variant")
     eval: dict[str, Any] = Field(default_factory=dict, description="EvalConfig options (beam_width, max_sessions..)")
     device: str = "cpu"
+    baseline: bool = Field(True, description=f"add the '{POPULAR}' row")
     sft_from: Path | None = Field(None, description="experiment folder whose finished seed<n>/sft runs to start "
                                   "from instead of training one (same SFT examples and index required)")
 
@@ -142,12 +144,16 @@ def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[
     from trainer.config import PrefConfig, SFTConfig
     from trainer.evaluate import EvalConfig, evaluate_models
 
+    popular = None
     common = dict(data=cfg.data, index=cfg.index, device=cfg.device, progress=False)
     fingerprint = sft_fingerprint(cfg.data) if cfg.sft_from else None
     for seed in cfg.seeds:
         root = cfg.out / f"seed{seed}"
         sft = (_shared_sft(cfg, seed, fingerprint) if cfg.sft_from else
                _train_once(SFTConfig(out=root / "sft", seed=seed, **common, **cfg.sft), root / "sft", log))
+        if cfg.baseline and not (root / slug(POPULAR) / "eval.json").is_file():
+            popular = popular or _evaluate_popular(cfg, sft["checkpoint"])  # the same for every seed
+            write_json(root / slug(POPULAR) / "eval.json", popular | {"variant": POPULAR, "seed": seed})
         for variant in cfg.variants:
             result = root / slug(variant) / "eval.json"
             if result.is_file():
@@ -162,6 +168,22 @@ def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[
             write_json(result, res | {"variant": variant, "seed": seed, "train_s": run.get("seconds")})
             log(f"seed {seed} {variant}: SID R@128 {res['sid']['recall@128']:.4f}, MRR {res['sid']['mrr']:.4f}")
     return write_report(cfg)
+
+
+def _evaluate_popular(cfg: QualityConfig, checkpoint: str) -> dict[str, Any]:
+    from sid_index.data.schema import load_dataset
+    from sid_index.index import load_index
+    from trainer.evaluate import evaluate_popular
+    from trainer.model import load_checkpoint
+
+    prompts = load_checkpoint(checkpoint, with_model=False).prompts  # picks the sessions evaluate scores
+    width, sessions = cfg.eval.get("beam_width", 128), cfg.eval.get("max_sessions")
+    return evaluate_popular(prompts, load_index(cfg.index), load_dataset(cfg.data), width=width, max_sessions=sessions)
+
+
+def rows_of(cfg: QualityConfig) -> list[str]:
+    """The table's rows: the baseline, then the variants."""
+    return ([POPULAR] if cfg.baseline else []) + cfg.variants
 
 
 def collect(out: Path, variants: Sequence[str], seeds: Sequence[int]) -> dict[str, list[dict]]:
@@ -242,6 +264,9 @@ def markdown(rows: dict[str, Any], title: str) -> str:
         cells = [v, str(len(row["seeds"]))]
         for c, _ in columns:
             fmt = "{:.2%}" if c.startswith("invalid") else "{:.4f}"
+            if math.isnan(row["mean"][c]):  # not measured for this row (the baseline decodes nothing)
+                cells.append("–")
+                continue
             cells.append(fmt.format(row["mean"][c]) + (f" ± {fmt.format(row['std'][c])}" if len(row["seeds"]) > 1
                                                      else ""))
         for m in KEY_METRICS:
@@ -280,7 +305,7 @@ def plot_curves(rows: dict[str, Any], path: Path, title: str) -> None:
 
 def write_report(cfg: QualityConfig) -> dict[str, Any]:
     """quality.json (every value), quality.md (the table), recall.png (curves) under cfg.out."""
-    rows = aggregate(collect(cfg.out, cfg.variants, cfg.seeds))
+    rows = aggregate(collect(cfg.out, rows_of(cfg), cfg.seeds))
     write_json(cfg.out / "quality.json", {"name": cfg.name, "config": json.loads(cfg.model_dump_json()),
                                           "rows": rows})
     with atomic_file(cfg.out / "quality.md", "w") as fh:

@@ -120,6 +120,33 @@ def test_evaluate_exhaustive_width_finds_everything(tiny_ckpt, tiny_index, tiny_
         assert res["sid"]["recall@128"] == 1.0
 
 
+def test_popular_baseline_against_a_naive_count(tiny_ckpt, tiny_index, tiny_dataset):
+    """The baseline's ranking and scores, recomputed here from the raw sessions by hand."""
+    from collections import Counter
+
+    from trainer.evaluate import evaluate_popular, popular_sids
+
+    counts = Counter()
+    for row in tiny_dataset.split("train").to_pylist():
+        counts.update({tiny_index.sid_of(p["sku_id"]) for p in row["positives"]} - {None})
+    ranking = popular_sids(tiny_dataset, tiny_index)
+    assert [counts[c] for c in ranking] == sorted(counts.values(), reverse=True) and set(ranking) == set(counts)
+    assert all(a < b for a, b in zip(ranking, ranking[1:], strict=False) if counts[a] == counts[b])  # ties by SID
+
+    width = 8
+    res = evaluate_popular(tiny_ckpt.prompts, tiny_index, tiny_dataset, width=width, max_sessions=10)
+    recalls, rrs = [], []
+    for row in tiny_dataset.split("test").to_pylist():  # the first 10 sessions with a positive in the index
+        pos = {tiny_index.sid_of(p["sku_id"]) for p in row["positives"]} - {None}
+        if pos and len(recalls) < 10:
+            recalls.append(len(pos & set(ranking[:width])) / len(pos))
+            rrs.append(next((1 / r for r, c in enumerate(ranking[:width], 1) if c in pos), 0.0))
+    assert res["sessions"] == 10 and res["sid"]["recall@8"] == pytest.approx(sum(recalls) / 10)
+    assert res["sid"]["mrr"] == pytest.approx(sum(rrs) / 10)
+    assert res["constrained"]["invalid_rate"] == 0.0 and res["unconstrained"] == {}
+    assert res["truth_sessions"] > 0  # synthetic data: scored against the truth too
+
+
 # ----------------------------------------------------------------------------- radgr eval
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from sid_index.errors import RadgrError
 from trainer.quality import (
+    POPULAR,
     PRESETS,
     QualityConfig,
     aggregate,
@@ -78,7 +80,10 @@ def test_tiny_grid_runs_resumes_and_reports(tiny_dataset, tiny_index, tmp_path):
                         out=tmp_path / "q", seeds=[0, 1], variants=variants)
     logs: list[str] = []
     rows = run_quality(cfg, log=logs.append)
-    assert set(rows) == set(variants) and all(r["seeds"] == [0, 1] for r in rows.values())
+    assert set(rows) == {POPULAR, *variants} and all(r["seeds"] == [0, 1] for r in rows.values())
+    popular = rows[POPULAR]  # one ranking for every seed: no spread, and no free decode to measure
+    assert popular["std"]["SID R@128"] == 0 and math.isnan(popular["mean"]["invalid, free decode"])
+    assert f"| {POPULAR} | 2 |" in (tmp_path / "q" / "quality.md").read_text()
     for seed in (0, 1):
         for v in variants:
             res = json.loads((tmp_path / "q" / f"seed{seed}" / slug(v) / "eval.json").read_text())
