@@ -167,27 +167,32 @@ def _seeds(text: str) -> list[int]:
         raise RadgrError(f"--seeds {text!r}: expected integers like 0,1,2") from None
 
 
-def _quality_config(preset: str, **fields):
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="change a preset option (repeatable): sft.steps=3600, pref.lr=5e-4, sft.scratch.hidden_size=512")]
+
+
+def _quality_config(preset: str, overrides: list[str] | None = None, **fields):
     from sid_index.errors import RadgrError
-    from trainer.quality import PRESETS, QualityConfig
+    from trainer.quality import PRESETS, QualityConfig, with_overrides
 
     if preset not in PRESETS:
         raise RadgrError(f"--preset {preset!r}: one of {sorted(PRESETS)}")
     sft, pref, ev = PRESETS[preset]
-    return make_config(QualityConfig, "quality", sft=sft, pref=pref, eval=ev, **fields)
+    options = with_overrides({"sft": sft, "pref": pref, "eval": ev}, overrides or [])
+    return make_config(QualityConfig, "quality", **options, **fields)
 
 
 def quality_command(
     data: DataOpt, index: IndexOpt,
     out: Annotated[Path, typer.Option(help="experiment folder: seed*/<method>/, quality.json/.md, recall.png")],
     name: Annotated[str, typer.Option(help="table title")] = "quality",
-    preset: PresetOpt = "demo", seeds: SeedsOpt = "0,1,2", variant: VariantOpt = None,
+    preset: PresetOpt = "demo", seeds: SeedsOpt = "0,1,2", variant: VariantOpt = None, set_: SetOpt = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
 ) -> None:
     """Every method and ablation from one SFT checkpoint per seed; mean ± std table. Re-run to continue."""
     from trainer.quality import VARIANTS, run_quality
 
-    cfg = _quality_config(preset, name=name, data=data, index=index, out=out, seeds=_seeds(seeds),
+    cfg = _quality_config(preset, set_, name=name, data=data, index=index, out=out, seeds=_seeds(seeds),
                               variants=variant or list(VARIANTS), device=device)
     run_quality(cfg, log=lambda m: typer.echo(m, err=True))
     typer.echo((out / "quality.md").read_text(), nl=False)
@@ -198,7 +203,7 @@ def denoise_command(
     out: Annotated[Path, typer.Option(help="experiment folder: index/, share_<s>/{data,seed*}, denoise.json/.md")
                    ] = Path("runs/quality/denoise"),
     shares: Annotated[str, typer.Option(help="pseudo-negative shares of the exposure lists' negatives")] = "0,0.1,0.3",
-    preset: PresetOpt = "demo", seeds: SeedsOpt = "0,1,2",
+    preset: PresetOpt = "demo", seeds: SeedsOpt = "0,1,2", set_: SetOpt = None,
     items: Annotated[int, typer.Option(help="synthetic catalog size")] = 2000,
     sessions: Annotated[int, typer.Option(help="synthetic sessions")] = 5000,
     codebooks: Annotated[str, typer.Option(help="index codebook sizes")] = "32,32,32",
@@ -231,7 +236,7 @@ def denoise_command(
                                                                pseudo_negative_share=share), overwrite=True)
         if not (index / "manifest.json").is_file():
             build_index(IndexConfig(dataset=root / "data", out=index, codebook_sizes=sizes), progress=False)
-        cfg = _quality_config(preset, name=f"pseudo-negative share {share:g}", data=root / "data", index=index,
+        cfg = _quality_config(preset, set_, name=f"pseudo-negative share {share:g}", data=root / "data", index=index,
                               out=root, seeds=seed_list, variants=variants, device=device, sft_from=sft_from,
                               baseline=False)
         cfg = cfg.model_copy(update={"eval": cfg.eval | {"unconstrained": False}})  # the table shows no free decode

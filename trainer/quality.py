@@ -86,12 +86,39 @@ def slug(variant: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", variant.lower()).strip("-")
 
 
+def _same_settings(cfg, out: Path) -> None:
+    """Refuse to reuse or resume a run in `out` that was started with other settings (a changed
+    --set or preset would otherwise mix two experiments in one table)."""
+    saved = out / "train_config.json"
+    if not saved.is_file():
+        return
+    ignore = {"stage", "resume", "progress"}
+    was = {k: v for k, v in json.loads(saved.read_text()).items() if k not in ignore}
+    now = {k: v for k, v in json.loads(cfg.model_dump_json()).items() if k not in ignore}
+    changed = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+    if changed:
+        diffs = ", ".join(f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise RadgrError(f"{out} was trained with other settings ({diffs}); use another --out or delete it")
+
+
+def _same_eval(res: dict[str, Any], ev, path: Path) -> None:
+    """Refuse an earlier result measured with another width, split or number of sessions."""
+    total = res["sessions"] + res.get("not_evaluated", 0)
+    want = {"width": ev.beam_width, "split": ev.split,
+            "sessions": total if ev.max_sessions is None else min(total, ev.max_sessions)}
+    changed = {k: (res[k], v) for k, v in want.items() if res[k] != v}
+    if changed:
+        diffs = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise RadgrError(f"{path} was measured with other eval settings ({diffs}); use another --out or delete it")
+
+
 def _train_once(cfg, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """Train unless `out/train_done.json` says it is done; resume a run that was interrupted.
     Returns that record: the checkpoint and the training seconds."""
     from trainer.loop import train
 
     done = out / "train_done.json"
+    _same_settings(cfg, out)
     if done.is_file():
         return json.loads(done.read_text())
     resume = (out / "model" / "trainer_state.pt").is_file()
@@ -139,46 +166,84 @@ def _shared_sft(cfg: QualityConfig, seed: int, fingerprint: str) -> dict[str, An
     return json.loads((run / "train_done.json").read_text())
 
 
+def with_overrides(options: dict[str, dict[str, Any]], assignments: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`stage.key=value` assignments (stage: sft, pref or eval; `key` may be dotted, e.g.
+    sft.scratch.hidden_size=512; the value is read as JSON, else kept as text) applied to copies of
+    the per-stage option dicts."""
+    out = json.loads(json.dumps(options))
+    for text in assignments:
+        path, eq, raw = text.partition("=")
+        stage, *keys = path.strip().split(".")
+        if not eq or stage not in out or not keys or not all(keys):
+            raise RadgrError(f"--set {text!r}: expected STAGE.KEY=VALUE with STAGE one of {sorted(out)}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        node = out[stage]
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise RadgrError(f"--set {text!r}: {key} is not a group of options")
+        node[keys[-1]] = value
+    return out
+
+
+def _stage_configs(cfg: QualityConfig, seed: int, root: Path, sft_checkpoint: Path) -> dict[str, Any]:
+    """The SFT, per-variant preference and eval configs of one seed; a bad option is one RadgrError line."""
+    from sid_index.errors import make_config
+    from trainer.config import PrefConfig, SFTConfig
+    from trainer.evaluate import EvalConfig
+
+    common = dict(data=cfg.data, index=cfg.index, device=cfg.device, progress=False)
+    configs: dict[str, Any] = {"sft": make_config(SFTConfig, "sft", out=root / "sft", seed=seed, **common, **cfg.sft),
+                               "eval": make_config(EvalConfig, "eval", model=[sft_checkpoint], index=cfg.index,
+                                                   data=cfg.data, device=cfg.device, **cfg.eval)}
+    for variant in cfg.variants:
+        if VARIANTS[variant] is not None:
+            configs[variant] = make_config(PrefConfig, f"{variant}", out=root / slug(variant), init=sft_checkpoint,
+                                           seed=seed, **common, **cfg.pref, **VARIANTS[variant])
+    return configs
+
+
 def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train and evaluate every (seed, variant) not done yet; return the aggregate (also written to out/)."""
-    from trainer.config import PrefConfig, SFTConfig
-    from trainer.evaluate import EvalConfig, evaluate_models
+    from trainer.evaluate import evaluate_models
 
+    _stage_configs(cfg, cfg.seeds[0], cfg.out, cfg.out)  # every option checked before anything trains
     popular = None
-    common = dict(data=cfg.data, index=cfg.index, device=cfg.device, progress=False)
     fingerprint = sft_fingerprint(cfg.data) if cfg.sft_from else None
     for seed in cfg.seeds:
         root = cfg.out / f"seed{seed}"
         sft = (_shared_sft(cfg, seed, fingerprint) if cfg.sft_from else
-               _train_once(SFTConfig(out=root / "sft", seed=seed, **common, **cfg.sft), root / "sft", log))
+               _train_once(_stage_configs(cfg, seed, root, root)["sft"], root / "sft", log))
+        configs = _stage_configs(cfg, seed, root, Path(sft["checkpoint"]))
         if cfg.baseline and not (root / slug(POPULAR) / "eval.json").is_file():
-            popular = popular or _evaluate_popular(cfg, sft["checkpoint"])  # the same for every seed
+            popular = popular or _evaluate_popular(configs["eval"], sft["checkpoint"])  # the same for every seed
             write_json(root / slug(POPULAR) / "eval.json", popular | {"variant": POPULAR, "seed": seed})
         for variant in cfg.variants:
             result = root / slug(variant) / "eval.json"
+            if VARIANTS[variant] is not None:
+                _same_settings(configs[variant], root / slug(variant))
             if result.is_file():
+                _same_eval(json.loads(result.read_text()), configs["eval"], result)
                 continue
-            switches = VARIANTS[variant]
-            run = sft if switches is None else _train_once(
-                PrefConfig(out=root / slug(variant), init=sft["checkpoint"], seed=seed, **common, **cfg.pref,
-                           **switches),
-                root / slug(variant), log)
-            ev = EvalConfig(model=[run["checkpoint"]], index=cfg.index, data=cfg.data, device=cfg.device, **cfg.eval)
-            res = evaluate_models(ev, log=log)[0]
+            run = sft if VARIANTS[variant] is None else _train_once(configs[variant], root / slug(variant), log)
+            res = evaluate_models(configs["eval"].model_copy(update={"model": [run["checkpoint"]]}), log=log)[0]
             write_json(result, res | {"variant": variant, "seed": seed, "train_s": run.get("seconds")})
             log(f"seed {seed} {variant}: SID R@128 {res['sid']['recall@128']:.4f}, MRR {res['sid']['mrr']:.4f}")
     return write_report(cfg)
 
 
-def _evaluate_popular(cfg: QualityConfig, checkpoint: str) -> dict[str, Any]:
+def _evaluate_popular(ev, checkpoint: str) -> dict[str, Any]:
     from sid_index.data.schema import load_dataset
     from sid_index.index import load_index
     from trainer.evaluate import evaluate_popular
     from trainer.model import load_checkpoint
 
     prompts = load_checkpoint(checkpoint, with_model=False).prompts  # picks the sessions evaluate scores
-    width, sessions = cfg.eval.get("beam_width", 128), cfg.eval.get("max_sessions")
-    return evaluate_popular(prompts, load_index(cfg.index), load_dataset(cfg.data), width=width, max_sessions=sessions)
+    return evaluate_popular(prompts, load_index(ev.index), load_dataset(ev.data), ev.split, ev.beam_width,
+                            ev.max_sessions)
 
 
 def rows_of(cfg: QualityConfig) -> list[str]:

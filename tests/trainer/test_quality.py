@@ -25,6 +25,7 @@ from trainer.quality import (
     run_quality,
     sft_fingerprint,
     slug,
+    with_overrides,
 )
 
 RADGR = str(Path(sys.executable).with_name("radgr"))
@@ -136,6 +137,27 @@ def test_tiny_grid_runs_resumes_and_reports(tiny_dataset, tiny_index, tmp_path):
         run_quality(twin.model_copy(update={"sft_from": tmp_path / "q3", "out": tmp_path / "q4"}))
     assert not (tmp_path / "q3" / "seed1" / "rad-dpo").exists()
 
+    # runs made with other settings are neither reused nor resumed into a changed experiment
+    changed = cfg.model_copy(update={"pref": pref | {"steps": 3}})
+    with pytest.raises(RadgrError, match=r"seed0/rad-dpo was trained with other settings \(steps 2 -> 3\)"):
+        run_quality(changed)
+    with pytest.raises(RadgrError, match=r"sft/eval.json was measured with other eval settings \(sessions 12 -> 10\)"):
+        run_quality(cfg.model_copy(update={"eval": ev | {"max_sessions": 10}}))
+
+
+def test_overrides_change_copies_of_the_preset():
+    sft, pref, ev = PRESETS["tiny"]
+    options = {"sft": sft, "pref": pref, "eval": ev}
+    got = with_overrides(options, ["sft.steps=7", "sft.scratch.hidden_size=96", "pref.method=simpo",
+                                   "eval.max_sessions=null", "pref.lr=5e-4"])
+    assert got["sft"]["steps"] == 7 and got["sft"]["scratch"]["hidden_size"] == 96
+    assert got["sft"]["scratch"]["num_layers"] == sft["scratch"]["num_layers"]  # the rest of the group kept
+    assert got["pref"]["method"] == "simpo" and got["pref"]["lr"] == 5e-4 and got["eval"]["max_sessions"] is None
+    assert PRESETS["tiny"][0]["steps"] == 3 and PRESETS["tiny"][0]["scratch"]["hidden_size"] == 64  # untouched
+    for bad in ("steps=3", "model.steps=3", "sft.=3", "sft.steps", "sft.steps.x=1"):
+        with pytest.raises(RadgrError, match="--set"):
+            with_overrides(options, [bad])
+
 
 def test_cli_rejects_unknown_variants_and_seeds(tiny_dataset, tiny_index, tmp_path):
     base = [RADGR, "bench", "quality", "--data", str(tiny_dataset.root), "--index", str(tiny_index.root),
@@ -146,6 +168,9 @@ def test_cli_rejects_unknown_variants_and_seeds(tiny_dataset, tiny_index, tmp_pa
     assert res.returncode == 2 and "--seeds '0,x'" in res.stderr
     res = subprocess.run(base + ["--preset", "huge"], capture_output=True, text=True)
     assert res.returncode == 2 and "--preset 'huge': one of" in res.stderr
+    res = subprocess.run(base + ["--set", "sft.stepz=3"], capture_output=True, text=True)  # before any training
+    assert res.returncode == 2 and "invalid sft settings: --stepz: Extra inputs" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "q" / "seed0").exists()
 
 
 @pytest.mark.slow
