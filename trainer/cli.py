@@ -171,6 +171,11 @@ SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="change a preset option (repeatable): sft.steps=3600, pref.lr=5e-4, sft.scratch.hidden_size=512")]
 
 
+SftFromOpt = Annotated[Path | None, typer.Option(
+    help="a finished quality experiment on the same clicks and catalog (e.g. runs/quality/synthetic) whose "
+         "seed<n>/sft runs to start from instead of training (checked: same SFT examples, same index)")]
+
+
 def _quality_config(preset: str, overrides: list[str] | None = None, **fields):
     from sid_index.errors import RadgrError
     from trainer.quality import PRESETS, QualityConfig, with_overrides
@@ -187,13 +192,13 @@ def quality_command(
     out: Annotated[Path, typer.Option(help="experiment folder: seed*/<method>/, quality.json/.md, recall.png")],
     name: Annotated[str, typer.Option(help="table title")] = "quality",
     preset: PresetOpt = "demo", seeds: SeedsOpt = "0,1,2", variant: VariantOpt = None, set_: SetOpt = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    sft_from: SftFromOpt = None, device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
 ) -> None:
     """Every method and ablation from one SFT checkpoint per seed; mean ± std table. Re-run to continue."""
     from trainer.quality import VARIANTS, run_quality
 
     cfg = _quality_config(preset, set_, name=name, data=data, index=index, out=out, seeds=_seeds(seeds),
-                              variants=variant or list(VARIANTS), device=device)
+                          variants=variant or list(VARIANTS), device=device, sft_from=sft_from)
     run_quality(cfg, log=lambda m: typer.echo(m, err=True))
     typer.echo((out / "quality.md").read_text(), nl=False)
     typer.echo(f"wrote {out / 'quality.json'}, {out / 'quality.md'}, {out / 'recall.png'}", err=True)
@@ -207,8 +212,7 @@ def denoise_command(
     items: Annotated[int, typer.Option(help="synthetic catalog size")] = 2000,
     sessions: Annotated[int, typer.Option(help="synthetic sessions")] = 5000,
     codebooks: Annotated[str, typer.Option(help="index codebook sizes")] = "32,32,32",
-    sft_from: Annotated[Path | None, typer.Option(help="a quality experiment on the same clicks (e.g. make "
-                                                  "quality-synthetic's) whose SFT runs and index to reuse")] = None,
+    sft_from: SftFromOpt = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
 ) -> None:
     """Synthetic data at each pseudo-negative share: SFT, RAD-DPO with and without RDRW; one table.

@@ -171,6 +171,8 @@ def test_cli_rejects_unknown_variants_and_seeds(tiny_dataset, tiny_index, tmp_pa
     res = subprocess.run(base + ["--set", "sft.stepz=3"], capture_output=True, text=True)  # before any training
     assert res.returncode == 2 and "invalid sft settings: --stepz: Extra inputs" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "q" / "seed0").exists()
+    res = subprocess.run(base + ["--sft-from", str(tmp_path / "elsewhere")], capture_output=True, text=True)
+    assert res.returncode == 2 and "elsewhere/seed0/sft: no finished SFT run to start from" in res.stderr
 
 
 @pytest.mark.slow
