@@ -138,8 +138,9 @@ def sft_fingerprint(data: Path) -> str:
     h = hashlib.sha256()
     for name, columns in (("catalog.parquet", None),
                           ("sessions.parquet", ["session_id", "split", "query", "history", "user", "positives"])):
-        table = pq.read_table(Path(data) / name, columns=columns)
-        h.update(json.dumps(table.to_pydict(), sort_keys=True, default=str).encode())
+        path = Path(data) / name
+        present = None if columns is None else [c for c in columns if c in pq.read_schema(path).names]  # user: optional
+        h.update(json.dumps(pq.read_table(path, columns=present).to_pydict(), sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 

@@ -145,6 +145,19 @@ def test_tiny_grid_runs_resumes_and_reports(tiny_dataset, tiny_index, tmp_path):
         run_quality(cfg.model_copy(update={"eval": ev | {"max_sessions": 10}}))
 
 
+def test_sft_fingerprint_reads_what_sft_reads(tiny_dataset, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dataset.root, copy)
+    assert sft_fingerprint(copy) == sft_fingerprint(tiny_dataset.root)
+    sessions = pq.read_table(copy / "sessions.parquet")
+    pq.write_table(sessions.drop_columns(["exposed_negatives"]).append_column(  # negatives: not SFT's input
+        "exposed_negatives", sessions["exposed_negatives"].take(list(range(sessions.num_rows))[::-1])),
+        copy / "sessions.parquet")
+    assert sft_fingerprint(copy) == sft_fingerprint(tiny_dataset.root)
+    pq.write_table(sessions.drop_columns(["user"]), copy / "sessions.parquet")  # an optional column, absent
+    assert sft_fingerprint(copy) != sft_fingerprint(tiny_dataset.root)
+
+
 def test_overrides_change_copies_of_the_preset():
     sft, pref, ev = PRESETS["tiny"]
     options = {"sft": sft, "pref": pref, "eval": ev}
