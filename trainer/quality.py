@@ -398,7 +398,7 @@ PRESETS: dict[str, tuple[dict, dict, dict]] = {
     ),
     "real": (
         {"steps": 1200, "batch_size": 16, "lr": 2e-3, "index_ratio": 0.5},
-        {"steps": 100, "batch_size": 8, "lr": 1e-4, "num_negatives": 16, "rdrw_warmup": 256},
+        {"steps": 200, "batch_size": 8, "lr": 5e-4, "num_negatives": 16, "rdrw_warmup": 256},
         {"beam_width": 128, "max_sessions": 300, "batch_size": 4},
     ),
 }
