@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-denoise clean
+.PHONY: demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise clean
 
 setup: $(STAMP)
 
@@ -115,6 +115,12 @@ quality-homedepot quality-amazon: quality-%: $(STAMP)
 	test -f runs/$*/index/manifest.json || $(MAKE) real-data
 	$(BIN)/radgr bench quality --name "$*" --data runs/$*/data --index runs/$*/index --out $(QUALITY)/$* --preset real \
 	  --seeds $(SEEDS) $(QUALITY_SET_$*)
+
+# Both real tables side by side, one torch thread each: on 2 CPUs two one-thread runs of this small model
+# finish sooner together than one after the other with two threads each.
+quality-real: $(STAMP)
+	test -f runs/homedepot/index/manifest.json -a -f runs/amazon/index/manifest.json || $(MAKE) real-data
+	OMP_NUM_THREADS=1 $(MAKE) -j2 quality-homedepot quality-amazon
 
 # The shares have make demo's clicks (only unclicked slots differ): they start from quality-synthetic's SFT runs.
 quality-denoise: quality-synthetic
