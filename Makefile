@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise clean
+.PHONY: demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal clean
 
 setup: $(STAMP)
 
@@ -125,6 +125,19 @@ quality-real: $(STAMP)
 # The shares have make demo's clicks (only unclicked slots differ): they start from quality-synthetic's SFT runs.
 quality-denoise: quality-synthetic
 	$(BIN)/radgr bench denoise --out $(QUALITY)/denoise --shares 0,0.1,0.3 --preset demo --sft-from $(QUALITY)/synthetic
+
+# Does RDRW's similarity find the pseudo-negatives? make demo's recipe on its data with 30 % pseudo-negatives
+# among the exposed negatives, then bench/rdrw_signal.py on the SFT and RAD-DPO checkpoints (~15 min on 2 CPUs).
+RDRW ?= runs/rdrw
+bench-rdrw-signal: $(STAMP)
+	$(BIN)/radgr data synth --out $(RDRW)/data --items 2000 --sessions 5000 --seed 0 --pseudo-negative-share 0.3 --overwrite
+	$(BIN)/radgr index build --data $(RDRW)/data --out $(RDRW)/index --codebooks 32,32,32
+	rm -rf $(RDRW)/sft $(RDRW)/rad-dpo
+	$(BIN)/radgr train sft --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/sft $(DEMO_SFT) --no-progress
+	$(BIN)/radgr train pref --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/rad-dpo --init $(RDRW)/sft \
+		--method rad-dpo $(DEMO_PREF) --no-progress
+	$(BIN)/python bench/rdrw_signal.py --model $(RDRW)/sft --model $(RDRW)/rad-dpo --data $(RDRW)/data \
+		--index $(RDRW)/index --out bench/results/rdrw_signal_cpu.md
 
 # Datasets and indexes of the real public data (README: "Real data").
 real-data: $(STAMP)
