@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -194,9 +195,11 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append(summarise("shared SID prefix", prefix_overlaps(ex, sessions), labels, args.rdrw_lambda))
         rows.append(summarise(f"model EOS cosine: {path}", model_similarities(ckpt, ex, sessions, args.batch_size),
                               labels, args.rdrw_lambda))
-    header = (f"RDRW signal on {args.data} ({len(sessions):,} train sessions, {args.num_negatives} negatives each, "
+    command = "python bench/rdrw_signal.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    header = (f"`{command}`\n\nRDRW signal on {args.data} ({len(sessions):,} train sessions, "
+              f"{args.num_negatives} negatives each, "
               f"drawn as epoch 0 of seed {args.seed}; pseudo: exposed, unclicked, relevance >= {RELEVANT_GRADE:g}); "
-              f"{time.perf_counter() - t0:.0f} s")
+              f"{time.perf_counter() - t0:.0f} s on {torch.get_num_threads()} CPU thread(s)")
     md = markdown(rows, counts, header)
     print(md, end="")
     result = {"rows": rows, "counts": counts, "sessions": len(sessions),
