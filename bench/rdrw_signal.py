@@ -16,6 +16,8 @@ Signals, same sessions and negatives:
   text cosine        cosine of the items' catalog-text embeddings (the MiniLM vectors the index
                      was built from): needs no model; the peer
   shared SID prefix  how many leading SID codes the negative shares with y_w* (what TLGD detaches)
+  SID vector cosine  cosine of the SIDs' RQ-KMeans reconstructions (sum of their codes' centroids):
+                     what `radgr train pref --rdrw-signal sid` uses instead of the EOS states
 
 For each: ROC AUC of pseudo vs true negatives (0.5: the signal cannot tell them apart), and the
 mean eq. 6 weight per group when the quartiles are those of all the run's values of that signal
@@ -42,12 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sid_index.atomic import atomic_file  # noqa: E402
 from sid_index.data.schema import RELEVANT_GRADE, load_dataset  # noqa: E402
 from sid_index.embed import embed_texts, item_texts  # noqa: E402
-from sid_index.index import load_index  # noqa: E402
+from sid_index.index import load_centroids, load_index  # noqa: E402
 from trainer.data import build_examples, sample_negatives, session_rng  # noqa: E402
 from trainer.losses import common_prefix  # noqa: E402
 from trainer.model import load_checkpoint  # noqa: E402
 from trainer.packing import candidate_logps, pack  # noqa: E402
-from trainer.rdrw import eos_similarity, rdrw_weight  # noqa: E402
+from trainer.rdrw import SidVectors, eos_similarity, rdrw_weight  # noqa: E402
 
 GROUPS = ("pseudo", "true", "random")
 
@@ -136,6 +138,17 @@ def text_similarities(dataset, sessions) -> list[np.ndarray]:
     return [(emb[[row[k] for k in s["neg_skus"]]] @ emb[row[s["top_sku"]]]).numpy() for s in sessions]
 
 
+def sid_vector_similarities(ckpt, ex, sessions, index) -> list[np.ndarray]:
+    """`--rdrw-signal sid`: cosine of the SIDs' RQ-KMeans reconstructions, as training computes it."""
+    vectors = SidVectors(load_centroids(index), ckpt.vocab.offsets)
+    out = []
+    for s in sessions:
+        v = vectors(torch.as_tensor(ckpt.vocab.codes_to_ids(np.concatenate([ex.pos_codes[s["row"]][:1],
+                                                                              s["neg_codes"]]))))
+        out.append(eos_similarity(v[:1], v[None, 1:])[0].numpy())
+    return out
+
+
 def prefix_overlaps(ex, sessions) -> list[np.ndarray]:
     return [common_prefix(torch.as_tensor(s["neg_codes"]), torch.as_tensor(ex.pos_codes[s["row"]][:1])).numpy()
             .astype(np.float64) for s in sessions]
@@ -193,6 +206,8 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append(summarise("text cosine (MiniLM, no model)", text_similarities(dataset, sessions), labels,
                                   args.rdrw_lambda))
             rows.append(summarise("shared SID prefix", prefix_overlaps(ex, sessions), labels, args.rdrw_lambda))
+            rows.append(summarise("SID vector cosine (--rdrw-signal sid)",
+                                  sid_vector_similarities(ckpt, ex, sessions, index), labels, args.rdrw_lambda))
         rows.append(summarise(f"model EOS cosine: {path}", model_similarities(ckpt, ex, sessions, args.batch_size),
                               labels, args.rdrw_lambda))
     command = "python bench/rdrw_signal.py " + shlex.join(sys.argv[1:] if argv is None else argv)

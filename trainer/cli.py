@@ -137,6 +137,8 @@ def pref(
     rdrw_warmup: Annotated[int, typer.Option(help="Pairs collected before RDRW weights leave 1.")] = 4096,
     rdrw_window: Annotated[int, typer.Option(help="Recent pairs whose quartiles set the RDRW weights.")] = 4096,
     rdrw_lambda: Annotated[float, typer.Option(help="Slope of the RDRW weight (paper: 12).")] = 12.0,
+    rdrw_signal: Annotated[str, typer.Option(
+        help="RDRW similarity: eos (the model's EOS states, eq. 5) or sid (the index's SID vectors).")] = "eos",
     seed: SeedOpt = 0, device: DeviceOpt = "auto", mixed_precision: PrecisionOpt = "no",
     save_every: SaveOpt = 200, log_every: LogOpt = 10, resume: ResumeOpt = False, no_progress: QuietOpt = False,
 ) -> None:
@@ -154,7 +156,8 @@ def pref(
 PresetOpt = Annotated[str, typer.Option(help="run sizes: demo (make demo's), real (real data on CPU), tiny (tests)")]
 SeedsOpt = Annotated[str, typer.Option(help="comma-separated seeds (one SFT run each)")]
 VariantOpt = Annotated[
-    list[str] | None, typer.Option("--variant", help="a row (repeatable); default every method and ablation")
+    list[str] | None, typer.Option("--variant", help="a row (repeatable); default the paper's methods and ablations; "
+                                "also 'rad-dpo, RDRW on SID vectors'")
 ]
 
 
@@ -195,10 +198,10 @@ def quality_command(
     sft_from: SftFromOpt = None, device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
 ) -> None:
     """Every method and ablation from one SFT checkpoint per seed; mean ± std table. Re-run to continue."""
-    from trainer.quality import VARIANTS, run_quality
+    from trainer.quality import PAPER_VARIANTS, run_quality
 
     cfg = _quality_config(preset, set_, name=name, data=data, index=index, out=out, seeds=_seeds(seeds),
-                          variants=variant or list(VARIANTS), device=device, sft_from=sft_from)
+                          variants=variant or list(PAPER_VARIANTS), device=device, sft_from=sft_from)
     run_quality(cfg, log=lambda m: typer.echo(m, err=True))
     typer.echo((out / "quality.md").read_text(), nl=False)
     typer.echo(f"wrote {out / 'quality.json'}, {out / 'quality.md'}, {out / 'recall.png'}", err=True)

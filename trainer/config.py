@@ -66,6 +66,8 @@ class PrefConfig(RunConfig):
     rdrw_warmup: int = Field(4096, ge=1, description="pairs collected before weights leave 1")
     rdrw_window: int = Field(4096, ge=1, description="recent pairs whose quartiles set the weights")
     rdrw_lambda: float = Field(12.0, gt=0)
+    rdrw_signal: Literal["eos", "sid"] = Field("eos", description="RDRW similarity: eos = the model's EOS hidden "
+        "states (eq. 5); sid = the index's RQ-KMeans reconstructions of the two SIDs (bench/rdrw_signal.py)")
 
     @model_validator(mode="after")
     def _beta(self) -> PrefConfig:

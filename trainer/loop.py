@@ -30,13 +30,13 @@ from sid_index.atomic import atomic_file, write_json
 from sid_index.data.schema import load_dataset
 from sid_index.embed import item_texts
 from sid_index.errors import RadgrError
-from sid_index.index import SidIndex, load_index
+from sid_index.index import SidIndex, load_centroids, load_index
 from trainer.config import RunConfig, SFTConfig
 from trainer.data import Examples, build_examples, indexing_examples, sample_negatives, session_rng
 from trainer.losses import common_prefix, dpo_loss, orpo_loss, rad_dpo_loss, sft_loss, simpo_loss
 from trainer.model import Checkpoint, load_checkpoint, load_state, new_model, save_checkpoint
 from trainer.packing import Packed, candidate_logps, pack
-from trainer.rdrw import QuantileTracker, eos_similarity
+from trainer.rdrw import QuantileTracker, SidVectors, eos_similarity
 
 METRICS = ["step", "epoch", "loss", "sft", "pref", "margin", "accuracy", "weight_mean", "lr", "grad_norm",
            "sessions_per_s"]
@@ -244,9 +244,15 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
     # The scheduler is stepped here once per optimizer step: `total` already counts every process's
     # sessions, so accelerate's per-process scheduler stepping would run it `num_processes` times too fast.
     model, optimizer = acc.prepare(model, optimizer)
-    tracker = None
+    tracker = sid_vectors = None
     if stage == "pref" and cfg.method == "rad-dpo" and cfg.rdrw:
         tracker = QuantileTracker(cfg.rdrw_warmup, cfg.rdrw_window)
+        if cfg.rdrw_signal == "sid":
+            centroids = load_centroids(index)
+            if len(centroids) != index.levels:
+                raise RadgrError(f"--rdrw-signal sid: index {cfg.index} has no RQ-KMeans centroids "
+                                 "(built from given codes); use --rdrw-signal eos")
+            sid_vectors = SidVectors(centroids, ckpt.vocab.offsets).to(acc.device)
     ref = None
     if stage == "pref" and cfg.method == "dpo":
         ref = load_checkpoint(cfg.init, dtype=torch.float32).model.to(acc.device).eval().requires_grad_(False)
@@ -297,7 +303,7 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
         epoch, items = stream.at(step)
         batch = make_batch(ex, items, ckpt, cfg.max_positives, num_neg, all_sids, cfg.seed, epoch).to(acc.device)
         with acc.autocast():
-            loss, stats = _loss(cfg, stage, model, ref, batch, tracker, acc)
+            loss, stats = _loss(cfg, stage, model, ref, batch, tracker, acc, sid_vectors)
         acc.backward(loss)
         grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
@@ -324,9 +330,10 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
     return cfg.out / "model"
 
 
-def _loss(cfg, stage, model, ref, batch: Batch, tracker, acc) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The stage's loss on one packed batch."""
-    need_hidden = tracker is not None
+def _loss(cfg, stage, model, ref, batch: Batch, tracker, acc, sid_vectors: SidVectors | None = None
+          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The stage's loss on one packed batch (RDRW similarities from `sid_vectors` when given, else EOS states)."""
+    need_hidden = tracker is not None and sid_vectors is None
     tok, hidden = candidate_logps(model, batch.packed, hidden=need_hidden)
     pos_tok = tok[batch.pos_idx]
     if stage == "sft":
@@ -336,7 +343,8 @@ def _loss(cfg, stage, model, ref, batch: Batch, tracker, acc) -> tuple[torch.Ten
         weights = None
         extra = {}
         if tracker is not None:
-            sims = eos_similarity(hidden[batch.pos_idx[:, 0]], hidden[batch.neg_idx])
+            reps = hidden if sid_vectors is None else sid_vectors(batch.packed.targets[:, :-1])
+            sims = eos_similarity(reps[batch.pos_idx[:, 0]], reps[batch.neg_idx])
             weights = tracker.weights(sims, cfg.rdrw_lambda)  # from earlier pairs only, then add these
             tracker.update(acc.gather(sims.detach().contiguous()))
             extra = {"weight_mean": weights.mean()}

@@ -40,7 +40,11 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "rad-dpo w/o TLGD": {"method": "rad-dpo", "tlgd": False},
     "rad-dpo w/o RDRW": {"method": "rad-dpo", "rdrw": False},
     "rad-dpo w/o multi-label SFT": {"method": "rad-dpo", "multi_label_sft": False},
+    # not in the paper: RDRW weights from the index's SID vectors instead of EOS states (bench/rdrw_signal.py)
+    "rad-dpo, RDRW on SID vectors": {"method": "rad-dpo", "rdrw_signal": "sid"},
 }
+# the rows of the paper's Table 1: what an experiment runs unless --variant says otherwise
+PAPER_VARIANTS = [v for v in VARIANTS if v != "rad-dpo, RDRW on SID vectors"]
 # (column, path in an eval result, format)
 COLUMNS = [
     ("SID R@8", ("sid", "recall@8")), ("SID R@64", ("sid", "recall@64")), ("SID R@128", ("sid", "recall@128")),
@@ -64,7 +68,7 @@ class QualityConfig(BaseModel):
     index: Path
     out: Path
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    variants: list[str] = Field(default_factory=lambda: list(VARIANTS))
+    variants: list[str] = Field(default_factory=lambda: list(PAPER_VARIANTS))
     sft: dict[str, Any] = Field(default_factory=dict, description="SFTConfig options (not data/index/out/seed)")
     pref: dict[str, Any] = Field(default_factory=dict, description="PrefConfig options shared by every variant")
     eval: dict[str, Any] = Field(default_factory=dict, description="EvalConfig options (beam_width, max_sessions..)")

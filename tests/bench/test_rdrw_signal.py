@@ -90,11 +90,12 @@ def test_main_writes_table(bench, tiny_dataset, tiny_index, served_path, tmp_pat
                       "--num-negatives", "6", "--max-sessions", "30", "--out", str(out)])
     assert sum(res["counts"].values()) == 30 * 6
     assert [r["signal"].split(":")[0] for r in res["rows"]] == [
-        "text cosine (MiniLM, no model)", "shared SID prefix", "model EOS cosine"]
+        "text cosine (MiniLM, no model)", "shared SID prefix", "SID vector cosine (--rdrw-signal sid)",
+        "model EOS cosine"]
     for r in res["rows"]:
         assert 0.0 <= r["auc_pseudo_vs_true"] <= 1.0
         assert 0.5 <= min(r["weight_pseudo"], r["weight_true"], r["weight_random"]) <= 1.0
     md = out.read_text()
     assert md == capsys.readouterr().out
-    assert md.count("\n| ") == 4  # header + 3 signals
+    assert md.count("\n| ") == 5  # header + 4 signals
     assert json.loads(out.with_suffix(".json").read_text())["counts"] == res["counts"]

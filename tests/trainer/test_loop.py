@@ -131,3 +131,47 @@ def test_two_process_ddp_run(tiny_dataset, tiny_index, tmp_path):
     assert float(rows[1]["lr"]) > 0
     assert float(rows[0]["epoch"]) == pytest.approx(8 / 480, abs=1e-3)  # 2 processes x 4 sessions per step
     assert load_checkpoint(out).meta["stages"] == [{"stage": "sft", "steps": 4}]
+
+
+def test_rdrw_sid_signal_uses_the_index_vectors(sft_run, tiny_dataset, tiny_index, tmp_path):
+    """--rdrw-signal sid: the similarities in the RDRW window are the cosines of the SIDs' RQ-KMeans
+    reconstructions (sum of their codes' centroids), recomputed here from the index files and the batches."""
+    import numpy as np
+
+    from sid_index.index import load_centroids
+    from trainer.data import build_examples
+    from trainer.loop import make_batch
+
+    cfg = PrefConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "sid", init=sft_run, steps=4,
+                     batch_size=4, log_every=1, device="cpu", progress=False, num_negatives=6, rdrw_warmup=30,
+                     rdrw_window=1000, rdrw_signal="sid")
+    state = load_state(train(cfg))["rdrw"]
+    ck = load_checkpoint(sft_run)
+    ex = build_examples(tiny_dataset, tiny_index, ck.prompts, "train")
+    stream = Stream(len(ex), 0, 0.0, cfg.seed, cfg.batch_size, 1, 0)
+    cents = load_centroids(tiny_index)
+    all_sids = tiny_index.trie.sids().astype(np.int64)
+    want = []
+    for step in range(cfg.steps):
+        epoch, items = stream.at(step)
+        b = make_batch(ex, items, ck, cfg.max_positives, cfg.num_negatives, all_sids, cfg.seed, epoch)
+        codes = ck.vocab.ids_to_codes(b.packed.targets[:, :-1]).numpy()
+        vec = sum(cents[level][codes[:, level]] for level in range(tiny_index.levels))
+        vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+        top = vec[b.pos_idx[:, 0].numpy()]
+        want.append(np.einsum("sd,snd->sn", top, vec[b.neg_idx.numpy()]).reshape(-1))
+    want = np.concatenate(want)
+    assert state["seen"] == len(want) == 4 * 4 * 6
+    np.testing.assert_allclose(state["buffer"][: len(want)].numpy(), want, atol=1e-5)
+    with open(tmp_path / "sid" / "metrics.csv") as fh:
+        weights = [float(r["weight_mean"]) for r in csv.DictReader(fh)]
+    assert weights[0] == 1.0 and 0.5 <= weights[-1] < 1.0  # warm-up (30 pairs) ended after step 2
+
+
+def test_rdrw_sid_signal_needs_centroids(sft_run, tiny_dataset, tiny_index, tmp_path, monkeypatch):
+    import trainer.loop
+
+    monkeypatch.setattr(trainer.loop, "load_centroids", lambda index: [])  # an index built from given codes
+    with pytest.raises(RadgrError, match="no RQ-KMeans centroids"):
+        train(PrefConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "p", init=sft_run, steps=1,
+                         device="cpu", progress=False, rdrw_signal="sid"))

@@ -202,3 +202,18 @@ def test_eos_similarity_is_a_loop_of_cosines(dtype):
             assert sims[i, j].item() == pytest.approx(cos, abs=1e-6)
     assert sims[0, 0].item() == pytest.approx(1.0, abs=1e-6)
     assert sims[0, 1].item() == pytest.approx(-1.0, abs=1e-6)
+
+
+def test_sid_vectors_sum_each_levels_centroid():
+    from trainer.rdrw import SidVectors
+
+    rng = np.random.default_rng(0)
+    cents = [rng.standard_normal((k, 5)).astype(np.float32) for k in (4, 3, 2)]
+    offsets = (10, 14, 17)  # level l, code c <-> token id offsets[l] + c
+    vec = SidVectors(cents, offsets)
+    codes = np.array([[0, 0, 0], [3, 2, 1], [1, 0, 1]])
+    got = vec(torch.as_tensor(codes + np.array(offsets)))
+    want = np.stack([sum(cents[lvl][c[lvl]] for lvl in range(3)) for c in codes])
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+    with pytest.raises(ValueError, match="2 centroid levels for 3"):
+        SidVectors(cents[:2], offsets)
