@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal clean
+.PHONY: demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
 
 setup: $(STAMP)
 
@@ -138,6 +138,20 @@ bench-rdrw-signal: $(STAMP)
 		--method rad-dpo $(DEMO_PREF) --no-progress
 	$(BIN)/python bench/rdrw_signal.py --model $(RDRW)/sft --model $(RDRW)/rad-dpo --data $(RDRW)/data \
 		--index $(RDRW)/index --out bench/results/rdrw_signal_cpu.md
+
+# Does a better RDRW signal change the ranking? From bench-rdrw-signal's SFT checkpoint: RAD-DPO with the EOS
+# signal, with --rdrw-signal sid and without RDRW, preference seeds 0, 1, 2; one eval table (~35 min on 2 CPUs).
+bench-rdrw-training: $(STAMP)
+	test -f $(RDRW)/sft/model/radgr.json || $(MAKE) bench-rdrw-signal
+	for seed in 0 1 2; do for signal in eos sid none; do \
+	  flag="--rdrw-signal $$signal"; [ $$signal = none ] && flag=--no-rdrw; \
+	  rm -rf $(RDRW)/exp/s$$seed-$$signal; \
+	  $(BIN)/radgr train pref --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/exp/s$$seed-$$signal \
+	    --init $(RDRW)/sft --method rad-dpo --seed $$seed $(DEMO_PREF) $$flag --no-progress || exit 1; \
+	done; done
+	$(BIN)/radgr eval --model $(RDRW)/sft $(foreach s,0 1 2,$(foreach v,eos sid none,--model $(RDRW)/exp/s$(s)-$(v))) \
+	  --index $(RDRW)/index --data $(RDRW)/data --max-sessions 300 --batch-size 4 \
+	  --out $(RDRW)/exp/eval.json --markdown bench/results/rdrw_training_cpu.md
 
 # Datasets and indexes of the real public data (README: "Real data").
 real-data: $(STAMP)
