@@ -69,6 +69,8 @@ class SidIndex:
 
     def sid_of(self, sku_id: str) -> tuple[int, ...] | None:
         """Codes of a SKU, or None if the SKU is not in the index."""
+        if "\x00" in sku_id:  # marisa-trie misreads such a key (struct.error); no catalog SKU holds one
+            return None
         hit = self.sku_to_sid.get(sku_id)
         return tuple(hit[0]) if hit else None
 

@@ -34,6 +34,8 @@ def test_lookups_round_trip(built):
         expected = [skus[j] for j in sorted(same, key=lambda j: (-pop[j], skus[j]))]
         assert group == expected
     assert idx.sid_of("absent") is None
+    for odd in ("\x00", skus[0] + "\x00", "\x00" + skus[0]):  # NUL bytes (a fuzzed request found them) are absent
+        assert idx.sid_of(odd) is None
     assert idx.skus_of((7, 3, 3)) == [] or (7, 3, 3) in set(map(tuple, codes))
     assert idx.num_skus == len(skus)
     assert idx.num_sids == len(set(map(tuple, codes)))
