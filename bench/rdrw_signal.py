@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -58,7 +57,8 @@ def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """P(a pos value > a neg value) + P(tie) / 2 (Mann-Whitney U / (n1 n0)); nan if a side is empty."""
     if len(pos) == 0 or len(neg) == 0:
         return float("nan")
-    ranks = rankdata(np.concatenate([pos, neg]))  # ties get their average rank
+    _, inverse, counts = np.unique(np.concatenate([pos, neg]), return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[inverse]  # 1-based ranks, ties get their average rank
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
