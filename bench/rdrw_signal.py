@@ -111,6 +111,12 @@ def session_negatives(dataset, index, ex, num_neg: int, seed: int, max_sessions:
     return out
 
 
+def candidate_ids(ckpt, ex, session) -> np.ndarray:
+    """Token ids [1 + N, L] of a session's y_w* and then its negatives, as training packs them."""
+    return np.asarray(ckpt.vocab.codes_to_ids(np.concatenate([ex.pos_codes[session["row"]][:1],
+                                                              session["neg_codes"]])))
+
+
 @torch.no_grad()
 def model_similarities(ckpt, ex, sessions, batch_size: int) -> list[np.ndarray]:
     """Eq. 5 per session: cosine of each negative's EOS hidden state to y_w*'s, [N] arrays."""
@@ -118,8 +124,7 @@ def model_similarities(ckpt, ex, sessions, batch_size: int) -> list[np.ndarray]:
     sims = []
     for start in range(0, len(sessions), batch_size):
         chunk = sessions[start : start + batch_size]
-        cands = [np.asarray(ckpt.vocab.codes_to_ids(np.concatenate([ex.pos_codes[s["row"]][:1], s["neg_codes"]])))
-                 for s in chunk]
+        cands = [candidate_ids(ckpt, ex, s) for s in chunk]
         packed = pack([ex.prompts[s["row"]] for s in chunk], cands, ckpt.eos_id, ckpt.pad_id)
         _, hidden = candidate_logps(ckpt.model, packed, hidden=True)
         first = 0
@@ -143,8 +148,7 @@ def sid_vector_similarities(ckpt, ex, sessions, index) -> list[np.ndarray]:
     vectors = SidVectors(load_centroids(index), ckpt.vocab.offsets)
     out = []
     for s in sessions:
-        v = vectors(torch.as_tensor(ckpt.vocab.codes_to_ids(np.concatenate([ex.pos_codes[s["row"]][:1],
-                                                                              s["neg_codes"]]))))
+        v = vectors(torch.as_tensor(candidate_ids(ckpt, ex, s)))
         out.append(eos_similarity(v[:1], v[None, 1:])[0].numpy())
     return out
 

@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sid_index.atomic import atomic_file, write_json
 from sid_index.errors import RadgrError
 
+# not in the paper: RDRW weights from the index's SID vectors instead of EOS states (bench/rdrw_signal.py)
+SID_SIGNAL = "rad-dpo, RDRW on SID vectors"
 # name -> PrefConfig switches (None: the SFT checkpoint itself)
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "sft": None,
@@ -40,11 +42,10 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "rad-dpo w/o TLGD": {"method": "rad-dpo", "tlgd": False},
     "rad-dpo w/o RDRW": {"method": "rad-dpo", "rdrw": False},
     "rad-dpo w/o multi-label SFT": {"method": "rad-dpo", "multi_label_sft": False},
-    # not in the paper: RDRW weights from the index's SID vectors instead of EOS states (bench/rdrw_signal.py)
-    "rad-dpo, RDRW on SID vectors": {"method": "rad-dpo", "rdrw_signal": "sid"},
+    SID_SIGNAL: {"method": "rad-dpo", "rdrw_signal": "sid"},
 }
 # the rows of the paper's Table 1: what an experiment runs unless --variant says otherwise
-PAPER_VARIANTS = [v for v in VARIANTS if v != "rad-dpo, RDRW on SID vectors"]
+PAPER_VARIANTS = [v for v in VARIANTS if v != SID_SIGNAL]
 # (column, path in an eval result, format)
 COLUMNS = [
     ("SID R@8", ("sid", "recall@8")), ("SID R@64", ("sid", "recall@64")), ("SID R@128", ("sid", "recall@128")),
