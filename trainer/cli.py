@@ -27,6 +27,12 @@ def eval_command(
     no_unconstrained: Annotated[
         bool, typer.Option("--no-unconstrained", help="Skip the free decode that measures the invalid-SID rate.")
     ] = False,
+    no_baselines: Annotated[
+        bool, typer.Option("--no-baselines", help="Skip the most-popular and index-only rows (same sessions).")
+    ] = False,
+    embedding_model: Annotated[
+        Path | None, typer.Option(help="The index's text model folder, when it is not where the index says.")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write every model's metrics as JSON here.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the results table (markdown) here.")] = None,
 ) -> None:
@@ -37,7 +43,7 @@ def eval_command(
     cfg = make_config(
         EvalConfig, "eval", model=model, index=index, data=data, split=split, beam_width=beam_width,
         batch_size=batch_size, max_sessions=max_sessions, device=device, unconstrained=not no_unconstrained,
-        out=out, markdown=markdown,
+        baselines=not no_baselines, embedding_model=embedding_model, out=out, markdown=markdown,
     )
     results = evaluate_models(cfg, log=lambda msg: typer.echo(msg, err=True))
     table = markdown_table(results)

@@ -9,6 +9,11 @@ For every session with a positive the model decodes `width` SIDs under the index
 - Truth (synthetic data, where the exposure lists carry true relevance): targets are the SIDs
   of every exposed item with relevance >= 2, clicked or not (pseudo-negatives included);
   SID Recall@K and MRR against them. Absent when the data does not know the truth.
+- Intervals: every mean comes with a 95% bootstrap interval over sessions (`ci95`), and the
+  per-session values of the headline metrics are kept (`per_session`) so that two systems
+  evaluated on the same sessions can be compared pairwise (`paired_difference`).
+- Baselines on the same sessions: the most popular SIDs of train, and index-only retrieval
+  (`sid_index.retrieve`: the request's text embedding against the SIDs' centroid sums).
 - Invalid-SID rate: the same model decoded with no constraint (same width); the share of
   its returned beams that are not a SID of the index (non-SID tokens included). The same
   rate is measured, not assumed, for the constrained decode: it must be 0.
@@ -35,6 +40,8 @@ from sid_index.index import SidIndex
 SID_KS = (8, 64, 128)
 ITEM_KS = (10, 100, 500)
 CURVE_KS = tuple(2**i for i in range(10))  # recall-vs-K curves (plots), 1 ... 512
+HEADLINE = (("sid", "recall@128"), ("sid", "mrr"), ("item", "recall@10"), ("item", "recall@100"), ("item", "mrr"))
+BOOTSTRAP_SAMPLES = 1000
 
 
 # ----------------------------------------------------------------------------- metric functions
@@ -82,6 +89,29 @@ def mean_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
 
 
+def bootstrap_ci(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean of per-session `values` (resampling sessions)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    means = np.empty(samples)
+    for start in range(0, samples, 100):  # bounded memory: 100 resamples at a time
+        idx = rng.integers(0, len(values), size=(min(100, samples - start), len(values)))
+        means[start : start + len(idx)] = values[idx].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], seed: int = 0) -> dict[str, float]:
+    """Mean of a - b over the same sessions, with its 95% bootstrap interval; `clear` when it excludes 0."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same sessions ({len(a)} vs {len(b)})")
+    lo, hi = bootstrap_ci(a - b, seed=seed)
+    return {"mean": float((a - b).mean()) if len(a) else 0.0, "lo": lo, "hi": hi, "clear": bool(lo > 0 or hi < 0)}
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 def truth_targets(table, index: SidIndex) -> dict[str, set[tuple[int, ...]]]:
@@ -103,11 +133,13 @@ class RankingScores:
     def __init__(self, index: SidIndex, truth: dict[str, set[tuple[int, ...]]], width: int):
         self.index, self.truth, self.width = index, truth, width
         self.sid, self.item, self.sid_curve, self.item_curve, self.truth_rows = [], [], [], [], []
+        self.session_ids: list[str] = []
 
     def add(self, ex, i: int, sids: list[tuple[int, ...]]) -> None:
         """Score the ranking `sids` for session `i` of the examples `ex`."""
         pos = {tuple(c) for c in ex.pos_codes[i].tolist()}
         items = ranked_items(sids, self.index.skus_of)
+        self.session_ids.append(ex.session_ids[i])
         self.sid.append(ranking_metrics(sids, pos, SID_KS))
         self.item.append(ranking_metrics(items, ex.pos_skus[i], ITEM_KS))
         self.sid_curve.append({str(k): recall_at_k(sids, pos, k) for k in CURVE_KS if k <= self.width})
@@ -116,9 +148,13 @@ class RankingScores:
             self.truth_rows.append(ranking_metrics(sids, self.truth[ex.session_ids[i]], SID_KS))
 
     def summary(self) -> dict[str, Any]:
+        rows = {"sid": self.sid, "item": self.item}
+        per_session = {f"{level} {key}": [r[key] for r in rows[level]] for level, key in HEADLINE}
         return {
             "sid": mean_metrics(self.sid),
             "item": mean_metrics(self.item),
+            "ci95": {name: bootstrap_ci(np.asarray(v)) for name, v in per_session.items()},
+            "per_session": {"session_ids": list(self.session_ids), **per_session},
             "curves": {"sid": mean_metrics(self.sid_curve), "item": mean_metrics(self.item_curve)},  # K = 1, 2, 4..
             "truth": mean_metrics(self.truth_rows),  # {} without known relevance
             "truth_sessions": len(self.truth_rows),
@@ -152,7 +188,52 @@ def evaluate_popular(
         scores.add(ex, i, ranking)
     return {"model": "most popular (train)", "split": split, "width": width, "sessions": n, "skipped": ex.skipped,
             "not_evaluated": len(ex) - n, **scores.summary(), "constrained": {"invalid_rate": 0.0, "beams": n * width},
-            "unconstrained": {}, "wall_s": time.perf_counter() - start}
+            "unconstrained": {}, "wall_s": time.perf_counter() - start, "sessions_per_s": None}
+
+
+INDEX_ONLY = "index only (quantised text embedding)"
+
+
+def evaluate_index_only(
+    prompts, index: SidIndex, dataset: Dataset, split: str = "test", width: int = 128,
+    max_sessions: int | None = None, embedding_model: Path | None = None,
+) -> dict[str, Any]:
+    """The metrics of the index alone (`sid_index.retrieve`): no training, the floor a model must beat.
+
+    Each session's request vector (query embedding, else recency-weighted history SID vectors) is
+    matched against every SID's centroid sum; the `width` nearest SIDs are its ranking. `prompts`
+    only picks the same sessions as `evaluate` does.
+    """
+    from sid_index.embed import embed_texts
+    from sid_index.retrieve import IndexRetriever, embedding_model_of
+    from trainer.data import build_examples, history_codes
+
+    start = time.perf_counter()
+    ex = build_examples(dataset, index, prompts, split)
+    n = len(ex) if max_sessions is None else min(len(ex), max_sessions)
+    table = dataset.split(split)
+    requests = {s: (q, h) for s, q, h in zip(table["session_id"].to_pylist(), table["query"].to_pylist(),
+                                              table["history"].to_pylist(), strict=True)}
+    queries = [(requests[ex.session_ids[i]][0] or "").strip() for i in range(n)]
+    retriever = IndexRetriever(index)
+    with_query = [i for i in range(n) if queries[i]]
+    qvec = {}
+    if with_query:
+        model = embedding_model_of(index, embedding_model)
+        emb, _ = embed_texts([queries[i] for i in with_query], model, progress=False)
+        qvec = dict(zip(with_query, emb, strict=True))
+    vectors = [retriever.request_vector(qvec.get(i), history_codes(index, requests[ex.session_ids[i]][1] or [])[0])
+               for i in range(n)]
+    found = [i for i in range(n) if vectors[i] is not None]
+    hits = dict(zip(found, retriever.search(np.stack([vectors[i] for i in found]), width), strict=True)) if found \
+        else {}
+    scores = RankingScores(index, truth_targets(table, index), width)
+    for i in range(n):
+        scores.add(ex, i, hits.get(i, []))
+    wall = time.perf_counter() - start
+    return {"model": INDEX_ONLY, "split": split, "width": width, "sessions": n, "skipped": ex.skipped,
+            "not_evaluated": len(ex) - n, **scores.summary(), "constrained": {"invalid_rate": 0.0, "beams": n * width},
+            "unconstrained": {}, "wall_s": wall, "sessions_per_s": n / wall if wall > 0 else None}
 
 
 def _sync(device: torch.device) -> None:
@@ -190,6 +271,7 @@ def evaluate(
 
     scores = RankingScores(index, truth_targets(dataset.split(split), index), width)
     trie_beams = trie_invalid = 0
+    ranked: dict[int, list[tuple[int, ...]]] = {}
     t0 = time.perf_counter()
     for batch in batches:
         res = beam_search(model, [ex.prompts[i] for i in batch], vocab, eos, width, constraint, pad_id=pad)
@@ -198,9 +280,11 @@ def evaluate(
         trie_invalid += int((live & ~res.valid).sum())
         codes, keep = res.codes.cpu().numpy(), res.valid.cpu().numpy()
         for row, i in enumerate(batch):
-            scores.add(ex, i, [tuple(c) for c in codes[row][keep[row]].tolist()])
+            ranked[i] = [tuple(c) for c in codes[row][keep[row]].tolist()]
     _sync(dev)
     decode_s = time.perf_counter() - t0
+    for i in range(n):  # session order, so per-session values pair with every other system's
+        scores.add(ex, i, ranked[i])
 
     free: dict[str, Any] = {}
     if unconstrained:
@@ -256,6 +340,8 @@ class EvalConfig(BaseModel):
     max_sessions: int | None = Field(None, ge=1)
     device: str = "cpu"
     unconstrained: bool = True
+    baselines: bool = Field(True, description="add the most-popular and index-only rows (same sessions)")
+    embedding_model: Path | None = Field(None, description="the index's text model, when not where the index says")
     out: Path | None = None
     markdown: Path | None = None
 
@@ -285,6 +371,7 @@ def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:
         _precheck_index(path, index)
     dataset = load_dataset(cfg.data)
     results = []
+    prompts = None
     for given, path in zip(cfg.model, paths, strict=True):
         ckpt = load_checkpoint(path, device=cfg.device)
         ckpt.check_index(index)
@@ -293,7 +380,14 @@ def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:
                        cfg.device, cfg.unconstrained)
         res["name"] = str(given)
         results.append(res)
+        prompts = prompts or ckpt.prompts
         del ckpt
+    if cfg.baselines:
+        log(f"baselines on the same sessions: most popular, {INDEX_ONLY}")
+        for fn, kw in ((evaluate_popular, {}), (evaluate_index_only, {"embedding_model": cfg.embedding_model})):
+            res = fn(prompts, index, dataset, cfg.split, cfg.beam_width, cfg.max_sessions, **kw)
+            res["name"] = res["model"]
+            results.append(res)
     return results
 
 
@@ -311,8 +405,16 @@ def _precheck_index(path: Path, index: SidIndex) -> None:
         )
 
 
+def _cell(r: dict[str, Any], level: str, key: str) -> str:
+    """Mean, with ± half its 95% interval where known."""
+    value = r[level][key]
+    ci = (r.get("ci95") or {}).get(f"{level} {key}")
+    return f"{value:.4f}" if ci is None else f"{value:.4f} ± {(ci[1] - ci[0]) / 2:.4f}"
+
+
 def markdown_table(results: Sequence[dict[str, Any]]) -> str:
-    """One row per evaluated model."""
+    """One row per evaluated system (± = half the 95% bootstrap interval over sessions); then, where an
+    index-only row is present, each model's paired difference to it."""
     head = ["model", "sessions"]
     head += [f"SID R@{k}" for k in SID_KS] + ["SID MRR"]
     head += [f"item R@{k}" for k in ITEM_KS] + ["item MRR"]
@@ -321,9 +423,21 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     for r in results:
         free = r["unconstrained"].get("invalid_rate")
         cells = [str(r.get("name") or r["model"]), f"{r['sessions']:,}"]
-        cells += [f"{r['sid'][f'recall@{k}']:.4f}" for k in SID_KS] + [f"{r['sid']['mrr']:.4f}"]
-        cells += [f"{r['item'][f'recall@{k}']:.4f}" for k in ITEM_KS] + [f"{r['item']['mrr']:.4f}"]
+        cells += [_cell(r, "sid", f"recall@{k}") for k in SID_KS] + [_cell(r, "sid", "mrr")]
+        cells += [_cell(r, "item", f"recall@{k}") for k in ITEM_KS] + [_cell(r, "item", "mrr")]
         cells += ["-" if free is None else f"{free:.2%}", f"{r['constrained']['invalid_rate']:.2%}"]
-        cells += ["-" if r["sessions_per_s"] is None else f"{r['sessions_per_s']:.1f}"]
+        cells += ["-" if r.get("sessions_per_s") is None else f"{r['sessions_per_s']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    floor = next((r for r in results if r["model"] == INDEX_ONLY and r.get("per_session")), None)
+    models = [r for r in results if r.get("per_session") and r.get("device")]  # trained checkpoints only
+    if floor is not None and models:
+        names = [f"{level} {key}" for level, key in HEADLINE]
+        lines += ["", f"Paired difference to {INDEX_ONLY} on the same sessions (mean [95% interval]; * excludes 0):",
+                  "", "| model | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+        for r in models:
+            cells = []
+            for name in names:
+                d = paired_difference(r["per_session"][name], floor["per_session"][name])
+                cells.append(f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]{'*' if d['clear'] else ''}")
+            lines.append(f"| {r.get('name') or r['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -204,7 +204,8 @@ def _stage_configs(cfg: QualityConfig, seed: int, root: Path, sft_checkpoint: Pa
     common = dict(data=cfg.data, index=cfg.index, device=cfg.device, progress=False)
     configs: dict[str, Any] = {"sft": make_config(SFTConfig, "sft", out=root / "sft", seed=seed, **common, **cfg.sft),
                                "eval": make_config(EvalConfig, "eval", model=[sft_checkpoint], index=cfg.index,
-                                                   data=cfg.data, device=cfg.device, **cfg.eval)}
+                                                   data=cfg.data, device=cfg.device,
+                                                   **{"baselines": False, **cfg.eval})}
     for variant in cfg.variants:
         if VARIANTS[variant] is not None:
             configs[variant] = make_config(PrefConfig, f"{variant}", out=root / slug(variant), init=sft_checkpoint,

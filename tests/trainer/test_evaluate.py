@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 
 from trainer.evaluate import (
@@ -147,6 +148,61 @@ def test_popular_baseline_against_a_naive_count(tiny_ckpt, tiny_index, tiny_data
     assert res["truth_sessions"] > 0  # synthetic data: scored against the truth too
 
 
+def test_index_only_baseline_against_brute_force(tiny_ckpt, tiny_index, tiny_dataset):
+    """Every session's ranking rebuilt here: MiniLM query embedding (or recency-weighted history SID vectors)
+    against every SID's centroid sum, by float64 distance."""
+    from sid_index.embed import embed_texts
+    from sid_index.index import load_centroids
+    from sid_index.retrieve import HISTORY_WEIGHTS, sid_table
+    from trainer.evaluate import evaluate_index_only
+
+    codes, vectors = sid_table(tiny_index)
+    centroids = load_centroids(tiny_index)
+    width, n = 16, 12
+    res = evaluate_index_only(tiny_ckpt.prompts, tiny_index, tiny_dataset, width=width, max_sessions=n)
+    recalls, rrs, used = [], [], 0
+    for row in tiny_dataset.split("test").to_pylist():
+        pos = {tiny_index.sid_of(p["sku_id"]) for p in row["positives"]} - {None}
+        if not pos:
+            continue
+        if (row["query"] or "").strip():
+            vec = embed_texts([row["query"].strip()], progress=False)[0][0].astype(np.float64)
+        else:
+            hist = [tiny_index.sid_of(s) for s in row["history"]][-3:][::-1]
+            parts = [w * sum(centroids[lv][h[lv]] for lv in range(3)) for w, h in zip(HISTORY_WEIGHTS, hist)]
+            vec = sum(parts) / sum(HISTORY_WEIGHTS[: len(hist)])
+        dist = ((vectors.astype(np.float64) - vec) ** 2).sum(1)
+        ranking = [tuple(codes[i].tolist()) for i in np.argsort(dist)[:width]]
+        recalls.append(len(pos & set(ranking)) / len(pos))
+        rrs.append(next((1 / r for r, c in enumerate(ranking, 1) if c in pos), 0.0))
+        used += 1
+        if used == n:
+            break
+    assert res["sessions"] == n and res["model"] == "index only (quantised text embedding)"
+    assert res["sid"]["recall@8"] >= 0 and res["sid"]["mrr"] == pytest.approx(np.mean(rrs), abs=1e-9)
+    assert res["per_session"]["sid recall@128"] == pytest.approx(recalls)
+    assert res["sid"]["mrr"] > 0  # the index alone finds something
+
+
+def test_bootstrap_interval_and_paired_difference():
+    from trainer.evaluate import bootstrap_ci, paired_difference
+
+    assert bootstrap_ci(np.full(50, 0.3)) == pytest.approx((0.3, 0.3))
+    assert bootstrap_ci(np.array([])) == (0.0, 0.0)
+    x = np.random.default_rng(1).random(4000)
+    lo, hi = bootstrap_ci(x)
+    half = 1.96 * x.std() / np.sqrt(len(x))  # the normal approximation agrees for a large sample
+    assert lo == pytest.approx(x.mean() - half, abs=half * 0.15) and hi == pytest.approx(x.mean() + half, abs=half * 0.15)
+    same = paired_difference(x, x)
+    assert same == {"mean": 0.0, "lo": 0.0, "hi": 0.0, "clear": False}
+    better = paired_difference(x + 0.01, x)
+    assert better["mean"] == pytest.approx(0.01) and better["clear"]
+    noisy = paired_difference(x, x[::-1])  # same values, shuffled pairing: no clear difference
+    assert not noisy["clear"] and noisy["lo"] < 0 < noisy["hi"]
+    with pytest.raises(ValueError, match="same sessions"):
+        paired_difference(x, x[:10])
+
+
 # ----------------------------------------------------------------------------- radgr eval
 
 
@@ -175,17 +231,28 @@ def test_cli_two_models(tiny_ckpt, tiny_index, tiny_dataset, tmp_path, monkeypat
     )
     assert code == 0, stderr
     results = json.loads(out.read_text())
-    assert [m["name"] for m in results["models"]] == [str(a), str(tmp_path / "run")]
+    names = [m["name"] for m in results["models"]]
+    assert names == [str(a), str(tmp_path / "run"), "most popular (train)", "index only (quantised text embedding)"]
+    ids = results["models"][0]["per_session"]["session_ids"]
+    assert all(m["per_session"]["session_ids"] == ids for m in results["models"])  # the same sessions, same order
     assert results["models"][1]["model"] == str(tmp_path / "run" / "model")
     for m in results["models"]:
         assert m["sessions"] == 6 and m["width"] == 16 and m["constrained"]["invalid_rate"] == 0
-        assert m["unconstrained"]["invalid_rate"] > 0
+        lo, hi = m["ci95"]["sid recall@128"]
+        assert lo <= m["sid"]["recall@128"] <= hi
+    assert all(m["unconstrained"]["invalid_rate"] > 0 for m in results["models"][:2])
     # the same weights give the same metrics
     assert results["models"][0]["sid"] == results["models"][1]["sid"]
     table = md.read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ")]
-    assert len(rows) == 3 and "SID R@8" in rows[0] and str(a) in rows[1]
+    assert len(rows) == 5 + 3 and "SID R@8" in rows[0] and str(a) in rows[1] and "index only" in rows[4]
+    assert "Paired difference to index only" in table and rows[6].startswith(f"| {a} | ")
     assert table in stdout
+    code, stdout, stderr = run_cli(
+        monkeypatch, capsys, "eval", "--model", a, "--index", tiny_index.root, "--data", tiny_dataset.root,
+        "--beam-width", 4, "--max-sessions", 2, "--no-baselines", "--no-unconstrained",
+    )
+    assert code == 0 and "most popular" not in stdout and "index only" not in stdout
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,105 @@
+"""Retrieval with the index alone: the floor a trained model has to clear.
+
+The SIDs are residual k-means codes of the catalog's text embeddings, so the index already
+retrieves without any training: embed the request with the same text model, give each SID
+the sum of its codes' centroids (the index's reconstruction of its items' embeddings), and
+rank every SID by L2 distance to the request vector (exact search with faiss).
+
+The request vector is the query's embedding when the request has a query; otherwise a
+recency-weighted mean of the SID vectors of the last history items (weights 1, 1/2, 1/4,
+newest first); a request with neither gets no ranking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sid_index.embed import default_model_path, model_fingerprint
+from sid_index.errors import RadgrError
+from sid_index.index import SidIndex, load_centroids
+
+HISTORY_WEIGHTS = (1.0, 0.5, 0.25)  # newest history item first
+
+
+def sid_table(index: SidIndex) -> tuple[np.ndarray, np.ndarray]:
+    """Every SID of the index [S, L] and its vector [S, D]: the sum of its codes' RQ-KMeans centroids."""
+    centroids = load_centroids(index)
+    if len(centroids) != index.levels:
+        raise RadgrError(f"index {index.root} has no RQ-KMeans centroids (built from given codes): "
+                         "index-only retrieval needs an index built from embeddings")
+    codes = index.trie.sids()
+    vectors = np.zeros((len(codes), centroids[0].shape[1]), dtype=np.float32)
+    for level, c in enumerate(centroids):
+        vectors += np.asarray(c, dtype=np.float32)[codes[:, level]]
+    return codes, vectors
+
+
+def code_vectors(centroids: Sequence[np.ndarray], codes: np.ndarray) -> np.ndarray:
+    """Vectors [N, D] of SIDs given as codes [N, L]."""
+    codes = np.asarray(codes, dtype=np.int64).reshape(-1, len(centroids))
+    out = np.zeros((len(codes), centroids[0].shape[1]), dtype=np.float32)
+    for level, c in enumerate(centroids):
+        out += np.asarray(c, dtype=np.float32)[codes[:, level]]
+    return out
+
+
+def history_vector(centroids: Sequence[np.ndarray], history: Sequence[Sequence[int]]) -> np.ndarray | None:
+    """Recency-weighted mean of the SID vectors of the last history items (oldest first in `history`)."""
+    recent = list(history)[-len(HISTORY_WEIGHTS):][::-1]  # newest first
+    if not recent:
+        return None
+    w = np.asarray(HISTORY_WEIGHTS[: len(recent)], dtype=np.float32)
+    return (w[:, None] * code_vectors(centroids, np.asarray(recent))).sum(0) / w.sum()
+
+
+def embedding_model_of(index: SidIndex, override: str | Path | None = None) -> Path:
+    """The local text model the index was embedded with (the same model must embed requests).
+
+    The manifest names the model folder and its fingerprint; the folder may live elsewhere on
+    another machine, so the default model is accepted when its fingerprint matches.
+    """
+    info = index.manifest.get("embedding") or {}
+    want = info.get("model_fingerprint")
+    candidates = [Path(override)] if override else [Path(info["model"])] if info.get("model") else []
+    if not override:
+        try:
+            candidates.append(default_model_path())
+        except RadgrError:
+            pass
+    for path in candidates:
+        if (path / "config.json").exists() or (path / "modules.json").exists():
+            if want is None or model_fingerprint(path) == want:
+                return path
+    raise RadgrError(f"index {index.root} was embedded with {info.get('model', 'an unknown model')} "
+                     f"(fingerprint {want}), which is not on this machine; pass its folder as --embedding-model")
+
+
+class IndexRetriever:
+    """Exact nearest SIDs of request vectors, by L2 distance to the SID vectors."""
+
+    def __init__(self, index: SidIndex):
+        import faiss
+
+        self.index = index
+        self.centroids = [np.asarray(c, dtype=np.float32) for c in load_centroids(index)]
+        self.codes, self.vectors = sid_table(index)
+        self._search = faiss.IndexFlatL2(self.vectors.shape[1])
+        self._search.add(self.vectors)
+
+    def request_vector(self, query_vector: np.ndarray | None, history: Sequence[Sequence[int]] = ()
+                       ) -> np.ndarray | None:
+        """The query's embedding when given, else the history's recency-weighted SID vector."""
+        if query_vector is not None:
+            return np.asarray(query_vector, dtype=np.float32)
+        return history_vector(self.centroids, history)
+
+    def search(self, vectors: np.ndarray, width: int) -> list[list[tuple[int, ...]]]:
+        """The `width` nearest SIDs of each vector [B, D], nearest first."""
+        vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32).reshape(-1, self.vectors.shape[1]))
+        if not len(vectors):
+            return []
+        _, idx = self._search.search(vectors, min(width, len(self.codes)))
+        return [[tuple(self.codes[i].tolist()) for i in row if i >= 0] for row in idx]
