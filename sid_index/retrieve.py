@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sid_index.embed import default_model_path, model_fingerprint
+from sid_index.embed import resolve_model
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids
 
@@ -56,25 +56,12 @@ def history_vector(centroids: Sequence[np.ndarray], history: Sequence[Sequence[i
 
 
 def embedding_model_of(index: SidIndex, override: str | Path | None = None) -> Path:
-    """The local text model the index was embedded with (the same model must embed requests).
-
-    The manifest names the model folder and its fingerprint; the folder may live elsewhere on
-    another machine, so the default model is accepted when its fingerprint matches.
-    """
+    """The local text model the index was embedded with (the same model must embed requests)."""
     info = index.manifest.get("embedding") or {}
-    want = info.get("model_fingerprint")
-    candidates = [Path(override)] if override else [Path(info["model"])] if info.get("model") else []
-    if not override:
-        try:
-            candidates.append(default_model_path())
-        except RadgrError:
-            pass
-    for path in candidates:
-        if (path / "config.json").exists() or (path / "modules.json").exists():
-            if want is None or model_fingerprint(path) == want:
-                return path
-    raise RadgrError(f"index {index.root} was embedded with {info.get('model', 'an unknown model')} "
-                     f"(fingerprint {want}), which is not on this machine; pass its folder as --embedding-model")
+    try:
+        return resolve_model(info.get("model"), info.get("model_fingerprint"), override)
+    except RadgrError as exc:
+        raise RadgrError(f"index {index.root}: {exc}") from None
 
 
 class IndexRetriever:

@@ -100,6 +100,9 @@ def sft(
     lr: Annotated[float, typer.Option(help="Peak learning rate (scratch 1e-3; pretrained ~1e-5).")] = 1e-3,
     warmup_ratio: WarmupOpt = 0.05, max_positives: MaxPosOpt = 8,
     index_ratio: Annotated[float, typer.Option(help="DSI indexing examples (item text -> SID) per session.")] = 0.0,
+    text_inputs: Annotated[bool, typer.Option(
+        "--text-inputs/--no-text-inputs",
+        help="Feed the index's text embeddings to the decoder (query vector, SID centroids).")] = False,
     hidden_size: Annotated[int, typer.Option(help="Scratch model: hidden size.")] = 256,
     layers: Annotated[int, typer.Option(help="Scratch model: layers.")] = 4,
     tokenizer_vocab: Annotated[int, typer.Option(help="Scratch model: BPE vocabulary size.")] = 4096,

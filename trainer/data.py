@@ -10,7 +10,8 @@ SIDs topped up with random catalog SIDs to a fixed N, drawn from a generator see
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -55,9 +56,20 @@ class Examples:
     neg_codes: list[np.ndarray]  # [E_s, L] exposed-but-unclicked, distinct, none equal to a positive
     pos_skus: list[list[str]]  # the positive SKUs themselves (item-level evaluation)
     skipped: int  # sessions without any positive
+    texts: list[str] = field(default_factory=list)  # what fills the prompt's text-vector slot ('' none)
+    text_vectors: np.ndarray | None = None  # [n, D] their embeddings (`embed_prompt_texts`), zero rows for ''
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    def extend(self, other: Examples) -> None:
+        """Append `other`'s rows (an SFT epoch mixes indexing examples into the sessions)."""
+        for name in ("session_ids", "prompts", "pos_codes", "pos_grades", "neg_codes", "pos_skus", "texts"):
+            getattr(self, name).extend(getattr(other, name))
+        if self.text_vectors is not None or other.text_vectors is not None:
+            if self.text_vectors is None or other.text_vectors is None:
+                raise ValueError("both example sets need text vectors, or neither")
+            self.text_vectors = np.concatenate([self.text_vectors, other.text_vectors])
 
 
 def build_examples(dataset: Dataset, index: SidIndex, prompts: PromptBuilder, split: str) -> Examples:
@@ -91,6 +103,34 @@ def build_examples(dataset: Dataset, index: SidIndex, prompts: PromptBuilder, sp
         ex.pos_grades.append(np.array([g for _, g in order], dtype=np.float32))
         ex.neg_codes.append(np.array(neg, dtype=np.int64).reshape(-1, index.levels))
         ex.pos_skus.append(skus)
+        ex.texts.append((query or "").strip())
+    return ex
+
+
+def embed_prompt_texts(ex: Examples, text_model: dict | None, override: str | Path | None = None,
+                       catalog: pa.Table | None = None) -> Examples:
+    """Fill `ex.text_vectors` with the text model's embeddings of `ex.texts` (nothing when `text_model`
+    is None: a checkpoint without text inputs). Item texts are embedded as the whole catalog, in one
+    call, so that the index build's embedding cache answers them."""
+    from sid_index.embed import embed_texts, resolve_model
+
+    if text_model is None:
+        return ex
+    model = resolve_model(text_model.get("embedding_model"), text_model.get("embedding_fingerprint"), override)
+    vectors = np.zeros((len(ex), int(text_model["text_dim"])), dtype=np.float32)
+    known: dict[str, np.ndarray] = {}
+    if catalog is not None:
+        texts = item_texts(catalog)
+        emb, _ = embed_texts(texts, model, progress=False)
+        known.update(zip(texts, emb, strict=True))
+    rest = sorted({t for t in ex.texts if t and t not in known})
+    if rest:
+        emb, _ = embed_texts(rest, model, progress=False)
+        known.update(zip(rest, emb, strict=True))
+    for i, text in enumerate(ex.texts):
+        if text:
+            vectors[i] = known[text]
+    ex.text_vectors = vectors
     return ex
 
 
@@ -110,6 +150,7 @@ def indexing_examples(dataset: Dataset, index: SidIndex, prompts: PromptBuilder)
         ex.pos_grades.append(np.ones(1, dtype=np.float32))
         ex.neg_codes.append(np.zeros((0, index.levels), dtype=np.int64))
         ex.pos_skus.append([sku])
+        ex.texts.append(text)
     return ex
 
 

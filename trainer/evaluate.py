@@ -254,7 +254,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of one checkpoint (`trainer.model.Checkpoint`) on one split; see the module docstring."""
     from server.beam_search import beam_search
-    from trainer.data import build_examples
+    from trainer.data import build_examples, embed_prompt_texts
 
     start = time.perf_counter()
     dev = torch.device(device)
@@ -262,19 +262,26 @@ def evaluate(
     if len(ex) == 0:
         raise RadgrError(f"{dataset.root}: split '{split}' has no session with a positive in index {index.root}")
     n = len(ex) if max_sessions is None else min(len(ex), max_sessions)
-    model = ckpt.model.to(dev).eval()
+    if ckpt.text_model is not None:
+        ex.texts[n:] = [""] * (len(ex) - n)  # only the evaluated sessions need embedding
+    embed_prompt_texts(ex, ckpt.text_model)
+    model = ckpt.decoder.to(dev).eval()
     constraint = index.constraint(str(dev))
     vocab, eos, pad = ckpt.vocab, ckpt.eos_id, ckpt.pad_id
     # Batches of similar prompt length waste less on padding; results are per session.
     order = sorted(range(n), key=lambda i: len(ex.prompts[i]))
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
+    def vectors(batch: list[int]) -> torch.Tensor | None:
+        return None if ex.text_vectors is None else torch.from_numpy(ex.text_vectors[batch])
+
     scores = RankingScores(index, truth_targets(dataset.split(split), index), width)
     trie_beams = trie_invalid = 0
     ranked: dict[int, list[tuple[int, ...]]] = {}
     t0 = time.perf_counter()
     for batch in batches:
-        res = beam_search(model, [ex.prompts[i] for i in batch], vocab, eos, width, constraint, pad_id=pad)
+        res = beam_search(model, [ex.prompts[i] for i in batch], vocab, eos, width, constraint, pad_id=pad,
+                          text_vectors=vectors(batch))
         live = torch.isfinite(res.scores)  # res.valid: live and a SID of the index (checked, not assumed)
         trie_beams += int(live.sum())
         trie_invalid += int((live & ~res.valid).sum())
@@ -292,7 +299,7 @@ def evaluate(
         t0 = time.perf_counter()
         for batch in batches:
             res = beam_search(model, [ex.prompts[i] for i in batch], vocab, eos, width, constraint, pad_id=pad,
-                              constrained=False)  # free decode; `valid` still checks index membership
+                              constrained=False, text_vectors=vectors(batch))  # free decode; `valid` checks the index
             live = torch.isfinite(res.scores)
             bad = live & ~res.valid
             beams += int(live.sum())

@@ -32,7 +32,14 @@ from sid_index.embed import item_texts
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids, load_index
 from trainer.config import RunConfig, SFTConfig
-from trainer.data import Examples, build_examples, indexing_examples, sample_negatives, session_rng
+from trainer.data import (
+    Examples,
+    build_examples,
+    embed_prompt_texts,
+    indexing_examples,
+    sample_negatives,
+    session_rng,
+)
 from trainer.losses import common_prefix, dpo_loss, orpo_loss, rad_dpo_loss, sft_loss, simpo_loss
 from trainer.model import Checkpoint, load_checkpoint, load_state, new_model, save_checkpoint
 from trainer.packing import Packed, candidate_logps, pack
@@ -51,10 +58,12 @@ class Batch:
     pos_mask: torch.Tensor  # [S, P]
     neg_idx: torch.Tensor  # [S, N] (N = 0 for SFT)
     neg_lcp: torch.Tensor  # [S, N] common prefix of each negative with y_w*, in SID tokens
+    text_vectors: torch.Tensor | None = None  # [S, D] what fills each prompt's text-vector slot
 
     def to(self, device) -> Batch:
+        vectors = None if self.text_vectors is None else self.text_vectors.to(device)
         return Batch(self.packed.to(device), self.pos_idx.to(device), self.pos_mask.to(device),
-                     self.neg_idx.to(device), self.neg_lcp.to(device))
+                     self.neg_idx.to(device), self.neg_lcp.to(device), vectors)
 
 
 def make_batch(
@@ -86,7 +95,8 @@ def make_batch(
     sid_targets = packed.targets[:, :-1]
     top = sid_targets[torch.from_numpy(pos_idx[:, 0])]  # y_w* of each session
     neg_lcp = common_prefix(sid_targets[neg_idx], top[:, None, :]) if num_neg else neg_idx
-    return Batch(packed, torch.from_numpy(pos_idx), torch.from_numpy(pos_mask), neg_idx, neg_lcp)
+    vectors = None if ex.text_vectors is None else torch.from_numpy(ex.text_vectors[items])
+    return Batch(packed, torch.from_numpy(pos_idx), torch.from_numpy(pos_mask), neg_idx, neg_lcp, vectors)
 
 
 class Stream:
@@ -205,7 +215,8 @@ def _start(cfg: RunConfig, index: SidIndex, dataset) -> tuple[Checkpoint, dict[s
     if isinstance(cfg, SFTConfig):
         train = dataset.split(cfg.split)
         texts = item_texts(dataset.catalog) + [q for q in train["query"].to_pylist() if q]
-        ckpt = new_model(index, texts, base=cfg.base, scratch=cfg.scratch, prompt=cfg.prompt, seed=cfg.seed)
+        ckpt = new_model(index, texts, base=cfg.base, scratch=cfg.scratch, prompt=cfg.prompt, seed=cfg.seed,
+                         text_inputs=cfg.text_inputs)
         ckpt.model.float()
         return ckpt, None
     return load_checkpoint(cfg.init, dtype=torch.float32), None
@@ -226,18 +237,18 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
     ex = build_examples(dataset, index, ckpt.prompts, cfg.split)
     if not len(ex):
         raise RadgrError(f"{cfg.data}: no '{cfg.split}' session has a positive in the index; nothing to train on")
+    embed_prompt_texts(ex, ckpt.text_model)
     n_sessions = len(ex)
     if stage == "sft" and cfg.index_ratio > 0:
-        items = indexing_examples(dataset, index, ckpt.prompts)
-        for name in ("session_ids", "prompts", "pos_codes", "pos_grades", "neg_codes", "pos_skus"):
-            getattr(ex, name).extend(getattr(items, name))
+        ex.extend(embed_prompt_texts(indexing_examples(dataset, index, ckpt.prompts), ckpt.text_model,
+                                     catalog=dataset.catalog))
     stream = Stream(n_sessions, len(ex) - n_sessions, getattr(cfg, "index_ratio", 0.0), cfg.seed,
                     cfg.batch_size, acc.num_processes, acc.process_index)
     total = cfg.steps or stream.steps_for(cfg.epochs)
     num_neg = cfg.num_negatives if stage == "pref" else 0
     all_sids = index.trie.sids().astype(np.int64) if num_neg else None
 
-    model = ckpt.model
+    model = ckpt.decoder
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
@@ -255,7 +266,7 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
             sid_vectors = SidVectors(centroids, ckpt.vocab.offsets).to(acc.device)
     ref = None
     if stage == "pref" and cfg.method == "dpo":
-        ref = load_checkpoint(cfg.init, dtype=torch.float32).model.to(acc.device).eval().requires_grad_(False)
+        ref = load_checkpoint(cfg.init, dtype=torch.float32).decoder.to(acc.device).eval().requires_grad_(False)
     start = 0
     if state is not None:
         if state["optimizer"] is not None:
@@ -334,7 +345,7 @@ def _loss(cfg, stage, model, ref, batch: Batch, tracker, acc, sid_vectors: SidVe
           ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The stage's loss on one packed batch (RDRW similarities from `sid_vectors` when given, else EOS states)."""
     need_hidden = tracker is not None and sid_vectors is None
-    tok, hidden = candidate_logps(model, batch.packed, hidden=need_hidden)
+    tok, hidden = candidate_logps(model, batch.packed, hidden=need_hidden, text_vectors=batch.text_vectors)
     pos_tok = tok[batch.pos_idx]
     if stage == "sft":
         return sft_loss(pos_tok, batch.pos_mask)
@@ -354,7 +365,7 @@ def _loss(cfg, stage, model, ref, batch: Batch, tracker, acc, sid_vectors: SidVe
         return loss, {**stats, **extra}
     if cfg.method == "dpo":
         with torch.no_grad():
-            ref_tok, _ = candidate_logps(ref, batch.packed)
+            ref_tok, _ = candidate_logps(ref, batch.packed, text_vectors=batch.text_vectors)
         return dpo_loss(pos_tok, batch.pos_mask, neg_tok, ref_tok[batch.pos_idx], ref_tok[batch.neg_idx], cfg.beta)
     if cfg.method == "simpo":
         return simpo_loss(pos_tok, batch.pos_mask, neg_tok, beta=cfg.beta, gamma=cfg.gamma)

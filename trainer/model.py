@@ -22,6 +22,7 @@ from sid_index.errors import RadgrError
 from sid_index.index import SidIndex
 from sid_index.tokens import SidVocab, add_sid_tokens
 from trainer.prompt import PromptBuilder, PromptConfig
+from trainer.text_inputs import TEXT_INPUTS_FILE, TEXT_VECTOR_TOKEN, TextInputLM, TextInputs
 
 META_FILE = "radgr.json"
 STATE_FILE = "trainer_state.pt"
@@ -55,6 +56,17 @@ class Checkpoint:
     tokenizer: Any
     vocab: SidVocab
     meta: dict[str, Any]
+    text_inputs: TextInputs | None = None  # text-embedding inputs (trainer/text_inputs.py), when trained with them
+
+    @property
+    def decoder(self):
+        """What to call for logits: the LM itself, or the LM behind its text-embedding inputs."""
+        return self.model if self.text_inputs is None else TextInputLM(self.model, self.text_inputs)
+
+    @property
+    def text_model(self) -> dict[str, Any] | None:
+        """The text model whose embeddings fill the prompts' text-vector slot (None: no slot)."""
+        return self.meta.get("text_inputs")
 
     @property
     def eos_id(self) -> int:
@@ -67,7 +79,8 @@ class Checkpoint:
     @property
     def prompts(self) -> PromptBuilder:
         config = PromptConfig(**self.meta["prompt"])
-        return PromptBuilder(self.tokenizer, self.vocab, self.eos_id, config, pad_id=self.pad_id)
+        slot = self.tokenizer.convert_tokens_to_ids(TEXT_VECTOR_TOKEN) if self.text_model else None
+        return PromptBuilder(self.tokenizer, self.vocab, self.eos_id, config, pad_id=self.pad_id, vector_id=slot)
 
     def check_index(self, index: SidIndex) -> None:
         """Refuse an index other than the one this checkpoint was trained for."""
@@ -126,8 +139,10 @@ def new_model(
     scratch: ScratchModelConfig | None = None,
     prompt: PromptConfig | None = None,
     seed: int = 0,
+    text_inputs: bool = False,
 ) -> Checkpoint:
-    """The starting point of SFT: a local HF checkpoint (`base`) or a scratch Qwen3, with the index's SID tokens."""
+    """The starting point of SFT: a local HF checkpoint (`base`) or a scratch Qwen3, with the index's SID tokens
+    (and, with `text_inputs`, the text-vector slot token and fresh projections of the index's text space)."""
     if base is not None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -141,11 +156,30 @@ def new_model(
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         vocab = add_sid_tokens(tokenizer, index.codebook_sizes, model)
+        if text_inputs:
+            tokenizer.add_special_tokens({"additional_special_tokens": [TEXT_VECTOR_TOKEN]})
+            model.resize_token_embeddings(len(tokenizer))
     else:
         scratch = scratch or ScratchModelConfig()
         tokenizer = train_tokenizer(texts, scratch.tokenizer_vocab)
         vocab = add_sid_tokens(tokenizer, index.codebook_sizes)
+        if text_inputs:
+            tokenizer.add_special_tokens({"additional_special_tokens": [TEXT_VECTOR_TOKEN]})
         model = scratch_model(tokenizer, scratch, seed)
+    module, text_meta = None, None
+    if text_inputs:
+        from sid_index.index import load_centroids
+        from sid_index.retrieve import embedding_model_of
+
+        centroids = load_centroids(index)
+        if len(centroids) != index.levels:
+            raise RadgrError(f"--text-inputs: index {index.root} has no RQ-KMeans centroids (built from given codes)")
+        module = TextInputs.for_index(centroids, vocab.offsets, model.config.hidden_size,
+                                      tokenizer.convert_tokens_to_ids(TEXT_VECTOR_TOKEN), seed)
+        emb = index.manifest.get("embedding") or {}
+        embedding_model_of(index)  # the index's text model must be here: it embeds every prompt's text
+        text_meta = {"embedding_model": emb.get("model"), "embedding_fingerprint": emb.get("model_fingerprint"),
+                     "text_dim": module.text_dim, "file": TEXT_INPUTS_FILE}
     meta = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -157,8 +191,9 @@ def new_model(
         "prompt": (prompt or PromptConfig()).model_dump(),
         "base": str(base) if base is not None else "scratch",
         "stages": [],
+        **({"text_inputs": text_meta} if text_meta else {}),
     }
-    return Checkpoint(path=None, model=model, tokenizer=tokenizer, vocab=vocab, meta=meta)
+    return Checkpoint(path=None, model=model, tokenizer=tokenizer, vocab=vocab, meta=meta, text_inputs=module)
 
 
 def save_checkpoint(
@@ -166,12 +201,24 @@ def save_checkpoint(
 ) -> Path:
     """Write the checkpoint folder atomically (a kill never leaves a damaged one); `state` -> trainer_state.pt.
 
-    `model` / `state_dict`: the unwrapped model and its full weights when training under DDP/FSDP.
+    `model` / `state_dict`: the unwrapped model (the LM, or the `TextInputLM` around it) and its full
+    weights when training under DDP/FSDP.
     """
     out = Path(out)
     model = model if model is not None else ckpt.model
+    text_inputs = ckpt.text_inputs
+    if isinstance(model, TextInputLM):
+        model, text_inputs = model.lm, model.text_inputs
+        if state_dict is not None:
+            if text_inputs is not None:
+                text_inputs = TextInputs.load_from(text_inputs, {k.removeprefix("text_inputs."): v
+                                                                for k, v in state_dict.items()
+                                                                if k.startswith("text_inputs.")})
+            state_dict = {k.removeprefix("lm."): v for k, v in state_dict.items() if k.startswith("lm.")}
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+        if text_inputs is not None:
+            text_inputs.save(tmp)
         ckpt.tokenizer.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(ckpt.meta, indent=2) + "\n")
         if state is not None:
@@ -211,7 +258,15 @@ def load_checkpoint(
     vocab = SidVocab.from_tokenizer(tokenizer, meta["codebook_sizes"])
     if list(vocab.offsets) != meta["sid_offsets"]:
         raise RadgrError(f"{path}: tokenizer SID token ids {vocab.offsets} differ from {META_FILE}")
-    return Checkpoint(path=path, model=model, tokenizer=tokenizer, vocab=vocab, meta=meta)
+    text_inputs = None
+    if meta.get("text_inputs"):
+        try:
+            text_inputs = TextInputs.load(path).to(device)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise RadgrError(f"{path}: damaged text-input weights ({str(exc).splitlines()[0]})") from None
+        if text_inputs.vector_token_id != tokenizer.convert_tokens_to_ids(TEXT_VECTOR_TOKEN):
+            raise RadgrError(f"{path}: {TEXT_INPUTS_FILE} names another text-vector token than the tokenizer")
+    return Checkpoint(path=path, model=model, tokenizer=tokenizer, vocab=vocab, meta=meta, text_inputs=text_inputs)
 
 
 def load_state(path: str | Path) -> dict[str, Any] | None:

@@ -105,11 +105,13 @@ def pack(
     )
 
 
-def candidate_logps(model, packed: Packed, hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def candidate_logps(model, packed: Packed, hidden: bool = False, text_vectors: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs [C, L+1] of every packed candidate (SID tokens, then EOS), and their EOS hidden states.
 
     One forward pass for the whole batch. `hidden=True` also returns the final hidden state at
-    the position that generates EOS, [C, D].
+    the position that generates EOS, [C, D]. `text_vectors` [B, D_text]: each row's text-vector slot
+    (a `TextInputLM` model only).
     """
     dtype = next(model.parameters()).dtype
     first = packed.prompt_end - 1
@@ -121,6 +123,7 @@ def candidate_logps(model, packed: Packed, hidden: bool = False) -> tuple[torch.
         logits_to_keep=keep,
         output_hidden_states=hidden,
         use_cache=False,
+        **({} if text_vectors is None else {"text_vectors": text_vectors}),
     )
     logits = out.logits  # [B, keep, V]: column j here is column first + j of the row
     levels = packed.levels

@@ -6,7 +6,9 @@ in the history cannot be split or merged by the tokenizer's pre-tokenizer:
     "query: " <query text, at most max_query_tokens> " history:" <SIDs of the last H items>
     " user: " "k=v; k=v" " items:"
 
-and the target is the SID tokens of one item followed by EOS. Parts that are absent (empty
+and the target is the SID tokens of one item followed by EOS. A checkpoint trained with
+text-embedding inputs (trainer/text_inputs.py) has one more token, a slot right after the
+"query: " (or "item: ") label that its projected text embedding fills. Parts that are absent (empty
 query, no history, no user features) are left out with their label. An indexing example
 (DSI-style, item text -> its SID) uses "item: " <title> " items:" instead.
 
@@ -43,13 +45,16 @@ class PromptBuilder:
     """Token ids of prompts and targets for one tokenizer and SID vocabulary."""
 
     def __init__(
-        self, tokenizer, vocab: SidVocab, eos_id: int, config: PromptConfig | None = None, pad_id: int | None = None
+        self, tokenizer, vocab: SidVocab, eos_id: int, config: PromptConfig | None = None, pad_id: int | None = None,
+        vector_id: int | None = None,
     ):
         self.tokenizer = tokenizer
         self.pad_id = int(tokenizer.pad_token_id if pad_id is None else pad_id)
         self.vocab = vocab
         self.eos_id = int(eos_id)
         self.config = config or PromptConfig()
+        self.vector_id = vector_id  # the text-vector slot token, or None (no slot)
+        self._slot = [] if vector_id is None else [int(vector_id)]
         self._label = {k: self._encode(k) for k in ("query: ", " history:", " user: ", " items:", "item: ")}
 
     def _encode(self, text: str) -> list[int]:
@@ -65,7 +70,7 @@ class PromptBuilder:
         cfg = self.config
         ids: list[int] = []
         if query and query.strip():
-            ids += self._label["query: "] + self._encode(query.strip())[: cfg.max_query_tokens]
+            ids += self._label["query: "] + self._slot + self._encode(query.strip())[: cfg.max_query_tokens]
         recent = list(history)[-cfg.max_history :] if cfg.max_history else []
         if recent:
             ids += self._label[" history:"] + [int(t) for t in self.vocab.codes_to_ids(recent).reshape(-1)]
@@ -80,7 +85,7 @@ class PromptBuilder:
     def item(self, title: str) -> list[int]:
         """Prompt ids of an indexing example: the item's text, whose target is the item's SID."""
         text = self._encode(title.strip())[: self.config.max_query_tokens]
-        return self._aligned(self._label["item: "] + text + self._label[" items:"])
+        return self._aligned(self._label["item: "] + self._slot + text + self._label[" items:"])
 
     def target(self, codes: Sequence[int]) -> list[int]:
         """SID tokens of one item followed by EOS: what the model learns to generate."""

@@ -61,7 +61,7 @@ def test_embedding_model_is_the_indexs_own(tiny_index, tmp_path):
     moved["embedding"]["model"] = str(tmp_path / "elsewhere")  # built on another machine: the default still fits
     assert embedding_model_of(type(tiny_index)(**{**tiny_index.__dict__, "manifest": moved})) == default_model_path()
     other = {**moved, "embedding": {**moved["embedding"], "model_fingerprint": "0" * 16}}
-    with pytest.raises(RadgrError, match="not on this machine"):
+    with pytest.raises(RadgrError, match="is not on this machine"):
         embedding_model_of(type(tiny_index)(**{**tiny_index.__dict__, "manifest": other}))
 
 
