@@ -23,11 +23,13 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from starlette.concurrency import run_in_threadpool
 
 from server.engine import BatchingEngine, DeadlineExceeded, QueueFull
 from server.metrics import ServerMetrics
 from server.retriever import Retriever, UnknownSkus, model_version
 from server.settings import ServerSettings
+from sid_index.errors import RadgrError
 
 log = logging.getLogger("radgr.server")
 
@@ -99,7 +101,7 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
 
     index = load_index(settings.index)
     ckpt = load_checkpoint(settings.model, with_model=False)
-    native = resolve_engine(settings.engine, ckpt.prompts.config.align) == "native"
+    native = resolve_engine(settings.engine, ckpt.prompts.config.align, ckpt.text_model is not None) == "native"
     if native:
         ckpt = load_checkpoint(settings.model, device="cpu", dtype=settings.dtype)
     retriever = Retriever(ckpt, index)  # checks the pair before any engine starts
@@ -117,10 +119,16 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
     return Loaded(engine, retriever, model_version(ckpt), index.index_id)
 
 
-def resolve_engine(name: str, prompt_align: int) -> str:
+def resolve_engine(name: str, prompt_align: int, text_inputs: bool = False) -> str:
     """"auto": vLLM where it is installed and the checkpoint's prompts fill whole KV blocks
     (`--prompt-align 32`), else native: on unaligned prompts every vLLM beam recomputes the
-    prompt's last partial block, which made it 1.8-8x slower than the native engine (README)."""
+    prompt's last partial block, which made it 1.8-8x slower than the native engine (README).
+    Checkpoints with text inputs are served by the native engine only (vLLM: not yet)."""
+    if text_inputs:
+        if name == "vllm":
+            raise RadgrError("this checkpoint has text inputs (trained with --text-inputs), which the vLLM "
+                             "engine does not serve yet; use --engine native")
+        return "native"
     if name != "auto":
         return name
     import importlib.util
@@ -160,7 +168,8 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
             loaded = loader(settings, metrics)
             if settings.warmup:
                 prompt = loaded.retriever.prompts.request("warm up")
-                loaded.engine.submit(prompt, settings.beam_width, 600).result()
+                vector = loaded.retriever.vector("warm up")
+                loaded.engine.submit(prompt, settings.beam_width, 600, vector).result()
             metrics.info.info({
                 "model": loaded.model_version, "index": loaded.index_id, "engine": loaded.engine.name,
             })
@@ -234,9 +243,16 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
         except UnknownSkus as exc:
             return error(422, {"msg": str(exc), "unknown_skus": exc.skus})
         width = body.beam_width or settings.beam_width
+        embed_s = None
+        if loaded.retriever.encoder is not None and body.query:
+            t0 = time.perf_counter()
+            vector = await run_in_threadpool(loaded.retriever.vector, body.query)  # off the event loop
+            embed_s = time.perf_counter() - t0
+        else:
+            vector = None
         metrics.in_flight.inc()
         try:
-            hits = await loaded.engine.search(prompt, width, settings.request_timeout_s)
+            hits = await loaded.engine.search(prompt, width, settings.request_timeout_s, vector)
         except QueueFull as exc:
             return error(503, f"overloaded: {exc}", retry)
         except (TimeoutError, DeadlineExceeded):
@@ -253,7 +269,8 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
             model=loaded.model_version,
             index=loaded.index_id,
             engine=loaded.engine.name,
-            timing_ms={"total": round(total * 1e3, 3)},
+            timing_ms={"total": round(total * 1e3, 3),
+                       **({} if embed_s is None else {"text_embedding": round(embed_s * 1e3, 3)})},
         )
 
     @app.get("/healthz")

@@ -51,6 +51,7 @@ class Job:
     prompt: list[int]
     width: int
     deadline: float  # time.monotonic() after which the job is dropped unstarted
+    vector: np.ndarray | None = None  # the prompt's text vector (checkpoints with text inputs)
     future: Future = field(default_factory=Future)
 
 
@@ -70,8 +71,10 @@ class BatchingEngine:
         self._thread: threading.Thread | None = None
 
     # -- to implement -------------------------------------------------------------------------
-    def decode(self, prompts: list[list[int]], widths: list[int]) -> tuple[list[Hits], BatchStats]:
-        """Decode a batch synchronously (called from the worker thread only)."""
+    def decode(self, prompts: list[list[int]], widths: list[int], vectors: list[np.ndarray | None] | None = None
+               ) -> tuple[list[Hits], BatchStats]:
+        """Decode a batch synchronously (called from the worker thread only); `vectors`: the prompts'
+        text vectors (None where a prompt has no text-vector slot)."""
         raise NotImplementedError
 
     def shutdown_backend(self) -> None:
@@ -92,9 +95,9 @@ class BatchingEngine:
     def in_flight(self) -> int:
         return len(self._pending) + self._running
 
-    def submit(self, prompt: list[int], width: int, timeout_s: float) -> Future:
+    def submit(self, prompt: list[int], width: int, timeout_s: float, vector: np.ndarray | None = None) -> Future:
         """Queue one prompt; the future resolves to its `Hits`. Raises `QueueFull` past `max_pending`."""
-        job = Job(prompt=list(prompt), width=int(width), deadline=time.monotonic() + timeout_s)
+        job = Job(prompt=list(prompt), width=int(width), deadline=time.monotonic() + timeout_s, vector=vector)
         with self._cond:
             if self._stop:
                 raise RuntimeError("engine is shut down")
@@ -104,18 +107,19 @@ class BatchingEngine:
             self._cond.notify()
         return job.future
 
-    async def search(self, prompt: list[int], width: int, timeout_s: float) -> Hits:
+    async def search(self, prompt: list[int], width: int, timeout_s: float, vector: np.ndarray | None = None) -> Hits:
         """Async form of `submit`: raises `asyncio.TimeoutError` past the deadline (and cancels the job)."""
-        fut = self.submit(prompt, width, timeout_s)
+        fut = self.submit(prompt, width, timeout_s, vector)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s)
         except (TimeoutError, asyncio.CancelledError):
             fut.cancel()  # a job not yet started is skipped by the worker
             raise
 
-    def search_many(self, prompts: list[list[int]], width: int) -> list[Hits]:
+    def search_many(self, prompts: list[list[int]], width: int, vectors: list[np.ndarray | None] | None = None
+                    ) -> list[Hits]:
         """Synchronous batch decode (benchmarks, offline use); bypasses the queue."""
-        hits, _ = self.decode(prompts, [width] * len(prompts))
+        hits, _ = self.decode(prompts, [width] * len(prompts), vectors)
         return hits
 
     def close(self, drain: bool = True) -> None:
@@ -158,7 +162,7 @@ class BatchingEngine:
             if not jobs:
                 continue
             try:
-                hits, stats = self.decode([j.prompt for j in jobs], [j.width for j in jobs])
+                hits, stats = self.decode([j.prompt for j in jobs], [j.width for j in jobs], [j.vector for j in jobs])
             except Exception as exc:  # noqa: BLE001 - reported to every caller of the batch
                 for job in jobs:
                     job.future.set_exception(exc)

@@ -26,17 +26,22 @@ class NativeEngine(BatchingEngine):
     def __init__(self, ckpt: Checkpoint, index: SidIndex, device: str = "cpu", score_eos: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.ckpt = ckpt
-        self.model = ckpt.model.to(device).eval()
+        self.model = ckpt.decoder.to(device).eval()
         self.constraint = index.constraint(device)
         self.score_eos = score_eos
 
     @torch.inference_mode()
-    def decode(self, prompts: list[list[int]], widths: list[int]) -> tuple[list[Hits], BatchStats]:
+    def decode(self, prompts: list[list[int]], widths: list[int], vectors: list[np.ndarray | None] | None = None
+               ) -> tuple[list[Hits], BatchStats]:
         start = time.perf_counter()
         ck = self.ckpt
+        text = None
+        if ck.text_inputs is not None:  # rows without a slot ignore their (zero) vector
+            zero = np.zeros(ck.text_inputs.text_dim, dtype=np.float32)
+            text = torch.from_numpy(np.stack([zero if v is None else v for v in vectors or [None] * len(prompts)]))
         res = beam_search(
             self.model, prompts, ck.vocab, ck.eos_id, max(widths), self.constraint,
-            include_eos=self.score_eos, pad_id=ck.pad_id, widths=widths,
+            include_eos=self.score_eos, pad_id=ck.pad_id, widths=widths, text_vectors=text,
         )
         codes, scores, valid = res.codes.cpu().numpy(), res.scores.float().cpu().numpy(), res.valid.cpu().numpy()
         live = np.isfinite(scores)

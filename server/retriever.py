@@ -75,10 +75,23 @@ def model_version(ckpt: Checkpoint) -> str:
 class Retriever:
     """Builds prompts from requests and turns decoded SIDs into ranked SKUs."""
 
-    def __init__(self, ckpt: Checkpoint, index: SidIndex):
+    def __init__(self, ckpt: Checkpoint, index: SidIndex, text_cache: int = 4096):
         check_compatible(ckpt, index)
         self.index = index
         self.prompts: PromptBuilder = ckpt.prompts
+        self.encoder = None  # the index's text model, for checkpoints with text inputs
+        if ckpt.text_model is not None:
+            from sid_index.embed import CachedEncoder, resolve_model
+
+            text = ckpt.text_model
+            self.encoder = CachedEncoder(resolve_model(text.get("embedding_model"), text.get("embedding_fingerprint")),
+                                         text_cache)
+
+    def vector(self, query: str | None) -> np.ndarray | None:
+        """The text vector of a request's query (None without a query, or for a checkpoint without text inputs)."""
+        if self.encoder is None or not (query and query.strip()):
+            return None
+        return self.encoder(query.strip())
 
     def prompt(
         self, query: str | None, history: Sequence[str] = (), user: Mapping[str, str] | None = None

@@ -119,3 +119,30 @@ def load_model(model_path: Path, device: str | None = None):
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(model_path), device=device, local_files_only=True)
+
+
+class CachedEncoder:
+    """One text -> its L2-normalised embedding, for serving: the model loaded once, answers kept in a
+    bounded LRU cache (popular queries repeat), safe to call from several threads."""
+
+    def __init__(self, model_path: Path, cache_size: int = 4096, device: str | None = None):
+        import threading
+        from collections import OrderedDict
+
+        self.model = load_model(model_path, device)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> np.ndarray:
+        with self._lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                return hit
+        vec = self.model.encode([text], normalize_embeddings=True, convert_to_numpy=True)[0].astype(np.float32)
+        with self._lock:
+            self._cache[text] = vec
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return vec

@@ -84,8 +84,9 @@ class TextInputs(nn.Module):
     def save(self, folder: Path) -> None:
         from safetensors.torch import save_file
 
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(folder / TEXT_INPUTS_FILE),
-                  metadata={"vector_token_id": str(self.vector_token_id), "sid_lo": str(self.sid_lo)})
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        meta = {"vector_token_id": str(self.vector_token_id), "sid_lo": str(self.sid_lo)}
+        save_file(tensors, str(folder / TEXT_INPUTS_FILE), metadata=meta)
 
     @classmethod
     def load_from(cls, like: TextInputs, tensors: dict[str, torch.Tensor]) -> TextInputs:

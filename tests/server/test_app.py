@@ -248,3 +248,52 @@ def test_auto_engine_is_vllm_only_for_block_aligned_prompts():
     assert resolve_engine("auto", 1) == "native"
     assert resolve_engine("auto", 32) == ("vllm" if has_vllm else "native")
     assert resolve_engine("auto", 64) == ("vllm" if has_vllm else "native")
+
+
+@pytest.fixture(scope="module")
+def text_served_path(tiny_dataset, tiny_index, tmp_path_factory):
+    """An untrained text-input checkpoint with wide weights, so the query vector visibly moves the ranking."""
+    import torch
+
+    from sid_index.embed import item_texts
+    from trainer.model import new_model, save_checkpoint
+
+    from ..conftest import SERVE_MODEL
+
+    ckpt = new_model(tiny_index, item_texts(tiny_dataset.catalog), scratch=SERVE_MODEL, text_inputs=True)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in [*ckpt.model.parameters(), *ckpt.text_inputs.parameters()]:
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=gen) * (3.0 if p.shape[-1] == 384 else 0.15))
+    return save_checkpoint(ckpt, tmp_path_factory.mktemp("text-served") / "model")
+
+
+def test_text_input_checkpoint_is_served_with_the_query_embedding(text_served_path, tiny_index):
+    """The API's ranking equals beam search fed the query's MiniLM embedding computed here by other code."""
+    import torch
+
+    from server.beam_search import beam_search
+    from sid_index.embed import embed_texts
+    from trainer.model import load_checkpoint
+
+    ckpt = load_checkpoint(text_served_path)
+    query = "red cotton shirt"
+    vec = torch.from_numpy(embed_texts([query], progress=False)[0])
+    want = beam_search(ckpt.decoder.eval(), [ckpt.prompts.request(query)], ckpt.vocab, ckpt.eos_id, 16,
+                       tiny_index.constraint("cpu"), include_eos=False, pad_id=ckpt.pad_id, text_vectors=vec)
+    other = beam_search(ckpt.decoder.eval(), [ckpt.prompts.request(query)], ckpt.vocab, ckpt.eos_id, 16,
+                        tiny_index.constraint("cpu"), include_eos=False, pad_id=ckpt.pad_id,
+                        text_vectors=torch.zeros_like(vec))
+    assert want.sids(0) != other.sids(0)  # the vector decides something here
+    app = create_app(settings_for(text_served_path, tiny_index, beam_width=16, engine="auto"))
+    with TestClient(app) as c:
+        wait_ready(c)
+        body = c.post("/v1/retrieve", json={"query": query, "top_k": 500}).json()
+        assert body["engine"] == "native" and "text_embedding" in body["timing_ms"]
+        sids = list(dict.fromkeys(i["sid"] for i in body["items"]))
+        assert sids == [format_sid(s) for s in want.sids(0)]
+        again = c.post("/v1/retrieve", json={"query": query, "top_k": 500}).json()  # answered from the cache
+        assert [i["sku"] for i in again["items"]] == [i["sku"] for i in body["items"]]
+    with pytest.raises(RadgrError, match="vLLM engine does not serve"):
+        load(settings_for(text_served_path, tiny_index, engine="vllm"), None)

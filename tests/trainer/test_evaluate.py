@@ -169,7 +169,8 @@ def test_index_only_baseline_against_brute_force(tiny_ckpt, tiny_index, tiny_dat
             vec = embed_texts([row["query"].strip()], progress=False)[0][0].astype(np.float64)
         else:
             hist = [tiny_index.sid_of(s) for s in row["history"]][-3:][::-1]
-            parts = [w * sum(centroids[lv][h[lv]] for lv in range(3)) for w, h in zip(HISTORY_WEIGHTS, hist)]
+            weights = HISTORY_WEIGHTS[: len(hist)]
+            parts = [w * sum(centroids[lv][h[lv]] for lv in range(3)) for w, h in zip(weights, hist, strict=True)]
             vec = sum(parts) / sum(HISTORY_WEIGHTS[: len(hist)])
         dist = ((vectors.astype(np.float64) - vec) ** 2).sum(1)
         ranking = [tuple(codes[i].tolist()) for i in np.argsort(dist)[:width]]
@@ -192,7 +193,8 @@ def test_bootstrap_interval_and_paired_difference():
     x = np.random.default_rng(1).random(4000)
     lo, hi = bootstrap_ci(x)
     half = 1.96 * x.std() / np.sqrt(len(x))  # the normal approximation agrees for a large sample
-    assert lo == pytest.approx(x.mean() - half, abs=half * 0.15) and hi == pytest.approx(x.mean() + half, abs=half * 0.15)
+    assert lo == pytest.approx(x.mean() - half, abs=half * 0.15)
+    assert hi == pytest.approx(x.mean() + half, abs=half * 0.15)
     same = paired_difference(x, x)
     assert same == {"mean": 0.0, "lo": 0.0, "hi": 0.0, "clear": False}
     better = paired_difference(x + 0.01, x)
