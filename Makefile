@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
+.PHONY: floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
 
 setup: $(STAMP)
 
@@ -152,6 +152,33 @@ bench-rdrw-training: $(STAMP)
 	$(BIN)/radgr eval --model $(RDRW)/sft $(foreach s,0 1 2,$(foreach v,eos sid none,--model $(RDRW)/exp/s$(s)-$(v))) \
 	  --index $(RDRW)/index --data $(RDRW)/data --max-sessions 300 --batch-size 4 \
 	  --out $(RDRW)/exp/eval.json --markdown bench/results/rdrw_training_cpu.md
+
+# What the model adds over its own index (issue 23): SFT with and without text inputs (the query's text
+# embedding as a prompt vector, SID centroids on SID tokens), evaluated with the most-popular and index-only
+# rows on the same sessions; ± = 95% bootstrap interval, then each model's paired difference to the floor.
+# Results: bench/results/floor_<name>.md. Demo ~35 min, Home Depot ~45 min, Amazon ~60 min on 2 CPUs.
+FLOOR = runs/floor
+FLOOR_SFT_demo      ?= --epochs 3 --index-ratio 0.5 --batch-size 32 --lr 3e-3
+FLOOR_SFT_homedepot ?= --steps 1200 --batch-size 16 --lr 2e-3 --index-ratio 0.5
+FLOOR_SFT_amazon    ?= --steps 1200 --batch-size 16 --lr 2e-3
+FLOOR_EVAL_demo      ?=
+FLOOR_EVAL_homedepot ?=
+FLOOR_EVAL_amazon    ?= --max-sessions 2000
+FLOOR_DATA_demo = $(DEMO)
+floor-demo floor-homedepot floor-amazon: floor-%: $(STAMP)
+	test -f $(or $(FLOOR_DATA_$*),runs/$*)/index/manifest.json || $(MAKE) $(if $(FLOOR_DATA_$*),demo-data,real-data)
+	for v in text-inputs no-text-inputs; do \
+	  test -f $(FLOOR)/$*/$$v/model/radgr.json || $(BIN)/radgr train sft --data $(or $(FLOOR_DATA_$*),runs/$*)/data \
+	    --index $(or $(FLOOR_DATA_$*),runs/$*)/index --out $(FLOOR)/$*/$$v $(FLOOR_SFT_$*) --$$v --no-progress || exit 1; \
+	done
+	$(BIN)/radgr eval --model $(FLOOR)/$*/text-inputs --model $(FLOOR)/$*/no-text-inputs \
+	  --index $(or $(FLOOR_DATA_$*),runs/$*)/index --data $(or $(FLOOR_DATA_$*),runs/$*)/data --no-unconstrained \
+	  --batch-size 8 $(FLOOR_EVAL_$*) --out $(FLOOR)/$*/eval.json --markdown bench/results/floor_$*.md
+
+# make demo's data and index alone
+demo-data: $(STAMP)
+	$(BIN)/radgr data synth --out $(DEMO)/data --items 2000 --sessions 5000 --seed 0 --overwrite
+	$(BIN)/radgr index build --data $(DEMO)/data --out $(DEMO)/index --codebooks 32,32,32
 
 # Datasets and indexes of the real public data (README: "Real data").
 real-data: $(STAMP)

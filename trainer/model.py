@@ -272,4 +272,9 @@ def load_checkpoint(
 def load_state(path: str | Path) -> dict[str, Any] | None:
     """The training state saved beside a checkpoint, or None."""
     f = resolve_checkpoint(path) / STATE_FILE
-    return torch.load(f, map_location="cpu", weights_only=False) if f.is_file() else None
+    if not f.is_file():
+        return None
+    try:  # tensors and plain containers only: a crafted pickle in the folder cannot run code
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling errors have many types; each is one line here
+        raise RadgrError(f"{f}: damaged or untrusted training state ({str(exc).splitlines()[0][:200]})") from None

@@ -60,6 +60,14 @@ class PromptBuilder:
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def _encode_text(self, text: str) -> list[int]:
+        """Ids of user text (query, user features, item titles): never a SID, slot or other added token,
+        whatever the text holds ("<a_6><b_1>" typed into a query is text, not a SID). Special tokens are
+        split by the tokenizer; the SID tokens (not special) cannot match once every "<" is followed by a
+        zero-width space."""
+        return list(self.tokenizer(text.replace("<", "<\u200b"), add_special_tokens=False,
+                                   split_special_tokens=True)["input_ids"])
+
     def request(
         self,
         query: str | None,
@@ -70,13 +78,13 @@ class PromptBuilder:
         cfg = self.config
         ids: list[int] = []
         if query and query.strip():
-            ids += self._label["query: "] + self._slot + self._encode(query.strip())[: cfg.max_query_tokens]
+            ids += self._label["query: "] + self._slot + self._encode_text(query.strip())[: cfg.max_query_tokens]
         recent = list(history)[-cfg.max_history :] if cfg.max_history else []
         if recent:
             ids += self._label[" history:"] + [int(t) for t in self.vocab.codes_to_ids(recent).reshape(-1)]
         if user and cfg.max_user_tokens:
             text = "; ".join(f"{k}={v}" for k, v in sorted(user.items()))
-            ids += self._label[" user: "] + self._encode(text)[: cfg.max_user_tokens]
+            ids += self._label[" user: "] + self._encode_text(text)[: cfg.max_user_tokens]
         return self._aligned(ids + self._label[" items:"])
 
     def _aligned(self, ids: list[int]) -> list[int]:
@@ -84,7 +92,7 @@ class PromptBuilder:
 
     def item(self, title: str) -> list[int]:
         """Prompt ids of an indexing example: the item's text, whose target is the item's SID."""
-        text = self._encode(title.strip())[: self.config.max_query_tokens]
+        text = self._encode_text(title.strip())[: self.config.max_query_tokens]
         return self._aligned(self._label["item: "] + self._slot + text + self._label[" items:"])
 
     def target(self, codes: Sequence[int]) -> list[int]:

@@ -143,7 +143,7 @@ class FixedEngine(SlowEngine):
         super().__init__(delay, **kw)
         self.sid = sid
 
-    def decode(self, prompts, widths):
+    def decode(self, prompts, widths, vectors=None):
         time.sleep(self.delay)
         hits = [Hits(codes=np.array([self.sid]), scores=np.array([-1.0])) for _ in prompts]
         return hits, BatchStats(len(prompts), [len(prompts)], 0, self.delay)

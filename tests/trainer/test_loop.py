@@ -175,3 +175,32 @@ def test_rdrw_sid_signal_needs_centroids(sft_run, tiny_dataset, tiny_index, tmp_
     with pytest.raises(RadgrError, match="no RQ-KMeans centroids"):
         train(PrefConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "p", init=sft_run, steps=1,
                          device="cpu", progress=False, rdrw_signal="sid"))
+
+
+class _RunsCode:
+    """Unpickling this would create a file (what a crafted trainer_state.pt could do with a shell command)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_resume_state_is_never_unpickled_as_code(sft_run, tmp_path):
+    import shutil
+
+    from trainer.model import STATE_FILE
+
+    ck = tmp_path / "model"
+    shutil.copytree(sft_run, ck)
+    marker = tmp_path / "pwned"
+    torch.save({"step": 1, "payload": _RunsCode(marker)}, ck / STATE_FILE)
+    with pytest.raises(RadgrError, match="damaged or untrusted training state"):
+        load_state(ck)
+    assert not marker.exists()
+    (ck / STATE_FILE).write_bytes((sft_run / STATE_FILE).read_bytes()[:200])  # truncated
+    with pytest.raises(RadgrError, match="damaged or untrusted training state"):
+        load_state(ck)
