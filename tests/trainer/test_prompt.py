@@ -31,10 +31,10 @@ def test_alignment_round_trips_through_the_checkpoint(tiny_ckpt, tmp_path):
 
 def test_user_text_never_becomes_a_sid_slot_or_special_token(tiny_ckpt, tiny_index):
     """Typed into a query, user features or a title, SID / EOS / pad / slot token strings stay text."""
+    import copy
+
     from sid_index.tokens import format_sid
     from trainer.text_inputs import TEXT_VECTOR_TOKEN
-
-    import copy
 
     ck = tiny_ckpt
     tok = copy.deepcopy(ck.tokenizer)  # the fixture is shared
