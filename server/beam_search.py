@@ -12,6 +12,12 @@ host inside the loop (the CPU constraint's ragged gather aside).
 Scores are log pi(SID | prompt) under the model's full-vocabulary softmax (masking never
 renormalises), plus log pi(EOS | prompt, SID) when `include_eos`: exactly what
 `score_sids` computes teacher-forced, which the tests use as the brute-force reference.
+
+With an `IndexPrior` (the index's own retrieval, `sid_index.retrieve`, fused into the search)
+each SID's score also gets `weight * (|q|^2 - |q - v_SID|^2)`: q the request's text vector,
+v_SID the sum of its codes' centroids. It is added level by level, `weight * (2 r.c - |c|^2)`
+for code centroid c and the beam's residual r (q minus its prefix's centroids); the increments
+telescope to the whole term, so the search ranks model and index evidence together.
 """
 
 from __future__ import annotations
@@ -24,6 +30,26 @@ from sid_index.constraint import SidConstraint
 from sid_index.tokens import SidVocab
 
 NEG_INF = float("-inf")
+
+
+@dataclass
+class IndexPrior:
+    """The index's retrieval score as a decoding prior (see the module docstring)."""
+
+    centroids: list[torch.Tensor]  # per level [K_l, D], on the model's device
+    vectors: torch.Tensor  # [B, D] request vectors (zero rows: no prior for that request)
+    weight: float
+
+    @staticmethod
+    def of(centroids, vectors, weight: float, device) -> IndexPrior:
+        return IndexPrior([torch.as_tensor(c, dtype=torch.float32, device=device) for c in centroids],
+                          torch.as_tensor(vectors, dtype=torch.float32, device=device), float(weight))
+
+    def score(self, codes: torch.Tensor) -> torch.Tensor:
+        """weight * (|q|^2 - |q - v|^2) of SIDs `codes` [B, S, L] (the reference the search must equal)."""
+        v = sum(c[codes[..., level]] for level, c in enumerate(self.centroids))
+        q = self.vectors[:, None, :]
+        return self.weight * ((q * q).sum(-1) - ((q - v) ** 2).sum(-1))
 
 
 @dataclass
@@ -94,6 +120,7 @@ def beam_search(
     constrained: bool = True,
     widths: list[int] | None = None,
     text_vectors: torch.Tensor | None = None,
+    prior: IndexPrior | None = None,
 ) -> BeamResult:
     """The best `width` SIDs of each prompt, best first.
 
@@ -108,6 +135,7 @@ def beam_search(
     batch: a prompt's slots past its width are kept empty at every step, which is exactly a
     search of that width (the server batches requests of different widths this way).
     `text_vectors` [B, D] fill the prompts' text-vector slots (a `TextInputLM` model).
+    `prior` adds the index's retrieval score to every SID's (constrained search only).
     The model is used as it is (call `model.eval()` first).
     """
     device = model_device(model)
@@ -138,11 +166,18 @@ def beam_search(
     scores = torch.zeros(batch, 1, dtype=work, device=device)
     tokens = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)
     nodes = constraint.root(batch)[:, None] if use_trie else None  # [B, beams] trie node of each beam
+    if prior is not None and not use_trie:
+        raise ValueError("an index prior needs the constrained search")
+    residual = None if prior is None else prior.vectors.to(work)[:, None, :]  # [B, beams, D]
     for t in range(levels):
         if use_trie:
             lo, hi = vocab.token_range(t)
             lse = torch.logsumexp(logits.to(work), -1, keepdim=True)
             logp = logits[:, lo:hi].to(work) - lse
+            if prior is not None:  # weight * (|r|^2 - |r - c|^2) = weight * (2 r.c - |c|^2) per (beam, code)
+                cent = prior.centroids[t].to(work)
+                gain = 2 * residual @ cent.T - (cent * cent).sum(-1)
+                logp = logp + prior.weight * gain.reshape(batch * beams, -1)
             logp = logp.masked_fill(~constraint.mask_nodes(t, nodes.reshape(-1)), NEG_INF)
         else:
             lo = 0
@@ -162,6 +197,9 @@ def beam_search(
         parent = idx // n_cand  # [B, W]
         choice = idx % n_cand if cand is None else cand.view(batch, beams * n_cand).gather(1, idx)
         tokens = torch.cat([tokens.gather(1, parent[:, :, None].expand(-1, -1, t)), (choice + lo)[:, :, None]], 2)
+        if residual is not None:
+            residual = residual.gather(1, parent[:, :, None].expand(-1, -1, residual.shape[-1])) \
+                - prior.centroids[t].to(work)[choice]
         if use_trie and t + 1 < levels:
             nodes = constraint.advance(nodes.gather(1, parent).reshape(-1), t, choice.reshape(-1)).view(batch, width)
         scores = top

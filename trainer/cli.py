@@ -33,6 +33,9 @@ def eval_command(
     embedding_model: Annotated[
         Path | None, typer.Option(help="The index's text model folder, when it is not where the index says.")
     ] = None,
+    index_prior: Annotated[list[float] | None, typer.Option(
+        help="Fuse the index's retrieval score into the search with this weight (repeat: one row per weight; "
+             "0 = the model alone).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write every model's metrics as JSON here.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the results table (markdown) here.")] = None,
 ) -> None:
@@ -43,7 +46,8 @@ def eval_command(
     cfg = make_config(
         EvalConfig, "eval", model=model, index=index, data=data, split=split, beam_width=beam_width,
         batch_size=batch_size, max_sessions=max_sessions, device=device, unconstrained=not no_unconstrained,
-        baselines=not no_baselines, embedding_model=embedding_model, out=out, markdown=markdown,
+        baselines=not no_baselines, embedding_model=embedding_model, index_prior=index_prior or [0.0],
+        out=out, markdown=markdown,
     )
     results = evaluate_models(cfg, log=lambda msg: typer.echo(msg, err=True))
     table = markdown_table(results)

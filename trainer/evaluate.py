@@ -194,6 +194,28 @@ def evaluate_popular(
 INDEX_ONLY = "index only (quantised text embedding)"
 
 
+def request_vectors(ex, n: int, dataset: Dataset, split: str, retriever, embedding_model: Path | None = None
+                    ) -> list[np.ndarray | None]:
+    """The index-only request vector of the first `n` sessions of `ex` (`IndexRetriever.request_vector`):
+    the query's embedding by the index's text model, else the history's SID vectors, else None."""
+    from sid_index.embed import embed_texts
+    from sid_index.retrieve import embedding_model_of
+    from trainer.data import history_codes
+
+    table = dataset.split(split)
+    requests = {s: (q, h) for s, q, h in zip(table["session_id"].to_pylist(), table["query"].to_pylist(),
+                                              table["history"].to_pylist(), strict=True)}
+    queries = [(requests[ex.session_ids[i]][0] or "").strip() for i in range(n)]
+    with_query = [i for i in range(n) if queries[i]]
+    qvec = {}
+    if with_query:
+        model = embedding_model_of(retriever.index, embedding_model)
+        emb, _ = embed_texts([queries[i] for i in with_query], model, progress=False)
+        qvec = dict(zip(with_query, emb, strict=True))
+    history = [history_codes(retriever.index, requests[ex.session_ids[i]][1] or [])[0] for i in range(n)]
+    return [retriever.request_vector(qvec.get(i), history[i]) for i in range(n)]
+
+
 def evaluate_index_only(
     prompts, index: SidIndex, dataset: Dataset, split: str = "test", width: int = 128,
     max_sessions: int | None = None, embedding_model: Path | None = None,
@@ -204,26 +226,15 @@ def evaluate_index_only(
     matched against every SID's centroid sum; the `width` nearest SIDs are its ranking. `prompts`
     only picks the same sessions as `evaluate` does.
     """
-    from sid_index.embed import embed_texts
-    from sid_index.retrieve import IndexRetriever, embedding_model_of
-    from trainer.data import build_examples, history_codes
+    from sid_index.retrieve import IndexRetriever
+    from trainer.data import build_examples
 
     start = time.perf_counter()
     ex = build_examples(dataset, index, prompts, split)
     n = len(ex) if max_sessions is None else min(len(ex), max_sessions)
     table = dataset.split(split)
-    requests = {s: (q, h) for s, q, h in zip(table["session_id"].to_pylist(), table["query"].to_pylist(),
-                                              table["history"].to_pylist(), strict=True)}
-    queries = [(requests[ex.session_ids[i]][0] or "").strip() for i in range(n)]
     retriever = IndexRetriever(index)
-    with_query = [i for i in range(n) if queries[i]]
-    qvec = {}
-    if with_query:
-        model = embedding_model_of(index, embedding_model)
-        emb, _ = embed_texts([queries[i] for i in with_query], model, progress=False)
-        qvec = dict(zip(with_query, emb, strict=True))
-    vectors = [retriever.request_vector(qvec.get(i), history_codes(index, requests[ex.session_ids[i]][1] or [])[0])
-               for i in range(n)]
+    vectors = request_vectors(ex, n, dataset, split, retriever, embedding_model)
     found = [i for i in range(n) if vectors[i] is not None]
     hits = dict(zip(found, retriever.search(np.stack([vectors[i] for i in found]), width), strict=True)) if found \
         else {}
@@ -251,9 +262,14 @@ def evaluate(
     max_sessions: int | None = None,
     device: str = "cpu",
     unconstrained: bool = True,
+    index_prior: float = 0.0,
+    embedding_model: Path | None = None,
 ) -> dict[str, Any]:
-    """Metrics of one checkpoint (`trainer.model.Checkpoint`) on one split; see the module docstring."""
-    from server.beam_search import beam_search
+    """Metrics of one checkpoint (`trainer.model.Checkpoint`) on one split; see the module docstring.
+
+    `index_prior` > 0 fuses the index's own retrieval score into the search (`server.beam_search.IndexPrior`)
+    with that weight, from the same request vectors as the index-only row."""
+    from server.beam_search import IndexPrior, beam_search
     from trainer.data import build_examples, embed_prompt_texts
 
     start = time.perf_counter()
@@ -275,13 +291,26 @@ def evaluate(
     def vectors(batch: list[int]) -> torch.Tensor | None:
         return None if ex.text_vectors is None else torch.from_numpy(ex.text_vectors[batch])
 
+    prior_vectors = centroids = None
+    if index_prior > 0:
+        from sid_index.retrieve import IndexRetriever
+
+        retriever = IndexRetriever(index)
+        centroids = retriever.centroids
+        zero = np.zeros(retriever.vectors.shape[1], dtype=np.float32)
+        prior_vectors = np.stack([zero if v is None else v
+                                  for v in request_vectors(ex, n, dataset, split, retriever, embedding_model)])
+
+    def prior(batch: list[int]) -> IndexPrior | None:
+        return None if prior_vectors is None else IndexPrior.of(centroids, prior_vectors[batch], index_prior, dev)
+
     scores = RankingScores(index, truth_targets(dataset.split(split), index), width)
     trie_beams = trie_invalid = 0
     ranked: dict[int, list[tuple[int, ...]]] = {}
     t0 = time.perf_counter()
     for batch in batches:
         res = beam_search(model, [ex.prompts[i] for i in batch], vocab, eos, width, constraint, pad_id=pad,
-                          text_vectors=vectors(batch))
+                          text_vectors=vectors(batch), prior=prior(batch))
         live = torch.isfinite(res.scores)  # res.valid: live and a SID of the index (checked, not assumed)
         trie_beams += int(live.sum())
         trie_invalid += int((live & ~res.valid).sum())
@@ -315,6 +344,7 @@ def evaluate(
 
     return {
         "model": str(ckpt.path) if ckpt.path is not None else None,
+        "index_prior": index_prior,
         "split": split,
         "width": width,
         "sessions": n,
@@ -348,9 +378,19 @@ class EvalConfig(BaseModel):
     device: str = "cpu"
     unconstrained: bool = True
     baselines: bool = Field(True, description="add the most-popular and index-only rows (same sessions)")
+    index_prior: list[float] = Field(default_factory=lambda: [0.0],
+                                     description="weights of the index's retrieval score fused into the search; "
+                                     "one row per model and weight (0: the model alone)")
     embedding_model: Path | None = Field(None, description="the index's text model, when not where the index says")
     out: Path | None = None
     markdown: Path | None = None
+
+    @field_validator("index_prior")
+    @classmethod
+    def _weights(cls, v: list[float]) -> list[float]:
+        if not v or any(w < 0 for w in v):
+            raise ValueError("weights must be >= 0")
+        return v
 
     @field_validator("device")
     @classmethod
@@ -382,11 +422,13 @@ def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:
     for given, path in zip(cfg.model, paths, strict=True):
         ckpt = load_checkpoint(path, device=cfg.device)
         ckpt.check_index(index)
-        log(f"evaluating {given} on {cfg.data} ({cfg.split}), beam width {cfg.beam_width}, {cfg.device}")
-        res = evaluate(ckpt, index, dataset, cfg.split, cfg.beam_width, cfg.batch_size, cfg.max_sessions,
-                       cfg.device, cfg.unconstrained)
-        res["name"] = str(given)
-        results.append(res)
+        for weight in cfg.index_prior:
+            log(f"evaluating {given} on {cfg.data} ({cfg.split}), beam width {cfg.beam_width}, {cfg.device}"
+                + (f", index prior {weight:g}" if weight else ""))
+            res = evaluate(ckpt, index, dataset, cfg.split, cfg.beam_width, cfg.batch_size, cfg.max_sessions,
+                           cfg.device, cfg.unconstrained and not weight, weight, cfg.embedding_model)
+            res["name"] = str(given) + (f" + index prior {weight:g}" if weight else "")
+            results.append(res)
         prompts = prompts or ckpt.prompts
         del ckpt
     if cfg.baselines:

@@ -173,3 +173,30 @@ def test_score_sids_chunks_and_eos(peaked, trie):
     no_eos = score_sids(peaked, PROMPTS[0], sids, VOCAB, EOS, include_eos=False)
     assert (no_eos > whole).all()
     assert score_sids(peaked, PROMPTS[0], sids[:0], VOCAB, EOS).shape == (0,)
+
+
+@pytest.mark.parametrize("include_eos", [True, False])
+def test_index_prior_exact_against_brute_force(peaked, trie, include_eos):
+    """Model score + weight * (|q|^2 - |q - v_SID|^2), ranked over every SID, equals the fused search."""
+    from server.beam_search import IndexPrior
+
+    rng = np.random.default_rng(4)
+    centroids = [rng.normal(size=(k, 8)) for k in SIZES]
+    vectors = rng.normal(size=(len(PROMPTS), 8))
+    vectors[1] = 0  # no vector: the prior only shifts every SID by -|v|^2 (it still ranks)
+    prior = IndexPrior.of(centroids, vectors, 3.0, "cpu")
+    sids = torch.from_numpy(trie.sids())
+    res = beam_search(peaked, PROMPTS, VOCAB, EOS, width=64, constraint=SidConstraint(trie), include_eos=include_eos,
+                      prior=prior)
+    n = len(sids)
+    for b, prompt in enumerate(PROMPTS):
+        model = score_sids(peaked, prompt, sids, VOCAB, EOS, include_eos=include_eos)
+        fused = model + prior.score(sids[None])[b].double()  # [B, S]: one row per request
+        order = torch.argsort(fused, descending=True)
+        assert torch.equal(res.codes[b, :n], sids[order])
+        torch.testing.assert_close(res.scores[b, :n], fused[order], rtol=1e-6, atol=1e-4)  # float32 centroids
+    plain = beam_search(peaked, PROMPTS, VOCAB, EOS, width=64, constraint=SidConstraint(trie), include_eos=include_eos)
+    assert not torch.equal(plain.codes, res.codes)  # the prior changed the rankings
+    with pytest.raises(ValueError, match="constrained search"):
+        beam_search(peaked, PROMPTS, VOCAB, EOS, width=8, constraint=SidConstraint(trie), constrained=False,
+                    prior=prior)
