@@ -161,15 +161,17 @@ FLOOR = runs/floor
 FLOOR_SFT_demo      ?= --epochs 3 --index-ratio 0.5 --batch-size 32 --lr 3e-3
 FLOOR_SFT_homedepot ?= --steps 1200 --batch-size 16 --lr 2e-3 --index-ratio 0.5
 FLOOR_SFT_amazon    ?= --steps 1200 --batch-size 16 --lr 2e-3
-FLOOR_EVAL_demo      ?=
-FLOOR_EVAL_homedepot ?=
-FLOOR_EVAL_amazon    ?= --max-sessions 2000
+# index-prior weights: 0 (the model alone) and the one chosen on 300 valid sessions (README)
+FLOOR_EVAL_demo      ?= --index-prior 0 --index-prior 10
+FLOOR_EVAL_homedepot ?= --index-prior 0 --index-prior 50
+FLOOR_EVAL_amazon    ?= --max-sessions 2000 --index-prior 0 --index-prior 50
 FLOOR_DATA_demo = $(DEMO)
 floor-demo floor-homedepot floor-amazon: floor-%: $(STAMP)
 	test -f $(or $(FLOOR_DATA_$*),runs/$*)/index/manifest.json || $(MAKE) $(if $(FLOOR_DATA_$*),demo-data,real-data)
 	for v in text-inputs no-text-inputs; do \
-	  test -f $(FLOOR)/$*/$$v/model/radgr.json || $(BIN)/radgr train sft --data $(or $(FLOOR_DATA_$*),runs/$*)/data \
-	    --index $(or $(FLOOR_DATA_$*),runs/$*)/index --out $(FLOOR)/$*/$$v $(FLOOR_SFT_$*) --$$v --no-progress || exit 1; \
+	  resume=; test -f $(FLOOR)/$*/$$v/model/radgr.json && resume=--resume; \
+	  $(BIN)/radgr train sft --data $(or $(FLOOR_DATA_$*),runs/$*)/data --index $(or $(FLOOR_DATA_$*),runs/$*)/index \
+	    --out $(FLOOR)/$*/$$v $(FLOOR_SFT_$*) --$$v --no-progress $$resume || exit 1; \
 	done
 	$(BIN)/radgr eval --model $(FLOOR)/$*/text-inputs --model $(FLOOR)/$*/no-text-inputs \
 	  --index $(or $(FLOOR_DATA_$*),runs/$*)/index --data $(or $(FLOOR_DATA_$*),runs/$*)/data --no-unconstrained \

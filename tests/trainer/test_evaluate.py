@@ -289,3 +289,20 @@ def test_cli_errors_are_one_line(what, message, tiny_ckpt, tiny_index, tiny_data
     assert stderr.startswith("error: ") and len(stderr.strip().splitlines()) == 1, stderr
     assert message in stderr and "Traceback" not in stderr
     assert not (tmp_path / "r.json").exists()
+
+
+def test_index_prior_with_a_huge_weight_is_the_index_only_ranking(tiny_ckpt, tiny_index, tiny_dataset):
+    """Exact search (width >= every prefix) with the model's scores drowned by the prior = the floor's ranking."""
+    from trainer.evaluate import evaluate, evaluate_index_only
+
+    width = max(tiny_index.trie.nodes(level) for level in range(tiny_index.levels - 1))
+    assert width <= 64
+    fused = evaluate(tiny_ckpt, tiny_index, tiny_dataset, width=width, batch_size=4, max_sessions=8,
+                     unconstrained=False, index_prior=1e4)
+    floor = evaluate_index_only(tiny_ckpt.prompts, tiny_index, tiny_dataset, width=width, max_sessions=8)
+    alone = evaluate(tiny_ckpt, tiny_index, tiny_dataset, width=width, batch_size=4, max_sessions=8,
+                     unconstrained=False)
+    assert fused["index_prior"] == 1e4 and fused["per_session"]["session_ids"] == floor["per_session"]["session_ids"]
+    for key in ("sid mrr", "item recall@10", "item mrr"):
+        assert fused["per_session"][key] == pytest.approx(floor["per_session"][key]), key
+    assert alone["per_session"]["sid mrr"] != pytest.approx(floor["per_session"]["sid mrr"])
