@@ -31,10 +31,7 @@ def sid_table(index: SidIndex) -> tuple[np.ndarray, np.ndarray]:
         raise RadgrError(f"index {index.root} has no RQ-KMeans centroids (built from given codes): "
                          "index-only retrieval needs an index built from embeddings")
     codes = index.trie.sids()
-    vectors = np.zeros((len(codes), centroids[0].shape[1]), dtype=np.float32)
-    for level, c in enumerate(centroids):
-        vectors += np.asarray(c, dtype=np.float32)[codes[:, level]]
-    return codes, vectors
+    return codes, code_vectors(centroids, codes)
 
 
 def code_vectors(centroids: Sequence[np.ndarray], codes: np.ndarray) -> np.ndarray:
@@ -53,6 +50,14 @@ def history_vector(centroids: Sequence[np.ndarray], history: Sequence[Sequence[i
         return None
     w = np.asarray(HISTORY_WEIGHTS[: len(recent)], dtype=np.float32)
     return (w[:, None] * code_vectors(centroids, np.asarray(recent))).sum(0) / w.sum()
+
+
+def request_vector(centroids: Sequence[np.ndarray], query_vector: np.ndarray | None,
+                   history: Sequence[Sequence[int]] = ()) -> np.ndarray | None:
+    """The query's embedding when given, else the history's recency-weighted SID vector (else None)."""
+    if query_vector is not None:
+        return np.asarray(query_vector, dtype=np.float32)
+    return history_vector(centroids, history)
 
 
 def embedding_model_of(index: SidIndex, override: str | Path | None = None) -> Path:
@@ -78,10 +83,8 @@ class IndexRetriever:
 
     def request_vector(self, query_vector: np.ndarray | None, history: Sequence[Sequence[int]] = ()
                        ) -> np.ndarray | None:
-        """The query's embedding when given, else the history's recency-weighted SID vector."""
-        if query_vector is not None:
-            return np.asarray(query_vector, dtype=np.float32)
-        return history_vector(self.centroids, history)
+        """`request_vector` with this index's centroids."""
+        return request_vector(self.centroids, query_vector, history)
 
     def search(self, vectors: np.ndarray, width: int) -> list[list[tuple[int, ...]]]:
         """The `width` nearest SIDs of each vector [B, D], nearest first."""

@@ -171,35 +171,47 @@ def popular_sids(dataset: Dataset, index: SidIndex, split: str = "train") -> lis
     return sorted(counts, key=lambda c: (-counts[c], c))
 
 
+def _fixed_rankings(name: str, prompts, index: SidIndex, dataset: Dataset, split: str, width: int,
+                    max_sessions: int | None, rank, timed: bool) -> dict[str, Any]:
+    """Metrics of rankings made without a model, `rank(ex, n)` -> one SID list per session, on the sessions
+    `evaluate` scores (`prompts`, a checkpoint's, only picks them). `timed`: report sessions/s."""
+    from trainer.data import build_examples
+
+    start = time.perf_counter()
+    ex = build_examples(dataset, index, prompts, split)
+    n = len(ex) if max_sessions is None else min(len(ex), max_sessions)
+    rankings = rank(ex, n)
+    scores = RankingScores(index, truth_targets(dataset.split(split), index), width)
+    for i in range(n):
+        scores.add(ex, i, rankings[i])
+    wall = time.perf_counter() - start
+    return {"model": name, "split": split, "width": width, "sessions": n, "skipped": ex.skipped,
+            "not_evaluated": len(ex) - n, **scores.summary(), "constrained": {"invalid_rate": 0.0, "beams": n * width},
+            "unconstrained": {}, "wall_s": wall, "sessions_per_s": n / wall if timed and wall > 0 else None}
+
+
 def evaluate_popular(
     prompts, index: SidIndex, dataset: Dataset, split: str = "test", width: int = 128, max_sessions: int | None = None
 ) -> dict[str, Any]:
     """The metrics of a ranking that ignores the request: the `width` SIDs most often positive in the
     train split, the same for every session. The floor a trained model has to clear. `prompts` (a
     checkpoint's) only picks the same sessions as `evaluate` does."""
-    from trainer.data import build_examples
 
-    start = time.perf_counter()
-    ex = build_examples(dataset, index, prompts, split)
-    n = len(ex) if max_sessions is None else min(len(ex), max_sessions)
-    ranking = popular_sids(dataset, index)[:width]
-    scores = RankingScores(index, truth_targets(dataset.split(split), index), width)
-    for i in range(n):
-        scores.add(ex, i, ranking)
-    return {"model": "most popular (train)", "split": split, "width": width, "sessions": n, "skipped": ex.skipped,
-            "not_evaluated": len(ex) - n, **scores.summary(), "constrained": {"invalid_rate": 0.0, "beams": n * width},
-            "unconstrained": {}, "wall_s": time.perf_counter() - start, "sessions_per_s": None}
+    def rank(ex, n: int) -> list[list[tuple[int, ...]]]:
+        return [popular_sids(dataset, index)[:width]] * n
+
+    return _fixed_rankings("most popular (train)", prompts, index, dataset, split, width, max_sessions, rank, False)
 
 
 INDEX_ONLY = "index only (quantised text embedding)"
 
 
-def request_vectors(ex, n: int, dataset: Dataset, split: str, retriever, embedding_model: Path | None = None
-                    ) -> list[np.ndarray | None]:
-    """The index-only request vector of the first `n` sessions of `ex` (`IndexRetriever.request_vector`):
+def request_vectors(ex, n: int, dataset: Dataset, split: str, index: SidIndex, centroids,
+                    embedding_model: Path | None = None) -> list[np.ndarray | None]:
+    """The index-only request vector of the first `n` sessions of `ex` (`sid_index.retrieve.request_vector`):
     the query's embedding by the index's text model, else the history's SID vectors, else None."""
     from sid_index.embed import embed_texts
-    from sid_index.retrieve import embedding_model_of
+    from sid_index.retrieve import embedding_model_of, request_vector
     from trainer.data import history_codes
 
     table = dataset.split(split)
@@ -209,11 +221,11 @@ def request_vectors(ex, n: int, dataset: Dataset, split: str, retriever, embeddi
     with_query = [i for i in range(n) if queries[i]]
     qvec = {}
     if with_query:
-        model = embedding_model_of(retriever.index, embedding_model)
+        model = embedding_model_of(index, embedding_model)
         emb, _ = embed_texts([queries[i] for i in with_query], model, progress=False)
         qvec = dict(zip(with_query, emb, strict=True))
-    history = [history_codes(retriever.index, requests[ex.session_ids[i]][1] or [])[0] for i in range(n)]
-    return [retriever.request_vector(qvec.get(i), history[i]) for i in range(n)]
+    history = [history_codes(index, requests[ex.session_ids[i]][1] or [])[0] for i in range(n)]
+    return [request_vector(centroids, qvec.get(i), history[i]) for i in range(n)]
 
 
 def evaluate_index_only(
@@ -227,24 +239,16 @@ def evaluate_index_only(
     only picks the same sessions as `evaluate` does.
     """
     from sid_index.retrieve import IndexRetriever
-    from trainer.data import build_examples
 
-    start = time.perf_counter()
-    ex = build_examples(dataset, index, prompts, split)
-    n = len(ex) if max_sessions is None else min(len(ex), max_sessions)
-    table = dataset.split(split)
-    retriever = IndexRetriever(index)
-    vectors = request_vectors(ex, n, dataset, split, retriever, embedding_model)
-    found = [i for i in range(n) if vectors[i] is not None]
-    hits = dict(zip(found, retriever.search(np.stack([vectors[i] for i in found]), width), strict=True)) if found \
-        else {}
-    scores = RankingScores(index, truth_targets(table, index), width)
-    for i in range(n):
-        scores.add(ex, i, hits.get(i, []))
-    wall = time.perf_counter() - start
-    return {"model": INDEX_ONLY, "split": split, "width": width, "sessions": n, "skipped": ex.skipped,
-            "not_evaluated": len(ex) - n, **scores.summary(), "constrained": {"invalid_rate": 0.0, "beams": n * width},
-            "unconstrained": {}, "wall_s": wall, "sessions_per_s": n / wall if wall > 0 else None}
+    def rank(ex, n: int) -> list[list[tuple[int, ...]]]:
+        retriever = IndexRetriever(index)
+        vectors = request_vectors(ex, n, dataset, split, index, retriever.centroids, embedding_model)
+        found = [i for i in range(n) if vectors[i] is not None]
+        hits = retriever.search(np.stack([vectors[i] for i in found]), width) if found else []
+        by_session = dict(zip(found, hits, strict=True))
+        return [by_session.get(i, []) for i in range(n)]
+
+    return _fixed_rankings(INDEX_ONLY, prompts, index, dataset, split, width, max_sessions, rank, True)
 
 
 def _sync(device: torch.device) -> None:
@@ -293,13 +297,14 @@ def evaluate(
 
     prior_vectors = centroids = None
     if index_prior > 0:
-        from sid_index.retrieve import IndexRetriever
+        from sid_index.index import load_centroids
 
-        retriever = IndexRetriever(index)
-        centroids = retriever.centroids
-        zero = np.zeros(retriever.vectors.shape[1], dtype=np.float32)
+        centroids = load_centroids(index)
+        if len(centroids) != index.levels:
+            raise RadgrError(f"--index-prior: index {index.root} has no RQ-KMeans centroids (built from given codes)")
+        zero = np.zeros(centroids[0].shape[1], dtype=np.float32)
         prior_vectors = np.stack([zero if v is None else v
-                                  for v in request_vectors(ex, n, dataset, split, retriever, embedding_model)])
+                                  for v in request_vectors(ex, n, dataset, split, index, centroids, embedding_model)])
 
     def prior(batch: list[int]) -> IndexPrior | None:
         return None if prior_vectors is None else IndexPrior.of(centroids, prior_vectors[batch], index_prior, dev)

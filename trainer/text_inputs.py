@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainer.rdrw import SidVectors
+
 TEXT_VECTOR_TOKEN = "<|text_vector|>"
 TEXT_INPUTS_FILE = "text_inputs.safetensors"
 
@@ -45,13 +47,9 @@ class TextInputs(nn.Module):
     def for_index(cls, centroids: Sequence[np.ndarray], offsets: Sequence[int], hidden: int, vector_token_id: int,
                   seed: int = 0) -> TextInputs:
         """Fresh projections for an index's centroids ([codes, D] per level) at SID token `offsets`."""
-        lo = min(offsets)
-        hi = max(o + len(c) for o, c in zip(offsets, centroids, strict=True))
-        table = torch.zeros(hi - lo, int(centroids[0].shape[1]))
-        for c, o in zip(centroids, offsets, strict=True):
-            table[o - lo : o - lo + len(c)] = torch.as_tensor(np.asarray(c), dtype=torch.float32)
+        table = SidVectors(centroids, offsets)  # the same token-id -> centroid table as RDRW's SID signal
         gen = torch.Generator().manual_seed(seed)
-        module = cls(table.shape[1], hidden, vector_token_id, lo, table)
+        module = cls(table.table.shape[1], hidden, vector_token_id, table.lo, table.table)
         with torch.no_grad():  # small, like the token embeddings (HF initializer_range 0.02)
             for lin in (module.proj, module.sid_proj):
                 lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) * 0.02)
