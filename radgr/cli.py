@@ -11,7 +11,7 @@ from server.cli import query_command, serve_command
 from sid_index.cli import index_app
 from sid_index.data.cli import data_app
 from sid_index.errors import RadgrError
-from trainer.cli import denoise_command, eval_command, quality_command, train_app
+from trainer.cli import denoise_command, eval_command, peers_command, quality_command, train_app
 
 cli = typer.Typer(
     name="radgr",
@@ -27,6 +27,7 @@ cli.command("serve")(serve_command)
 cli.command("query")(query_command)
 bench_app.command("quality")(quality_command)
 bench_app.command("denoise")(denoise_command)
+bench_app.command("peers")(peers_command)
 cli.add_typer(bench_app, name="bench")
 
 

@@ -203,6 +203,49 @@ def _quality_config(preset: str, overrides: list[str] | None = None, **fields):
     return make_config(QualityConfig, "quality", **options, **fields)
 
 
+def peers_command(
+    index: IndexOpt,
+    data: DataOpt,
+    model: Annotated[list[Path] | None, typer.Option(
+        "--model", help="Checkpoint to evaluate on the same sessions; repeat for several.")] = None,
+    index_prior: Annotated[list[float] | None, typer.Option(
+        help="As radgr eval --index-prior: one row per model and weight (0 = the model alone).")] = None,
+    rankings: Annotated[list[Path] | None, typer.Option(
+        "--rankings", help="Rankings made elsewhere (JSON; e.g. bench/sasrec_recbole.py); repeatable.")] = None,
+    split: Annotated[str, typer.Option(help="Split to evaluate: train, valid or test.")] = "test",
+    max_sessions: Annotated[int | None, typer.Option(help="Only the first N sessions (the same for every row).")
+                            ] = None,
+    beam_width: Annotated[int, typer.Option(help="Beams per session (SIDs returned).")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Sessions decoded together.")] = 8,
+    device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
+    embedding_model: Annotated[
+        Path | None, typer.Option(help="The index's text model folder, when it is not where the index says.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write every row's metrics as JSON here.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the table (markdown) here.")] = None,
+) -> None:
+    """Our models against the peers a user would try first (popularity, BM25, dense MiniLM, co-occurrence,
+    history text, SASRec rankings, published rows), on the same sessions: item Recall@K, NDCG@K, intervals."""
+    from sid_index.atomic import atomic_file, write_json
+    from trainer.peers import PeersConfig, compare, peers_table
+
+    cfg = make_config(
+        PeersConfig, "bench peers", index=index, data=data, model=model or [], index_prior=index_prior or [0.0],
+        rankings=rankings or [], split=split, max_sessions=max_sessions, beam_width=beam_width,
+        batch_size=batch_size, device=device, embedding_model=embedding_model, out=out, markdown=markdown,
+    )
+    results = compare(cfg, log=lambda msg: typer.echo(msg, err=True))
+    table = peers_table(results)
+    if cfg.out is not None:
+        write_json(cfg.out, {"index": str(cfg.index), "data": str(cfg.data), "split": cfg.split, "rows": results})
+        typer.echo(f"wrote {cfg.out}", err=True)
+    if cfg.markdown is not None:
+        with atomic_file(cfg.markdown, "w") as fh:
+            fh.write(table)
+        typer.echo(f"wrote {cfg.markdown}", err=True)
+    typer.echo(table, nl=False)
+
+
 def quality_command(
     data: DataOpt, index: IndexOpt,
     out: Annotated[Path, typer.Option(help="experiment folder: seed*/<method>/, quality.json/.md, recall.png")],

@@ -55,6 +55,7 @@ class Examples:
     pos_grades: list[np.ndarray]  # [P_s]
     neg_codes: list[np.ndarray]  # [E_s, L] exposed-but-unclicked, distinct, none equal to a positive
     pos_skus: list[list[str]]  # the positive SKUs themselves (item-level evaluation)
+    pos_sku_grades: list[list[float]]  # their grades (graded NDCG)
     skipped: int  # sessions without any positive
     texts: list[str] = field(default_factory=list)  # what fills the prompt's text-vector slot ('' none)
     text_vectors: np.ndarray | None = None  # [n, D] their embeddings (`embed_prompt_texts`), zero rows for ''
@@ -64,7 +65,8 @@ class Examples:
 
     def extend(self, other: Examples) -> None:
         """Append `other`'s rows (an SFT epoch mixes indexing examples into the sessions)."""
-        for name in ("session_ids", "prompts", "pos_codes", "pos_grades", "neg_codes", "pos_skus", "texts"):
+        for name in ("session_ids", "prompts", "pos_codes", "pos_grades", "neg_codes", "pos_skus", "pos_sku_grades",
+                     "texts"):
             getattr(self, name).extend(getattr(other, name))
         if self.text_vectors is not None or other.text_vectors is not None:
             if self.text_vectors is None or other.text_vectors is None:
@@ -72,21 +74,23 @@ class Examples:
             self.text_vectors = np.concatenate([self.text_vectors, other.text_vectors])
 
 
-def build_examples(dataset: Dataset, index: SidIndex, prompts: PromptBuilder, split: str) -> Examples:
-    """Examples of one split of a dataset, for a given index and prompt template."""
+def build_examples(dataset: Dataset, index: SidIndex, prompts: PromptBuilder | None, split: str) -> Examples:
+    """Examples of one split of a dataset, for a given index and prompt template (None: no prompts, for
+    systems that rank without a model; the sessions are the same)."""
     table = dataset.split(split)
     cols = {c: table[c].to_pylist() for c in ("session_id", "query", "history", "positives", "exposed_negatives")}
     users = table["user"].to_pylist() if "user" in table.column_names else [None] * table.num_rows
-    ex = Examples([], [], [], [], [], [], 0)
+    ex = Examples([], [], [], [], [], [], [], 0)
     for sid_, query, hist, pos, negs, user in zip(*cols.values(), users, strict=True):
         best: dict[tuple[int, ...], float] = {}
-        skus = []
+        skus, sku_grades = [], []
         for p in pos or []:
             codes = index.sid_of(p["sku_id"])
             if codes is None:
                 continue
-            skus.append(p["sku_id"])
             grade = float(p["grade"]) if p["grade"] is not None else 1.0
+            skus.append(p["sku_id"])
+            sku_grades.append(grade)
             best[codes] = max(best.get(codes, grade), grade)
         if not best:
             ex.skipped += 1
@@ -98,11 +102,12 @@ def build_examples(dataset: Dataset, index: SidIndex, prompts: PromptBuilder, sp
             if codes is not None and codes not in best and codes not in neg:
                 neg.append(codes)
         ex.session_ids.append(sid_)
-        ex.prompts.append(request_ids(prompts, index, query, hist, user))
+        ex.prompts.append([] if prompts is None else request_ids(prompts, index, query, hist, user))
         ex.pos_codes.append(np.array([c for c, _ in order], dtype=np.int64))
         ex.pos_grades.append(np.array([g for _, g in order], dtype=np.float32))
         ex.neg_codes.append(np.array(neg, dtype=np.int64).reshape(-1, index.levels))
         ex.pos_skus.append(skus)
+        ex.pos_sku_grades.append(sku_grades)
         ex.texts.append((query or "").strip())
     return ex
 
@@ -138,7 +143,7 @@ def indexing_examples(dataset: Dataset, index: SidIndex, prompts: PromptBuilder)
     """DSI-style examples: an item's text -> its SID, so items never seen in a session get a learned SID."""
     catalog: pa.Table = dataset.catalog
     texts = item_texts(catalog)
-    ex = Examples([], [], [], [], [], [], 0)
+    ex = Examples([], [], [], [], [], [], [], 0)
     for sku, text in zip(catalog["sku_id"].to_pylist(), texts, strict=True):
         codes = index.sid_of(sku)
         if codes is None:
@@ -150,6 +155,7 @@ def indexing_examples(dataset: Dataset, index: SidIndex, prompts: PromptBuilder)
         ex.pos_grades.append(np.ones(1, dtype=np.float32))
         ex.neg_codes.append(np.zeros((0, index.levels), dtype=np.int64))
         ex.pos_skus.append([sku])
+        ex.pos_sku_grades.append([1.0])
         ex.texts.append(text)
     return ex
 

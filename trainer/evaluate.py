@@ -5,7 +5,9 @@ For every session with a positive the model decodes `width` SIDs under the index
 - SID level: targets are the session's distinct positive SIDs. Recall@K = share of them in
   the top K SIDs (K = 8, 64, 128); MRR = 1 / rank of the first target SID (0 if none).
 - Item level: the ranked SIDs become SKUs (every SKU of a SID, in index order, i.e. most
-  popular first; repeats dropped); targets are the positive SKUs; Recall@10/100/500, MRR.
+  popular first; repeats dropped); targets are the positive SKUs; Recall@10/50/100/500, MRR and
+  NDCG@10/50 (RecBole's definition; the gain of a positive is its grade, so equal grades, as on
+  Amazon, give RecBole's binary NDCG and graded data, as on Home Depot, graded NDCG).
 - Truth (synthetic data, where the exposure lists carry true relevance): targets are the SIDs
   of every exposed item with relevance >= 2, clicked or not (pseudo-negatives included);
   SID Recall@K and MRR against them. Absent when the data does not know the truth.
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,9 +40,11 @@ from sid_index.errors import RadgrError
 from sid_index.index import SidIndex
 
 SID_KS = (8, 64, 128)
-ITEM_KS = (10, 100, 500)
+ITEM_KS = (10, 50, 100, 500)
+NDCG_KS = (10, 50)
 CURVE_KS = tuple(2**i for i in range(10))  # recall-vs-K curves (plots), 1 ... 512
-HEADLINE = (("sid", "recall@128"), ("sid", "mrr"), ("item", "recall@10"), ("item", "recall@100"), ("item", "mrr"))
+HEADLINE = (("sid", "recall@128"), ("sid", "mrr"), ("item", "recall@10"), ("item", "recall@50"), ("item", "recall@100"),
+            ("item", "ndcg@10"), ("item", "ndcg@50"), ("item", "mrr"))
 BOOTSTRAP_SAMPLES = 1000
 
 
@@ -64,6 +68,16 @@ def reciprocal_rank(ranked: Sequence[Hashable], targets: Iterable[Hashable]) -> 
     return 0.0
 
 
+def ndcg_at_k(ranked: Sequence[Hashable], gains: Mapping[Hashable, float], k: int) -> float:
+    """DCG of the first k ranked entries (gain / log2(rank + 1)) over the best possible DCG of the
+    targets' gains at k (0 for no targets). With every gain 1 this is RecBole's NDCG@k."""
+    ideal = sorted(gains.values(), reverse=True)[:k]
+    if not ideal or ideal[0] <= 0:
+        return 0.0
+    dcg = sum(gains.get(item, 0.0) / np.log2(rank + 1) for rank, item in enumerate(ranked[:k], 1))
+    return float(dcg / sum(g / np.log2(rank + 1) for rank, g in enumerate(ideal, 1)))
+
+
 def dedupe(items: Iterable[Hashable]) -> list:
     """Items in first-seen order, repeats dropped."""
     return list(dict.fromkeys(items))
@@ -74,10 +88,14 @@ def ranked_items(ranked_sids: Iterable[Sequence[int]], skus_of) -> list[str]:
     return dedupe(sku for sid in ranked_sids for sku in skus_of(sid))
 
 
-def ranking_metrics(ranked: Sequence[Hashable], targets: Iterable[Hashable], ks: Sequence[int]) -> dict[str, float]:
-    """Recall@k for every k, and the reciprocal rank, of one ranked list."""
+def ranking_metrics(ranked: Sequence[Hashable], targets: Iterable[Hashable], ks: Sequence[int],
+                    gains: Mapping[Hashable, float] | None = None) -> dict[str, float]:
+    """Recall@k for every k, NDCG@k for every k of NDCG_KS when `gains` (target -> gain) are given, and the
+    reciprocal rank, of one ranked list."""
     targets = set(targets)
     out = {f"recall@{k}": recall_at_k(ranked, targets, k) for k in ks}
+    if gains is not None:
+        out.update({f"ndcg@{k}": ndcg_at_k(ranked, gains, k) for k in NDCG_KS})
     out["mrr"] = reciprocal_rank(ranked, targets)
     return out
 
@@ -137,11 +155,19 @@ class RankingScores:
 
     def add(self, ex, i: int, sids: list[tuple[int, ...]]) -> None:
         """Score the ranking `sids` for session `i` of the examples `ex`."""
+        self._add(ex, i, sids, ranked_items(sids, self.index.skus_of))
+
+    def add_items(self, ex, i: int, items: list[str]) -> None:
+        """Score an item ranking (a peer's): its SID ranking is the SIDs of its items, first seen first."""
+        sids = dedupe(c for c in map(self.index.sid_of, items) if c is not None)[: self.width]
+        self._add(ex, i, sids, dedupe(items))
+
+    def _add(self, ex, i: int, sids: list[tuple[int, ...]], items: list[str]) -> None:
         pos = {tuple(c) for c in ex.pos_codes[i].tolist()}
-        items = ranked_items(sids, self.index.skus_of)
+        gains = dict(zip(ex.pos_skus[i], ex.pos_sku_grades[i], strict=True))
         self.session_ids.append(ex.session_ids[i])
         self.sid.append(ranking_metrics(sids, pos, SID_KS))
-        self.item.append(ranking_metrics(items, ex.pos_skus[i], ITEM_KS))
+        self.item.append(ranking_metrics(items, ex.pos_skus[i], ITEM_KS, gains))
         self.sid_curve.append({str(k): recall_at_k(sids, pos, k) for k in CURVE_KS if k <= self.width})
         self.item_curve.append({str(k): recall_at_k(items, ex.pos_skus[i], k) for k in CURVE_KS})
         if self.truth.get(ex.session_ids[i]):
@@ -171,14 +197,14 @@ def popular_sids(dataset: Dataset, index: SidIndex, split: str = "train") -> lis
     return sorted(counts, key=lambda c: (-counts[c], c))
 
 
-def _fixed_rankings(name: str, prompts, index: SidIndex, dataset: Dataset, split: str, width: int,
+def _fixed_rankings(name: str, index: SidIndex, dataset: Dataset, split: str, width: int,
                     max_sessions: int | None, rank, timed: bool) -> dict[str, Any]:
     """Metrics of rankings made without a model, `rank(ex, n)` -> one SID list per session, on the sessions
-    `evaluate` scores (`prompts`, a checkpoint's, only picks them). `timed`: report sessions/s."""
+    `evaluate` scores (the split's sessions with a positive in the index, in order). `timed`: report sessions/s."""
     from trainer.data import build_examples
 
     start = time.perf_counter()
-    ex = build_examples(dataset, index, prompts, split)
+    ex = build_examples(dataset, index, None, split)
     n = len(ex) if max_sessions is None else min(len(ex), max_sessions)
     rankings = rank(ex, n)
     scores = RankingScores(index, truth_targets(dataset.split(split), index), width)
@@ -190,17 +216,19 @@ def _fixed_rankings(name: str, prompts, index: SidIndex, dataset: Dataset, split
             "unconstrained": {}, "wall_s": wall, "sessions_per_s": n / wall if timed and wall > 0 else None}
 
 
+POPULAR_SIDS = "most popular (train)"
+
+
 def evaluate_popular(
-    prompts, index: SidIndex, dataset: Dataset, split: str = "test", width: int = 128, max_sessions: int | None = None
+    index: SidIndex, dataset: Dataset, split: str = "test", width: int = 128, max_sessions: int | None = None
 ) -> dict[str, Any]:
     """The metrics of a ranking that ignores the request: the `width` SIDs most often positive in the
-    train split, the same for every session. The floor a trained model has to clear. `prompts` (a
-    checkpoint's) only picks the same sessions as `evaluate` does."""
+    train split, the same for every session. The floor a trained model has to clear."""
 
     def rank(ex, n: int) -> list[list[tuple[int, ...]]]:
         return [popular_sids(dataset, index)[:width]] * n
 
-    return _fixed_rankings("most popular (train)", prompts, index, dataset, split, width, max_sessions, rank, False)
+    return _fixed_rankings(POPULAR_SIDS, index, dataset, split, width, max_sessions, rank, False)
 
 
 INDEX_ONLY = "index only (quantised text embedding)"
@@ -229,14 +257,13 @@ def request_vectors(ex, n: int, dataset: Dataset, split: str, index: SidIndex, c
 
 
 def evaluate_index_only(
-    prompts, index: SidIndex, dataset: Dataset, split: str = "test", width: int = 128,
+    index: SidIndex, dataset: Dataset, split: str = "test", width: int = 128,
     max_sessions: int | None = None, embedding_model: Path | None = None,
 ) -> dict[str, Any]:
     """The metrics of the index alone (`sid_index.retrieve`): no training, the floor a model must beat.
 
     Each session's request vector (query embedding, else recency-weighted history SID vectors) is
-    matched against every SID's centroid sum; the `width` nearest SIDs are its ranking. `prompts`
-    only picks the same sessions as `evaluate` does.
+    matched against every SID's centroid sum; the `width` nearest SIDs are its ranking.
     """
     from sid_index.retrieve import IndexRetriever
 
@@ -248,7 +275,7 @@ def evaluate_index_only(
         by_session = dict(zip(found, hits, strict=True))
         return [by_session.get(i, []) for i in range(n)]
 
-    return _fixed_rankings(INDEX_ONLY, prompts, index, dataset, split, width, max_sessions, rank, True)
+    return _fixed_rankings(INDEX_ONLY, index, dataset, split, width, max_sessions, rank, True)
 
 
 def _sync(device: torch.device) -> None:
@@ -423,7 +450,6 @@ def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:
         _precheck_index(path, index)
     dataset = load_dataset(cfg.data)
     results = []
-    prompts = None
     for given, path in zip(cfg.model, paths, strict=True):
         ckpt = load_checkpoint(path, device=cfg.device)
         ckpt.check_index(index)
@@ -434,12 +460,11 @@ def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:
                            cfg.device, cfg.unconstrained and not weight, weight, cfg.embedding_model)
             res["name"] = str(given) + (f" + index prior {weight:g}" if weight else "")
             results.append(res)
-        prompts = prompts or ckpt.prompts
         del ckpt
     if cfg.baselines:
         log(f"baselines on the same sessions: most popular, {INDEX_ONLY}")
         for fn, kw in ((evaluate_popular, {}), (evaluate_index_only, {"embedding_model": cfg.embedding_model})):
-            res = fn(prompts, index, dataset, cfg.split, cfg.beam_width, cfg.max_sessions, **kw)
+            res = fn(index, dataset, cfg.split, cfg.beam_width, cfg.max_sessions, **kw)
             res["name"] = res["model"]
             results.append(res)
     return results
@@ -471,14 +496,15 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     index-only row is present, each model's paired difference to it."""
     head = ["model", "sessions"]
     head += [f"SID R@{k}" for k in SID_KS] + ["SID MRR"]
-    head += [f"item R@{k}" for k in ITEM_KS] + ["item MRR"]
+    head += [f"item R@{k}" for k in ITEM_KS] + [f"item NDCG@{k}" for k in NDCG_KS] + ["item MRR"]
     head += ["invalid SIDs, free decode", "invalid SIDs, trie", "sessions/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         free = r["unconstrained"].get("invalid_rate")
         cells = [str(r.get("name") or r["model"]), f"{r['sessions']:,}"]
         cells += [_cell(r, "sid", f"recall@{k}") for k in SID_KS] + [_cell(r, "sid", "mrr")]
-        cells += [_cell(r, "item", f"recall@{k}") for k in ITEM_KS] + [_cell(r, "item", "mrr")]
+        cells += [_cell(r, "item", f"recall@{k}") for k in ITEM_KS] + [_cell(r, "item", f"ndcg@{k}") for k in NDCG_KS]
+        cells += [_cell(r, "item", "mrr")]
         cells += ["-" if free is None else f"{free:.2%}", f"{r['constrained']['invalid_rate']:.2%}"]
         cells += ["-" if r.get("sessions_per_s") is None else f"{r['sessions_per_s']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")

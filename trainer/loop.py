@@ -289,18 +289,22 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
 
     sharded = acc.distributed_type == DistributedType.FSDP  # each rank holds a shard of the optimizer state
 
+    run_start, earlier_s = time.perf_counter(), float((state or {}).get("train_s") or 0.0)
+
     def save(step: int) -> None:
         acc.wait_for_everyone()
+        train_s = earlier_s + time.perf_counter() - run_start  # wall time of this stage, resumed runs included
         unwrapped = acc.unwrap_model(model)
         weights = acc.get_state_dict(model)
         if acc.is_main_process:
-            entry = {"stage": stage, "steps": step, **({"method": cfg.method} if stage == "pref" else {})}
+            entry = {"stage": stage, "steps": step, "train_s": round(train_s, 1),
+                     **({"method": cfg.method} if stage == "pref" else {})}
             ckpt.meta["stages"] = base_stages + [entry]
             train_state = {
                 "step": step, "optimizer": None if sharded else optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "rdrw": tracker.state_dict() if tracker else None,
-                "base_stages": base_stages, "config": json.loads(cfg.model_dump_json()),
+                "base_stages": base_stages, "config": json.loads(cfg.model_dump_json()), "train_s": train_s,
             }
             save_checkpoint(ckpt, cfg.out / "model", state=train_state, model=unwrapped, state_dict=weights)
             plot_losses(cfg.out)

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sid_index.atomic import atomic_file, write_json
 from sid_index.errors import RadgrError
+from trainer.evaluate import POPULAR_SIDS
 
 # not in the paper: RDRW weights from the index's SID vectors instead of EOS states (bench/rdrw_signal.py)
 SID_SIGNAL = "rad-dpo, RDRW on SID vectors"
@@ -56,7 +57,7 @@ COLUMNS = [
     ("truth SID R@128", ("truth", "recall@128")), ("truth SID MRR", ("truth", "mrr")),
 ]
 KEY_METRICS = ("SID R@128", "SID MRR")  # the columns compared against SFT and RAD-DPO
-POPULAR = "most popular (train)"  # the baseline row: one ranking for every request (evaluate_popular)
+POPULAR = POPULAR_SIDS  # the baseline row: one ranking for every request (evaluate_popular)
 
 
 class QualityConfig(BaseModel):
@@ -226,7 +227,7 @@ def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[
                _train_once(_stage_configs(cfg, seed, root, root)["sft"], root / "sft", log))
         configs = _stage_configs(cfg, seed, root, Path(sft["checkpoint"]))
         if cfg.baseline and not (root / slug(POPULAR) / "eval.json").is_file():
-            popular = popular or _evaluate_popular(configs["eval"], sft["checkpoint"])  # the same for every seed
+            popular = popular or _evaluate_popular(configs["eval"])  # the same for every seed
             write_json(root / slug(POPULAR) / "eval.json", popular | {"variant": POPULAR, "seed": seed})
         for variant in cfg.variants:
             result = root / slug(variant) / "eval.json"
@@ -242,14 +243,12 @@ def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[
     return write_report(cfg)
 
 
-def _evaluate_popular(ev, checkpoint: str) -> dict[str, Any]:
+def _evaluate_popular(ev) -> dict[str, Any]:
     from sid_index.data.schema import load_dataset
     from sid_index.index import load_index
     from trainer.evaluate import evaluate_popular
-    from trainer.model import load_checkpoint
 
-    prompts = load_checkpoint(checkpoint, with_model=False).prompts  # picks the sessions evaluate scores
-    return evaluate_popular(prompts, load_index(ev.index), load_dataset(ev.data), ev.split, ev.beam_width,
+    return evaluate_popular(load_index(ev.index), load_dataset(ev.data), ev.split, ev.beam_width,
                             ev.max_sessions)
 
 

@@ -1,0 +1,117 @@
+"""SASRec through RecBole on RecBole-format atomic files, for the peer table (`radgr bench peers`).
+
+Runs in its own virtual environment (`make peers-venv`: RecBole 1.2.1 needs numpy < 2 and old pandas/scipy),
+so it imports nothing from this project. It trains SASRec with RecBole's own trainer on the given
+train/valid/test files ("benchmark" mode: the split the files define), early-stops on valid NDCG@10, then
+writes for every test row the top `--depth` items of a full ranking, keyed by the original user id and
+naming items by their original ids, so the project's harness scores them with the same metric code as
+every other row. RecBole's own test metrics are written beside them as a cross-check.
+
+    .venv-recbole/bin/python bench/sasrec_recbole.py --data ../shared/data/amazon-scientific \
+        --name Scientific --out runs/peers/sasrec-amazon.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def read_index(path: Path) -> dict[str, str]:
+    """`original-id <tab> index` lines -> {index: original id}."""
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            original, idx = line.rsplit("\t", 1)
+            out[idx.strip()] = original.strip()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True, help="folder with <name>.train/valid/test.inter")
+    ap.add_argument("--name", default="Scientific")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--stopping-step", type=int, default=10, help="epochs without a better valid NDCG@10")
+    ap.add_argument("--depth", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=2020)
+    args = ap.parse_args()
+
+    import torch
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.model.sequential_recommender import SASRec
+    from recbole.trainer import Trainer
+    from recbole.utils import init_seed
+
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="recbole-"))
+    (work / args.name).mkdir()
+    for split in ("train", "valid", "test"):  # RecBole wants <data_path>/<dataset>/<dataset>.<split>.inter
+        name = f"{args.name}.{split}.inter"
+        os.symlink((args.data / name).resolve(), work / args.name / name)
+    settings = {
+        "data_path": str(work), "checkpoint_dir": str(work / "saved"), "benchmark_filename": ["train", "valid", "test"],
+        "alias_of_item_id": ["item_id_list"], "load_col": {"inter": ["user_id", "item_id_list", "item_id"]},
+        "eval_args": {"split": {"RS": [1.0, 0.0, 0.0]}, "order": "TO", "mode": "full", "group_by": "user"},
+        "train_neg_sample_args": None, "loss_type": "CE", "MAX_ITEM_LIST_LENGTH": 50,
+        "metrics": ["Recall", "NDCG"], "topk": [10, 50], "valid_metric": "NDCG@10",
+        "epochs": args.epochs, "stopping_step": args.stopping_step, "train_batch_size": 2048,
+        "eval_batch_size": 2048, "learning_rate": 0.001, "seed": args.seed, "reproducibility": True,
+        "use_gpu": False, "device": "cpu", "show_progress": False, "worker": 0, "log_wandb": False,
+    }
+    config = Config(model="SASRec", dataset=args.name, config_dict=settings)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    model = SASRec(config, train._dataset).to(config["device"])
+    trainer = Trainer(config, model)
+
+    best = {"score": float("-inf"), "state": None, "epoch": -1}
+    curve = []
+
+    def keep_best(epoch: int, valid_score: float) -> None:  # in memory: RecBole's own checkpoint is a pickle
+        curve.append({"epoch": epoch, "valid_ndcg@10": float(valid_score)})
+        if valid_score > best["score"]:
+            best.update(score=float(valid_score), state=copy.deepcopy(model.state_dict()), epoch=epoch)
+
+    start = time.perf_counter()
+    trainer.fit(train, valid, verbose=True, saved=False, callback_fn=keep_best)
+    train_s = time.perf_counter() - start
+    model.load_state_dict(best["state"])
+    recbole_test = {k: float(v) for k, v in trainer.evaluate(test, load_best_model=False).items()}
+
+    users, items = read_index(args.data / f"{args.name}.user2index"), read_index(args.data / f"{args.name}.item2index")
+    rankings: dict[str, list[str]] = {}
+    start = time.perf_counter()
+    model.eval()
+    with torch.no_grad():
+        for batch in test:
+            interaction, scores, _, _ = trainer._full_sort_batch_eval(batch)  # padding item 0 already -inf
+            top = torch.topk(scores, min(args.depth, scores.shape[1] - 1), dim=1).indices.numpy()
+            user_tokens = dataset.id2token(dataset.uid_field, interaction[dataset.uid_field].numpy())
+            for user, row in zip(user_tokens, top, strict=True):
+                rankings[users[str(user)]] = [items[str(t)] for t in dataset.id2token(dataset.iid_field, row)]
+    rank_s = time.perf_counter() - start
+    out = {
+        "system": "SASRec (RecBole 1.2.1)", "key": "user_id", "rankings": rankings, "train_s": train_s,
+        "rank_ms_per_session": 1000 * rank_s / max(len(rankings), 1), "best_epoch": best["epoch"],
+        "valid_curve": curve, "recbole_test": recbole_test,
+        "settings": {k: v for k, v in settings.items() if k not in ("data_path", "checkpoint_dir")},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out))
+    tmp.replace(args.out)
+    print(f"SASRec: best epoch {best['epoch']}, test {recbole_test}, {len(rankings)} rankings -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
