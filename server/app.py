@@ -10,6 +10,7 @@ uvicorn's graceful shutdown lets in-flight requests finish before the engine is 
 import asyncio
 import json
 import logging
+import re
 import secrets
 import time
 import uuid
@@ -22,7 +23,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    create_model,
+    model_validator,
+)
 from starlette.concurrency import run_in_threadpool
 
 from server.engine import BatchingEngine, DeadlineExceeded, QueueFull
@@ -47,22 +57,79 @@ class RetrieveBase(BaseModel):
 
 
 def request_model(s: ServerSettings) -> type[BaseModel]:
-    """The request schema with this server's limits in it, so the OpenAPI spec states them."""
+    """The request schema with this server's limits in it, so the OpenAPI spec states them. Types are strict
+    ("5" is not a number, 5 is not a text) and every string and list is bounded."""
+    sku = Annotated[StrictStr, StringConstraints(min_length=1, max_length=s.max_sku_chars)]
+    user_text = Annotated[StrictStr, StringConstraints(max_length=s.max_user_chars)]
     return create_model(
         "RetrieveRequest",
         __base__=RetrieveBase,
-        query=(str | None, Field(None, max_length=s.max_query_chars, description="search query text")),
+        query=(StrictStr | None, Field(None, max_length=s.max_query_chars, description="search query text")),
         history=(
-            list[str],
+            list[sku],
             Field(default_factory=list, max_length=s.max_history, description="SKU ids the user saw, oldest first"),
         ),
         user=(
-            dict[str, str],
+            dict[user_text, user_text],
             Field(default_factory=dict, max_length=s.max_user_features, description="user features, name -> value"),
         ),
-        top_k=(int, Field(100, ge=1, le=s.max_top_k, description="SKUs to return")),
-        beam_width=(int | None, Field(None, ge=1, le=s.max_beam_width, description=f"default {s.beam_width}")),
+        top_k=(StrictInt, Field(100, ge=1, le=s.max_top_k, description="SKUs to return")),
+        beam_width=(StrictInt | None, Field(None, ge=1, le=s.max_beam_width, description=f"default {s.beam_width}")),
     )
+
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # a client's X-Request-ID is echoed only when it looks like one
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 before the app reads it (by its
+    Content-Length, or, when streamed, as soon as the running total passes the limit); POST bodies
+    that are not JSON get 415. Nothing else is parsed or buffered here."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if ctype != b"application/json":
+            return await _reject(send, 415, "the request body must be JSON (Content-Type: application/json)")
+        try:
+            declared = int(headers.get(b"content-length", b"0") or 0)
+        except ValueError:
+            return await _reject(send, 400, "bad Content-Length")
+        if declared > self.limit:
+            return await _reject(send, 413, f"request body over {self.limit} bytes")
+        seen = 0
+        state = {"replied": False, "rejected": False}
+
+        async def bounded_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit and not state["replied"]:
+                    state["replied"] = state["rejected"] = True
+                    await _reject(send, 413, f"request body over {self.limit} bytes")
+                    return {"type": "http.disconnect"}  # the app stops reading; its own answer is dropped
+            return message
+
+        async def guarded_send(message):
+            if state["rejected"]:
+                return
+            state["replied"] = state["replied"] or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, bounded_receive, guarded_send)
+
+
+async def _reject(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class Hit(BaseModel):
@@ -202,7 +269,8 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
 
     @app.middleware("http")
     async def request_id_and_log(request: Request, call_next):
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        given = request.headers.get("x-request-id") or ""
+        rid = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         request.state.request_id = rid
         start = time.perf_counter()
         response = await call_next(request)
@@ -238,15 +306,15 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
         retry = {"Retry-After": str(settings.retry_after_s)}
         if loaded is None or state["draining"]:
             return error(503, "not ready" if not state["draining"] else "shutting down", retry)
-        try:
-            prompt = loaded.retriever.prompt(body.query, body.history, body.user)
+        try:  # tokenising and embedding run off the event loop: /healthz and other requests keep answering
+            prompt = await run_in_threadpool(loaded.retriever.prompt, body.query, body.history, body.user)
         except UnknownSkus as exc:
             return error(422, {"msg": str(exc), "unknown_skus": exc.skus})
         width = body.beam_width or settings.beam_width
         embed_s = None
         if loaded.retriever.encoder is not None and body.query:
             t0 = time.perf_counter()
-            vector = await run_in_threadpool(loaded.retriever.vector, body.query)  # off the event loop
+            vector = await run_in_threadpool(loaded.retriever.vector, body.query)
             embed_s = time.perf_counter() - t0
         else:
             vector = None
@@ -293,6 +361,7 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
     async def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # outermost: before routing, auth or parsing
     app.state.metrics = metrics
     app.state.server = state
     return app

@@ -31,6 +31,9 @@ class ServerSettings(BaseSettings):
     max_query_chars: int = Field(512, ge=1)
     max_history: int = Field(200, ge=0, description="history items a request may send (the prompt keeps the last few)")
     max_user_features: int = Field(32, ge=0)
+    max_user_chars: int = Field(256, ge=1, description="longest user-feature name or value")
+    max_sku_chars: int = Field(128, ge=1, description="longest SKU id in a history")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body; larger ones get 413 unread")
 
     max_batch_requests: int = Field(8, ge=1, description="requests decoded together in one batch")
     max_pending: int = Field(64, ge=1, description="requests queued or running; more are refused with 503")

@@ -111,6 +111,9 @@ def sft(
     layers: Annotated[int, typer.Option(help="Scratch model: layers.")] = 4,
     tokenizer_vocab: Annotated[int, typer.Option(help="Scratch model: BPE vocabulary size.")] = 4096,
     max_history: Annotated[int, typer.Option(help="History items in the prompt (most recent).")] = 20,
+    max_query_tokens: Annotated[int, typer.Option(
+        help="Query / item-text tokens in the prompt (0 with --text-inputs: the text enters as its embedding only)."
+    )] = 32,
     prompt_align: Annotated[
         int, typer.Option(help="Left-fill prompts with pad tokens to a multiple of this (32: vLLM reuses blocks).")
     ] = 1,
@@ -123,7 +126,7 @@ def sft(
 
     scratch = {k: opts.pop(k) for k in ("hidden_size", "tokenizer_vocab")}
     scratch |= {"num_layers": opts.pop("layers"), "intermediate_size": 3 * scratch["hidden_size"]}
-    prompt = {"max_history": opts.pop("max_history"), "align": opts.pop("prompt_align")}
+    prompt = {k: opts.pop(k) for k in ("max_history", "max_query_tokens")} | {"align": opts.pop("prompt_align")}
     _run(SFTConfig, "sft", scratch=scratch, prompt=prompt, **opts)
 
 

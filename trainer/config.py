@@ -49,6 +49,12 @@ class SFTConfig(RunConfig):
     scratch: ScratchModelConfig = ScratchModelConfig()
     prompt: PromptConfig = PromptConfig()
 
+    @model_validator(mode="after")
+    def _text_somewhere(self) -> SFTConfig:
+        if self.prompt.max_query_tokens == 0 and not self.text_inputs:
+            raise ValueError("max_query_tokens 0 drops the query text: only with text_inputs (its embedding)")
+        return self
+
 
 class PrefConfig(RunConfig):
     """Stage 2: preference alignment of an SFT checkpoint (RAD-DPO or a baseline)."""

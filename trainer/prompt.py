@@ -36,7 +36,8 @@ class PromptConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_history: int = Field(20, ge=0, description="most recent history items kept, as SID tokens")
-    max_query_tokens: int = Field(32, ge=1, description="query tokens kept (the first ones)")
+    max_query_tokens: int = Field(32, ge=0, description="query (and item-text) tokens kept, the first ones; 0 with "
+                                  "text inputs: the text enters only as its embedding (short prompts, fast)")
     max_user_tokens: int = Field(32, ge=0, description="user-feature tokens kept")
     align: int = Field(1, ge=1, description="left-fill prompts with pad tokens to a multiple of this (vLLM: 32)")
 

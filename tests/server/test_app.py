@@ -86,14 +86,58 @@ def test_beam_width_and_top_k_per_request(client):
         ({"query": "x", "beam_width": 65}, "less_than_equal"),
         ({"query": "x", "beam_width": 0}, "greater_than_equal"),
         ({"query": "x", "top_k": 51}, "less_than_equal"),
-        ({"query": "x", "top_k": "many"}, "int_parsing"),
+        ({"query": "x", "top_k": "many"}, "int_type"),
+        ({"query": "x", "top_k": "5"}, "int_type"),  # strict: a number is a number
+        ({"query": "x", "top_k": True}, "int_type"),
+        ({"query": "x", "beam_width": 4.0}, "int_type"),
         ({"query": 5}, "string_type"),
+        ({"query": "x", "user": {"k" * 257: "v"}}, "string_too_long"),
+        ({"query": "x", "user": {"k": "v" * 257}}, "string_too_long"),
+        ({"query": "x", "user": {"k": 1}}, "string_type"),
+        ({"history": ["s" * 129]}, "string_too_long"),
+        ({"history": [""]}, "string_too_short"),
     ],
 )
 def test_bad_requests_get_422_with_a_reason(client, body, fragment):
     r = client.post("/v1/retrieve", json=body)
     assert r.status_code == 422
     assert fragment in r.text
+
+
+def test_oversized_bodies_get_413_unread_and_the_server_keeps_answering(client):
+    big = b'{"query": "a", "user": {"k": "' + b"v" * (10 * 2**20) + b'"}}'
+    t0 = time.perf_counter()
+    r = client.post("/v1/retrieve", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["detail"] == "request body over 65536 bytes"
+    assert time.perf_counter() - t0 < 2.0  # refused by its Content-Length, never parsed (10 MB of JSON takes longer)
+
+    def chunks():  # no Content-Length: refused once the running total passes the limit
+        yield b'{"query": "a", "user": {"k": "'
+        for _ in range(200):
+            yield b"v" * 4096
+        yield b'"}}'
+
+    r = client.post("/v1/retrieve", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert client.get("/healthz").status_code == 200
+    assert client.post("/v1/retrieve", json={"query": "lamp"}).status_code == 200
+
+
+def test_non_json_bodies_get_415(client):
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"content-type": ctype} if ctype else {}
+        r = client.post("/v1/retrieve", content=b'{"query": "lamp"}', headers=headers)
+        assert r.status_code == 415 and "application/json" in r.json()["detail"]
+    r = client.post("/v1/retrieve", content=b'{"query": "lamp"}',
+                    headers={"content-type": "application/json; charset=utf-8"})
+    assert r.status_code == 200
+
+
+def test_request_id_is_echoed_only_when_it_looks_like_one(client):
+    r = client.post("/v1/retrieve", json={"query": "lamp"}, headers={"x-request-id": "x" * 60_000})
+    assert r.status_code == 200 and len(r.headers["x-request-id"]) == 32 and r.json()["request_id"] != "x" * 60_000
+    r = client.post("/v1/retrieve", json={"query": "lamp"}, headers={"x-request-id": "bad id\twith spaces"})
+    assert r.headers["x-request-id"] != "bad id\twith spaces"
 
 
 def test_unknown_history_skus_are_named(client, tiny_index):
