@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
+.PHONY: quality-peers peers-homedepot peers-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
 
 setup: $(STAMP)
 
@@ -176,6 +176,31 @@ floor-demo floor-homedepot floor-amazon: floor-%: $(STAMP)
 	$(BIN)/radgr eval --model $(FLOOR)/$*/text-inputs --model $(FLOOR)/$*/no-text-inputs \
 	  --index $(or $(FLOOR_DATA_$*),runs/$*)/index --data $(or $(FLOOR_DATA_$*),runs/$*)/data --no-unconstrained \
 	  --batch-size 8 $(FLOOR_EVAL_$*) --out $(FLOOR)/$*/eval.json --markdown bench/results/floor_$*.md
+
+# Against standard baselines (issue 16): our models (PEERS_MODELS_<name>, with and without the index prior) beside
+# popularity, BM25, dense MiniLM, next-item co-occurrence, history text and SASRec (RecBole, in its own virtual
+# environment: it needs numpy < 2), all on every test session. Results: bench/results/peers_<name>.{md,json}.
+RECBOLE_VENV ?= .venv-recbole
+PEERS = runs/peers
+PEERS_MODELS_homedepot ?= --model $(FLOOR)/homedepot/text-inputs
+PEERS_MODELS_amazon    ?= --model $(FLOOR)/amazon/text-inputs
+PEERS_EVAL_homedepot   ?= --index-prior 0 --index-prior 50
+PEERS_EVAL_amazon      ?= --index-prior 0 --index-prior 50 --rankings $(PEERS)/sasrec-amazon.json
+quality-peers: peers-homedepot peers-amazon
+peers-homedepot peers-amazon: peers-%: $(STAMP)
+	test -f runs/$*/index/manifest.json || $(MAKE) real-data
+	$(foreach m,$(filter-out --model,$(PEERS_MODELS_$*)),test -f $(m)/model/radgr.json || $(MAKE) floor-$*;)
+	$(if $(filter amazon,$*),test -f $(PEERS)/sasrec-amazon.json || $(MAKE) $(PEERS)/sasrec-amazon.json)
+	$(BIN)/radgr bench peers --index runs/$*/index --data runs/$*/data $(PEERS_MODELS_$*) $(PEERS_EVAL_$*) \
+	  --out bench/results/peers_$*.json --markdown bench/results/peers_$*.md
+$(RECBOLE_VENV)/.installed:
+	@test -x $(RECBOLE_VENV)/bin/python || $(PYTHON) -m venv $(RECBOLE_VENV)
+	$(RECBOLE_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(RECBOLE_VENV)/bin/python -m pip install -q "recbole==1.2.1" "numpy<2" "pandas<2.3" "scipy<1.14" "setuptools<81"
+	@touch $@
+# SASRec, RecBole's defaults for this data, early-stopped on valid NDCG@10 (~1 h on one CPU thread).
+$(PEERS)/sasrec-amazon.json: $(RECBOLE_VENV)/.installed
+	$(RECBOLE_VENV)/bin/python bench/sasrec_recbole.py --data $(SHARED)/amazon-scientific --name Scientific --out $@
 
 # make demo's data and index alone
 demo-data: $(STAMP)

@@ -168,16 +168,18 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
 
     index = load_index(settings.index)
     ckpt = load_checkpoint(settings.model, with_model=False)
-    native = resolve_engine(settings.engine, ckpt.prompts.config.align, ckpt.text_model is not None) == "native"
+    native = resolve_engine(settings.engine, ckpt.prompts.config.align, ckpt.text_model is not None,
+                            settings.index_prior > 0) == "native"
     if native:
         ckpt = load_checkpoint(settings.model, device="cpu", dtype=settings.dtype)
-    retriever = Retriever(ckpt, index)  # checks the pair before any engine starts
+    retriever = Retriever(ckpt, index, index_prior=settings.index_prior)  # checks the pair before any engine starts
     common = dict(max_batch=settings.max_batch_requests, max_pending=settings.max_pending,
                   on_batch=metrics.observe_batch)
     if native:
         from server.native_engine import NativeEngine
 
-        engine: BatchingEngine = NativeEngine(ckpt, index, settings.device, settings.score_eos, **common)
+        engine: BatchingEngine = NativeEngine(ckpt, index, settings.device, settings.score_eos, settings.index_prior,
+                                              **common)
     else:
         from server.vllm_engine import VllmEngine
 
@@ -186,15 +188,16 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
     return Loaded(engine, retriever, model_version(ckpt), index.index_id)
 
 
-def resolve_engine(name: str, prompt_align: int, text_inputs: bool = False) -> str:
+def resolve_engine(name: str, prompt_align: int, text_inputs: bool = False, index_prior: bool = False) -> str:
     """"auto": vLLM where it is installed and the checkpoint's prompts fill whole KV blocks
     (`--prompt-align 32`), else native: on unaligned prompts every vLLM beam recomputes the
     prompt's last partial block, which made it 1.8-8x slower than the native engine (README).
-    Checkpoints with text inputs are served by the native engine only (vLLM: not yet)."""
-    if text_inputs:
+    Checkpoints with text inputs, and an index prior, are served by the native engine only (vLLM: not yet)."""
+    if text_inputs or index_prior:
         if name == "vllm":
-            raise RadgrError("this checkpoint has text inputs (trained with --text-inputs), which the vLLM "
-                             "engine does not serve yet; use --engine native")
+            what = ("this checkpoint has text inputs (trained with --text-inputs)" if text_inputs
+                    else "the index prior (--index-prior)")
+            raise RadgrError(f"{what}: the vLLM engine does not serve it yet; use --engine native")
         return "native"
     if name != "auto":
         return name
@@ -234,9 +237,8 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
         try:
             loaded = loader(settings, metrics)
             if settings.warmup:
-                prompt = loaded.retriever.prompts.request("warm up")
-                vector = loaded.retriever.vector("warm up")
-                loaded.engine.submit(prompt, settings.beam_width, 600, vector).result()
+                req = loaded.retriever.encode("warm up")
+                loaded.engine.submit(req.prompt, settings.beam_width, 600, req.vector, req.prior).result()
             metrics.info.info({
                 "model": loaded.model_version, "index": loaded.index_id, "engine": loaded.engine.name,
             })
@@ -307,20 +309,14 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
         if loaded is None or state["draining"]:
             return error(503, "not ready" if not state["draining"] else "shutting down", retry)
         try:  # tokenising and embedding run off the event loop: /healthz and other requests keep answering
-            prompt = await run_in_threadpool(loaded.retriever.prompt, body.query, body.history, body.user)
+            req = await run_in_threadpool(loaded.retriever.encode, body.query, body.history, body.user)
         except UnknownSkus as exc:
             return error(422, {"msg": str(exc), "unknown_skus": exc.skus})
         width = body.beam_width or settings.beam_width
-        embed_s = None
-        if loaded.retriever.encoder is not None and body.query:
-            t0 = time.perf_counter()
-            vector = await run_in_threadpool(loaded.retriever.vector, body.query)
-            embed_s = time.perf_counter() - t0
-        else:
-            vector = None
+        embed_s = req.embed_s
         metrics.in_flight.inc()
         try:
-            hits = await loaded.engine.search(prompt, width, settings.request_timeout_s, vector)
+            hits = await loaded.engine.search(req.prompt, width, settings.request_timeout_s, req.vector, req.prior)
         except QueueFull as exc:
             return error(503, f"overloaded: {exc}", retry)
         except (TimeoutError, DeadlineExceeded):

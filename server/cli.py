@@ -21,6 +21,9 @@ def serve_command(
     port: Annotated[int | None, typer.Option(help="[RADGR_PORT, default 8000]")] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda, native engine [RADGR_DEVICE]")] = None,
     beam_width: Annotated[int | None, typer.Option(help="default beam width [RADGR_BEAM_WIDTH, default 128]")] = None,
+    index_prior: Annotated[float | None, typer.Option(
+        help="fuse the index's retrieval score into the search with this weight, as radgr eval --index-prior "
+             "(native engine) [RADGR_INDEX_PRIOR, default 0: the model alone]")] = None,
     graceful_s: Annotated[float, typer.Option(help="on SIGTERM/SIGINT, wait this long for in-flight requests")] = 30.0,
 ) -> None:
     """Serve a checkpoint and its SID index over HTTP (POST /v1/retrieve; docs at /docs).
@@ -32,7 +35,8 @@ def serve_command(
     from server.app import configure_logging, create_app
     from server.settings import ServerSettings
 
-    given = dict(model=model, index=index, engine=engine, host=host, port=port, device=device, beam_width=beam_width)
+    given = dict(model=model, index=index, engine=engine, host=host, port=port, device=device, beam_width=beam_width,
+                 index_prior=index_prior)
     try:
         settings = ServerSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:

@@ -52,6 +52,7 @@ class Job:
     width: int
     deadline: float  # time.monotonic() after which the job is dropped unstarted
     vector: np.ndarray | None = None  # the prompt's text vector (checkpoints with text inputs)
+    prior: np.ndarray | None = None  # the request vector of the index prior (servers with one)
     future: Future = field(default_factory=Future)
 
 
@@ -71,10 +72,11 @@ class BatchingEngine:
         self._thread: threading.Thread | None = None
 
     # -- to implement -------------------------------------------------------------------------
-    def decode(self, prompts: list[list[int]], widths: list[int], vectors: list[np.ndarray | None] | None = None
-               ) -> tuple[list[Hits], BatchStats]:
+    def decode(self, prompts: list[list[int]], widths: list[int], vectors: list[np.ndarray | None] | None = None,
+               priors: list[np.ndarray | None] | None = None) -> tuple[list[Hits], BatchStats]:
         """Decode a batch synchronously (called from the worker thread only); `vectors`: the prompts'
-        text vectors (None where a prompt has no text-vector slot)."""
+        text vectors (None where a prompt has no text-vector slot); `priors`: their index-prior request
+        vectors (engines built with an index prior)."""
         raise NotImplementedError
 
     def shutdown_backend(self) -> None:
@@ -95,9 +97,11 @@ class BatchingEngine:
     def in_flight(self) -> int:
         return len(self._pending) + self._running
 
-    def submit(self, prompt: list[int], width: int, timeout_s: float, vector: np.ndarray | None = None) -> Future:
+    def submit(self, prompt: list[int], width: int, timeout_s: float, vector: np.ndarray | None = None,
+               prior: np.ndarray | None = None) -> Future:
         """Queue one prompt; the future resolves to its `Hits`. Raises `QueueFull` past `max_pending`."""
-        job = Job(prompt=list(prompt), width=int(width), deadline=time.monotonic() + timeout_s, vector=vector)
+        job = Job(prompt=list(prompt), width=int(width), deadline=time.monotonic() + timeout_s, vector=vector,
+                  prior=prior)
         with self._cond:
             if self._stop:
                 raise RuntimeError("engine is shut down")
@@ -107,19 +111,20 @@ class BatchingEngine:
             self._cond.notify()
         return job.future
 
-    async def search(self, prompt: list[int], width: int, timeout_s: float, vector: np.ndarray | None = None) -> Hits:
+    async def search(self, prompt: list[int], width: int, timeout_s: float, vector: np.ndarray | None = None,
+                     prior: np.ndarray | None = None) -> Hits:
         """Async form of `submit`: raises `asyncio.TimeoutError` past the deadline (and cancels the job)."""
-        fut = self.submit(prompt, width, timeout_s, vector)
+        fut = self.submit(prompt, width, timeout_s, vector, prior)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s)
         except (TimeoutError, asyncio.CancelledError):
             fut.cancel()  # a job not yet started is skipped by the worker
             raise
 
-    def search_many(self, prompts: list[list[int]], width: int, vectors: list[np.ndarray | None] | None = None
-                    ) -> list[Hits]:
+    def search_many(self, prompts: list[list[int]], width: int, vectors: list[np.ndarray | None] | None = None,
+                    priors: list[np.ndarray | None] | None = None) -> list[Hits]:
         """Synchronous batch decode (benchmarks, offline use); bypasses the queue."""
-        hits, _ = self.decode(prompts, [width] * len(prompts), vectors)
+        hits, _ = self.decode(prompts, [width] * len(prompts), vectors, priors)
         return hits
 
     def close(self, drain: bool = True) -> None:
@@ -162,7 +167,8 @@ class BatchingEngine:
             if not jobs:
                 continue
             try:
-                hits, stats = self.decode([j.prompt for j in jobs], [j.width for j in jobs], [j.vector for j in jobs])
+                hits, stats = self.decode([j.prompt for j in jobs], [j.width for j in jobs], [j.vector for j in jobs],
+                                          [j.prior for j in jobs])
             except Exception as exc:  # noqa: BLE001 - reported to every caller of the batch
                 for job in jobs:
                     job.future.set_exception(exc)

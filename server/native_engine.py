@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from server.beam_search import beam_search
+from server.beam_search import IndexPrior, beam_search
 from server.engine import BatchingEngine, BatchStats, Hits
 from sid_index.index import SidIndex
 from trainer.model import Checkpoint
@@ -23,25 +23,38 @@ from trainer.model import Checkpoint
 class NativeEngine(BatchingEngine):
     name = "native"
 
-    def __init__(self, ckpt: Checkpoint, index: SidIndex, device: str = "cpu", score_eos: bool = False, **kwargs):
+    def __init__(self, ckpt: Checkpoint, index: SidIndex, device: str = "cpu", score_eos: bool = False,
+                 index_prior: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.ckpt = ckpt
         self.model = ckpt.decoder.to(device).eval()
         self.constraint = index.constraint(device)
         self.score_eos = score_eos
+        self.device = device
+        self.index_prior = index_prior  # weight of the index's retrieval score (server.beam_search.IndexPrior)
+        self.centroids = None
+        if index_prior > 0:
+            from sid_index.index import load_centroids
+
+            self.centroids = load_centroids(index)
 
     @torch.inference_mode()
-    def decode(self, prompts: list[list[int]], widths: list[int], vectors: list[np.ndarray | None] | None = None
-               ) -> tuple[list[Hits], BatchStats]:
+    def decode(self, prompts: list[list[int]], widths: list[int], vectors: list[np.ndarray | None] | None = None,
+               priors: list[np.ndarray | None] | None = None) -> tuple[list[Hits], BatchStats]:
         start = time.perf_counter()
         ck = self.ckpt
         text = None
         if ck.text_inputs is not None:  # rows without a slot ignore their (zero) vector
             zero = np.zeros(ck.text_inputs.text_dim, dtype=np.float32)
             text = torch.from_numpy(np.stack([zero if v is None else v for v in vectors or [None] * len(prompts)]))
+        prior = None
+        if self.centroids is not None:
+            if priors is None or any(p is None for p in priors):
+                raise ValueError("an engine with an index prior needs every request's prior vector")
+            prior = IndexPrior.of(self.centroids, np.stack(priors), self.index_prior, self.device)
         res = beam_search(
             self.model, prompts, ck.vocab, ck.eos_id, max(widths), self.constraint,
-            include_eos=self.score_eos, pad_id=ck.pad_id, widths=widths, text_vectors=text,
+            include_eos=self.score_eos, pad_id=ck.pad_id, widths=widths, text_vectors=text, prior=prior,
         )
         codes, scores, valid = res.codes.cpu().numpy(), res.scores.float().cpu().numpy(), res.valid.cpu().numpy()
         live = np.isfinite(scores)

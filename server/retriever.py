@@ -72,26 +72,62 @@ def model_version(ckpt: Checkpoint) -> str:
     return f"{name}-{h.hexdigest()[:12]}"
 
 
-class Retriever:
-    """Builds prompts from requests and turns decoded SIDs into ranked SKUs."""
+@dataclass
+class Encoded:
+    """A request as the engine takes it."""
 
-    def __init__(self, ckpt: Checkpoint, index: SidIndex, text_cache: int = 4096):
+    prompt: list[int]
+    vector: np.ndarray | None  # the query's text embedding (checkpoints with text inputs, or the index prior)
+    prior: np.ndarray | None  # the index prior's request vector (servers with an index prior)
+    embed_s: float | None  # time spent embedding the query (None: not embedded)
+
+
+class Retriever:
+    """Builds prompts (and text / index-prior vectors) from requests and turns decoded SIDs into ranked SKUs."""
+
+    def __init__(self, ckpt: Checkpoint, index: SidIndex, text_cache: int = 4096, index_prior: float = 0.0):
         check_compatible(ckpt, index)
         self.index = index
         self.prompts: PromptBuilder = ckpt.prompts
-        self.encoder = None  # the index's text model, for checkpoints with text inputs
-        if ckpt.text_model is not None:
+        self.encoder = None  # the index's text model: for checkpoints with text inputs and for the index prior
+        self.centroids = None  # the index's RQ-KMeans centroids, for the index prior
+        if index_prior > 0:
+            from sid_index.index import load_centroids
+
+            self.centroids = load_centroids(index)
+            if len(self.centroids) != index.levels:
+                raise RadgrError(f"index prior: index {index.root} has no RQ-KMeans centroids (built from given codes)")
+        if ckpt.text_model is not None or index_prior > 0:
             from sid_index.embed import CachedEncoder, resolve_model
+            from sid_index.retrieve import embedding_model_of
 
             text = ckpt.text_model
-            self.encoder = CachedEncoder(resolve_model(text.get("embedding_model"), text.get("embedding_fingerprint")),
-                                         text_cache)
+            model = (resolve_model(text.get("embedding_model"), text.get("embedding_fingerprint")) if text
+                     else embedding_model_of(index))
+            self.encoder = CachedEncoder(model, text_cache)
 
     def vector(self, query: str | None) -> np.ndarray | None:
-        """The text vector of a request's query (None without a query, or for a checkpoint without text inputs)."""
+        """The text vector of a request's query (None without a query, or when nothing here embeds text)."""
         if self.encoder is None or not (query and query.strip()):
             return None
         return self.encoder(query.strip())
+
+    def encode(self, query: str | None, history: Sequence[str] = (), user: Mapping[str, str] | None = None
+               ) -> Encoded:
+        """`prompt`, the query's vector and the index prior's request vector (`sid_index.retrieve.request_vector`)
+        of one request; raises `UnknownSkus` like `prompt`."""
+        import time
+
+        from sid_index.retrieve import request_vector
+
+        prompt = self.prompt(query, history, user)
+        t0 = time.perf_counter()
+        vector = self.vector(query)
+        embed_s = None if vector is None else time.perf_counter() - t0
+        prior = None
+        if self.centroids is not None:
+            prior = request_vector(self.centroids, vector, history_codes(self.index, history)[0])
+        return Encoded(prompt, vector, prior, embed_s)
 
     def prompt(
         self, query: str | None, history: Sequence[str] = (), user: Mapping[str, str] | None = None

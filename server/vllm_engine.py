@@ -228,8 +228,8 @@ class VllmEngine(BatchingEngine):
                 lps[row, :n] = flat.logprobs[lo : lo + n]
         return ids, lps
 
-    def decode(self, prompts: list[list[int]], widths: list[int], vectors: list[np.ndarray | None] | None = None
-               ) -> tuple[list[Hits], BatchStats]:
+    def decode(self, prompts: list[list[int]], widths: list[int], vectors: list[np.ndarray | None] | None = None,
+               priors: list[np.ndarray | None] | None = None) -> tuple[list[Hits], BatchStats]:
         start = time.perf_counter()
         self._ensure_llm()
         levels = self.ckpt.vocab.levels

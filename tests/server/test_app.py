@@ -187,7 +187,7 @@ class FixedEngine(SlowEngine):
         super().__init__(delay, **kw)
         self.sid = sid
 
-    def decode(self, prompts, widths, vectors=None):
+    def decode(self, prompts, widths, vectors=None, priors=None):
         time.sleep(self.delay)
         hits = [Hits(codes=np.array([self.sid]), scores=np.array([-1.0])) for _ in prompts]
         return hits, BatchStats(len(prompts), [len(prompts)], 0, self.delay)
@@ -341,3 +341,44 @@ def test_text_input_checkpoint_is_served_with_the_query_embedding(text_served_pa
         assert [i["sku"] for i in again["items"]] == [i["sku"] for i in body["items"]]
     with pytest.raises(RadgrError, match="vLLM engine does not serve"):
         load(settings_for(text_served_path, tiny_index, engine="vllm"), None)
+
+
+def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tiny_index, requests):
+    """`radgr serve --index-prior W` answers exactly what beam search with `IndexPrior` gives offline (computed
+    here from `sid_index.retrieve`), for query and history-only requests; with a huge weight and an exhaustive
+    width it is the index-only ranking."""
+    import torch
+
+    from server.app import resolve_engine
+    from server.beam_search import IndexPrior, beam_search
+    from sid_index.embed import embed_texts
+    from sid_index.index import load_centroids
+    from sid_index.retrieve import IndexRetriever, request_vector
+    from trainer.data import history_codes
+
+    width = max(tiny_index.trie.nodes(level) for level in range(tiny_index.levels - 1))
+    centroids = load_centroids(tiny_index)
+    query, history = next((q, h) for q, h in requests if q and h)
+    asks = [{"query": query}, {"history": history[:5]}]
+    for weight in (2.0, 1e4):
+        app = create_app(settings_for(served_path, tiny_index, beam_width=width, max_beam_width=width,
+                                      index_prior=weight, max_top_k=1000))
+        with TestClient(app) as c:
+            wait_ready(c)
+            for ask in asks:
+                body = c.post("/v1/retrieve", json=ask | {"top_k": 1000}).json()
+                served_sids = list(dict.fromkeys(i["sid"] for i in body["items"]))
+                q = embed_texts([ask["query"]], progress=False)[0][0] if "query" in ask else None
+                vec = request_vector(centroids, q, history_codes(tiny_index, ask.get("history", []))[0])
+                prompt = Retriever(served, tiny_index).prompt(ask.get("query"), ask.get("history", []))
+                res = beam_search(served.decoder, [prompt], served.vocab, served.eos_id, width,
+                                  tiny_index.constraint("cpu"), pad_id=served.pad_id, include_eos=False,
+                                  prior=IndexPrior.of(centroids, vec[None], weight, "cpu"))
+                assert served_sids == [format_sid(c) for c in res.sids(0)], (weight, ask)
+                if weight == 1e4:
+                    floor = IndexRetriever(tiny_index).search(vec[None], width)[0]
+                    assert served_sids[:10] == [format_sid(c) for c in floor[:10]]
+    with pytest.raises(RadgrError, match="index prior"):
+        resolve_engine("vllm", 32, index_prior=True)
+    assert resolve_engine("auto", 32, index_prior=True) == "native"
+    assert torch.isfinite(torch.tensor(body["items"][0]["score"]))
