@@ -60,15 +60,20 @@ def check_compatible(ckpt: Checkpoint, index: SidIndex) -> None:
 
 
 def model_version(ckpt: Checkpoint) -> str:
-    """Folder name plus a short fingerprint of the metadata and weight files (changes on every retrain)."""
+    """Folder name plus a short fingerprint of its files: of its checksums.json (the SHA-256 of every file,
+    verified when it was loaded), else of the metadata and weight files' sizes and first MiB."""
+    from sid_index.atomic import CHECKSUMS
+
     root = Path(ckpt.path)
+    name = root.parent.name if root.name == "model" else root.name
+    if (root / CHECKSUMS).is_file():
+        return f"{name}-{hashlib.sha256((root / CHECKSUMS).read_bytes()).hexdigest()[:12]}"
     h = hashlib.sha256((root / "radgr.json").read_bytes())
     for f in sorted(root.glob("*.safetensors")):
         st = f.stat()
         h.update(f"{f.name}:{st.st_size}".encode())
         with f.open("rb") as fh:
             h.update(fh.read(1 << 20))
-    name = root.parent.name if root.name == "model" else root.name
     return f"{name}-{h.hexdigest()[:12]}"
 
 

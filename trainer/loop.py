@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator, DistributedType
 
-from sid_index.atomic import atomic_file, write_json
+from sid_index.atomic import atomic_file, recover_dir, write_json
 from sid_index.data.schema import load_dataset
 from sid_index.embed import item_texts
 from sid_index.errors import RadgrError
@@ -205,6 +205,9 @@ def _accelerator(cfg: RunConfig):
 
 def _start(cfg: RunConfig, index: SidIndex, dataset) -> tuple[Checkpoint, dict[str, Any] | None]:
     """The model to train: the run's own last checkpoint when resuming, else a new one."""
+    recovered = recover_dir(cfg.out / "model")  # a crash between a save's two renames left it hidden
+    if recovered is not None:
+        print(f"recovered the checkpoint of an interrupted save: {recovered} -> {cfg.out / 'model'}")
     if cfg.resume:
         state = load_state(cfg.out / "model") if (cfg.out / "model").exists() else None
         if state is None:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from sid_index.atomic import atomic_dir
+from sid_index.atomic import atomic_dir, complete_leftover, verify_checksums
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex
 from sid_index.tokens import SidVocab, add_sid_tokens
@@ -215,7 +215,7 @@ def save_checkpoint(
                                                                 for k, v in state_dict.items()
                                                                 if k.startswith("text_inputs.")})
             state_dict = {k.removeprefix("lm."): v for k, v in state_dict.items() if k.startswith("lm.")}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, checksums=True) as tmp:  # checksums.json last: SHA-256 of every file (verified on load)
         model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         if text_inputs is not None:
             text_inputs.save(tmp)
@@ -234,7 +234,32 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return path
     if (path / "model" / META_FILE).is_file():
         return path / "model"
+    for where in (path, path / "model"):
+        left = complete_leftover(where) if not where.exists() else None
+        if left is not None:
+            raise RadgrError(f"{where}: missing, but an interrupted save left a complete checkpoint at {left} "
+                             "(`radgr train ... --resume` recovers it; or rename it)")
     raise RadgrError(f"{path}: not a radgr checkpoint (no {META_FILE}; train one with `radgr train sft`)")
+
+
+_VERIFIED: set[tuple] = set()  # folders verified in this process, keyed by every file's (name, size, mtime)
+
+
+def verify_checkpoint(path: Path) -> bool:
+    """Every file against the checkpoint's checksums.json; False for a checkpoint saved before checksums
+    existed. One streaming SHA-256 pass over the weights, skipped when no file changed (size, mtime) since
+    this process last verified the folder."""
+    try:
+        key = (str(path.resolve()),) + tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                                                    for p in path.rglob("*") if p.is_file()))
+    except OSError:
+        return verify_checksums(path)
+    if key in _VERIFIED:
+        return True
+    verified = verify_checksums(path)
+    if verified:
+        _VERIFIED.add(key)
+    return verified
 
 
 def load_checkpoint(
@@ -247,6 +272,7 @@ def load_checkpoint(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_checkpoint(path)
+    verify_checkpoint(path)  # flipped, truncated or missing files: one line, before anything is parsed
     try:
         meta = json.loads((path / META_FILE).read_text())
     except json.JSONDecodeError as exc:

@@ -382,3 +382,20 @@ def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tin
         resolve_engine("vllm", 32, index_prior=True)
     assert resolve_engine("auto", 32, index_prior=True) == "native"
     assert torch.isfinite(torch.tensor(body["items"][0]["score"]))
+
+
+def test_damaged_weights_stop_the_server_before_it_binds(served_path, tiny_index, tmp_path):
+    """4 KB of flipped bytes in model.safetensors (same size): refused with one line by the pre-flight check
+    `radgr serve` runs before binding its port, instead of serving garbage scores under the same version."""
+    import shutil
+
+    from server.cli import preflight
+
+    ck = tmp_path / "m"
+    shutil.copytree(served_path, ck)
+    preflight(settings_for(ck, tiny_index))  # intact: passes
+    weights = bytearray((ck / "model.safetensors").read_bytes())
+    weights[-4096:] = bytes(b ^ 0x5A for b in weights[-4096:])
+    (ck / "model.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(RadgrError, match="model.safetensors: damaged"):
+        preflight(settings_for(ck, tiny_index))

@@ -49,7 +49,8 @@ def test_sft_outputs(sft_run):
         rows = list(csv.DictReader(fh))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     ck = load_checkpoint(sft_run)
-    assert ck.meta["stages"] == [{"stage": "sft", "steps": 6}]
+    (stage,) = ck.meta["stages"]
+    assert stage["stage"] == "sft" and stage["steps"] == 6 and stage["train_s"] > 0
     assert load_state(sft_run)["step"] == 6
 
 
@@ -204,3 +205,46 @@ def test_resume_state_is_never_unpickled_as_code(sft_run, tmp_path):
     (ck / STATE_FILE).write_bytes((sft_run / STATE_FILE).read_bytes()[:200])  # truncated
     with pytest.raises(RadgrError, match="damaged or untrusted training state"):
         load_state(ck)
+
+
+def test_a_kill_between_the_renames_of_a_save_resumes_from_the_last_complete_checkpoint(
+        sft_run, tiny_dataset, tiny_index, tmp_path, monkeypatch):
+    """Fault injected at the worst moment of the step-6 save: the step-3 checkpoint moved aside, the new one not in
+    place. Without recovery `--resume` refused and a plain rerun restarted from step 0."""
+    import os
+
+    from sid_index import atomic
+    from trainer.model import resolve_checkpoint
+
+    real, calls = os.replace, []
+
+    def crash(src, dst):
+        calls.append(dst)
+        if str(dst).endswith("/model") and sum(str(c).endswith("/model") for c in calls) == 2 and len(calls) > 2:
+            raise Killed  # the second save's second rename
+        return real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", crash)
+    with pytest.raises(Killed):
+        train(sft_cfg(tiny_dataset, tiny_index, tmp_path, index_ratio=0.5))
+    monkeypatch.setattr(atomic.os, "replace", real)
+    assert not (tmp_path / "model").exists()
+    with pytest.raises(RadgrError, match="interrupted save left a complete checkpoint"):
+        resolve_checkpoint(tmp_path)
+    train(sft_cfg(tiny_dataset, tiny_index, tmp_path, index_ratio=0.5, resume=True))
+    assert same_weights(tmp_path / "model", sft_run)
+
+
+def test_flipped_bytes_in_the_weights_are_refused(sft_run, tmp_path):
+    import shutil
+
+    ck = tmp_path / "model"
+    shutil.copytree(sft_run, ck)
+    weights = bytearray((ck / "model.safetensors").read_bytes())
+    weights[-4096:] = bytes(b ^ 0xFF for b in weights[-4096:])
+    (ck / "model.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(RadgrError, match=r"model.safetensors: damaged \(its SHA-256 differs"):
+        load_checkpoint(ck)
+    (ck / "model.safetensors").unlink()
+    with pytest.raises(RadgrError, match="model.safetensors: missing"):
+        load_checkpoint(ck, with_model=False)
