@@ -42,6 +42,7 @@ from server.settings import ServerSettings
 from sid_index.errors import RadgrError
 
 log = logging.getLogger("radgr.server")
+DRAIN_MARGIN_S = 0.5  # before the shutdown grace period ends, requests still running answer 503
 
 
 class RetrieveBase(BaseModel):
@@ -229,7 +230,7 @@ def configure_logging(level: str) -> None:
 def create_app(settings: ServerSettings, loader=load) -> FastAPI:
     """The app; `loader(settings, metrics) -> Loaded` runs in a thread after start-up (tests swap it)."""
     metrics = ServerMetrics()
-    state: dict[str, Any] = {"loaded": None, "error": None, "draining": False}
+    state: dict[str, Any] = {"loaded": None, "error": None, "draining": False, "loop": None, "stop_now": None}
     Req = request_model(settings)
     bearer = HTTPBearer(auto_error=False)
 
@@ -250,11 +251,24 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
             state["error"] = str(exc)
             log.error("start-up failed", exc_info=True, extra={"fields": {"error": str(exc)}})
 
+    def begin_drain() -> None:
+        """Shutdown begins (SIGTERM/SIGINT, from the server's signal handler): /readyz and new requests answer
+        503 at once while the listener is still open; requests still running `DRAIN_MARGIN_S` before the
+        grace period ends answer 503 + Retry-After instead of being cut off by the server."""
+        if state["draining"]:
+            return
+        state["draining"] = True
+        loop, stop = state["loop"], state["stop_now"]
+        if loop is not None:
+            delay = max(0.0, settings.shutdown_grace_s - DRAIN_MARGIN_S)
+            loop.call_soon_threadsafe(lambda: loop.call_later(delay, stop.set))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        state["loop"], state["stop_now"] = asyncio.get_running_loop(), asyncio.Event()
         task = asyncio.get_running_loop().run_in_executor(None, startup)
         yield
-        state["draining"] = True
+        begin_drain()
         await task
         if state["loaded"] is not None:
             await asyncio.to_thread(state["loaded"].engine.close, True)
@@ -315,13 +329,21 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
         width = body.beam_width or settings.beam_width
         embed_s = req.embed_s
         metrics.in_flight.inc()
+        search = asyncio.ensure_future(
+            loaded.engine.search(req.prompt, width, settings.request_timeout_s, req.vector, req.prior))
+        stop = asyncio.ensure_future(state["stop_now"].wait())
         try:
-            hits = await loaded.engine.search(req.prompt, width, settings.request_timeout_s, req.vector, req.prior)
+            await asyncio.wait({search, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not search.done():  # the shutdown grace period is ending: answer now, cleanly
+                search.cancel()
+                return error(503, "shutting down", retry)
+            hits = search.result()
         except QueueFull as exc:
             return error(503, f"overloaded: {exc}", retry)
         except (TimeoutError, DeadlineExceeded):
             return error(504, f"deadline of {settings.request_timeout_s} s passed")
         finally:
+            stop.cancel()
             metrics.in_flight.dec()
         items = loaded.retriever.items(hits, body.top_k)
         total = time.perf_counter() - start
@@ -360,4 +382,5 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # outermost: before routing, auth or parsing
     app.state.metrics = metrics
     app.state.server = state
+    app.state.begin_drain = begin_drain
     return app

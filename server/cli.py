@@ -24,7 +24,8 @@ def serve_command(
     index_prior: Annotated[float | None, typer.Option(
         help="fuse the index's retrieval score into the search with this weight, as radgr eval --index-prior "
              "(native engine) [RADGR_INDEX_PRIOR, default 0: the model alone]")] = None,
-    graceful_s: Annotated[float, typer.Option(help="on SIGTERM/SIGINT, wait this long for in-flight requests")] = 30.0,
+    graceful_s: Annotated[float | None, typer.Option(
+        help="on SIGTERM/SIGINT, wait this long for in-flight requests [RADGR_SHUTDOWN_GRACE_S, default 30]")] = None,
 ) -> None:
     """Serve a checkpoint and its SID index over HTTP (POST /v1/retrieve; docs at /docs).
 
@@ -36,7 +37,7 @@ def serve_command(
     from server.settings import ServerSettings
 
     given = dict(model=model, index=index, engine=engine, host=host, port=port, device=device, beam_width=beam_width,
-                 index_prior=index_prior)
+                 index_prior=index_prior, shutdown_grace_s=graceful_s)
     try:
         settings = ServerSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
@@ -44,14 +45,29 @@ def serve_command(
         raise RadgrError(f"bad server settings: {msgs}") from None
     preflight(settings)
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=graceful_s,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
         access_log=False,  # one JSON line per request comes from the app itself
     )
+    draining_server(config, app.state.begin_drain).run()
+
+
+def draining_server(config, on_exit):
+    """uvicorn's server, told of a shutdown signal before it stops listening, so the app can turn /readyz
+    and new requests to 503 at once and answer requests still running before the grace period ends."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            on_exit()
+            super().handle_exit(sig, frame)
+
+    return DrainingServer(config)
 
 
 def preflight(settings) -> None:

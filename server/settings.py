@@ -41,6 +41,8 @@ class ServerSettings(BaseSettings):
     max_pending: int = Field(64, ge=1, description="requests queued or running; more are refused with 503")
     request_timeout_s: float = Field(10.0, gt=0, description="deadline of a request; past it: 504")
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503")
+    shutdown_grace_s: float = Field(30.0, gt=0, description="on SIGTERM/SIGINT: time in-flight requests get to "
+                                    "finish; those still running just before it ends answer 503 + Retry-After")
     api_token: str | None = Field(None, description="when set, requests need 'Authorization: Bearer <token>'")
     warmup: bool = Field(True, description="run one search before reporting ready")
     log_level: str = "info"

@@ -212,6 +212,28 @@ def test_overload_gets_503_with_retry_after_then_recovers(served_path, tiny_inde
         assert c.post("/v1/retrieve", json={"query": "q"}).status_code == 200
 
 
+def test_shutdown_turns_ready_off_at_once_and_answers_running_requests_before_the_grace_ends(served_path,
+                                                                                               tiny_index):
+    """Drain (what SIGTERM starts): /readyz and new requests 503 while the listener is still open; a request still
+    decoding when the grace period is about to end gets 503 + Retry-After, not a cut connection or a 500."""
+    sid = tiny_index.trie.sids()[0].tolist()
+    s = settings_for(served_path, tiny_index, warmup=False, shutdown_grace_s=1.0, request_timeout_s=30)
+    app = create_app(s, loader=fake_loader(lambda m: FixedEngine(5.0, sid, max_batch=1)))
+    with TestClient(app) as c:
+        wait_ready(c)
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(c.post, "/v1/retrieve", json={"query": "q"})
+            time.sleep(0.3)  # inside the engine now
+            t0 = time.monotonic()
+            app.state.begin_drain()
+            ready = c.get("/readyz")
+            assert ready.status_code == 503 and "shutting down" in ready.text
+            assert c.post("/v1/retrieve", json={"query": "q"}).status_code == 503
+            r = running.result(10)
+        assert r.status_code == 503 and r.json()["detail"] == "shutting down" and r.headers["retry-after"]
+        assert time.monotonic() - t0 < 1.0 + 0.5  # before the grace period (1 s) was over, not after the 5 s decode
+
+
 def test_deadline_gives_504(served_path, tiny_index):
     sid = tiny_index.trie.sids()[0].tolist()
     s = settings_for(served_path, tiny_index, request_timeout_s=0.2, warmup=False)

@@ -126,6 +126,38 @@ def test_sigterm_lets_in_flight_requests_finish(served_path, tiny_index, tmp_pat
     assert results == [200] * 8
 
 
+def test_sigterm_past_the_grace_period_answers_503_not_500(served_path, tiny_index, tmp_path):
+    """More queued work than a 2 s grace period: every request gets 200 or 503 + Retry-After, none a 500 or a cut
+    connection, and the log holds no traceback."""
+    results = []
+    log = tmp_path / "grace.log"
+    with serve_process(served_path, tiny_index.root, log, beam_width=64, dtype="float32", max_batch_requests=1,
+                       max_pending=200, shutdown_grace_s=2, request_timeout_s=120) as url:
+        body = {"query": "lamp", "top_k": 3}
+
+        def call():
+            try:
+                r = retrieve(url, **body)
+                results.append((r.status_code, r.headers.get("retry-after")))
+            except httpx.HTTPError as exc:
+                results.append((repr(exc), None))
+
+        threads = [threading.Thread(target=call) for _ in range(60)]
+        for t in threads:
+            t.start()
+        for _ in range(2000):
+            text = httpx.get(f"{url}/metrics").text
+            if float(re.search(r"^radgr_requests_in_flight (\S+)$", text, re.M).group(1)) >= 30:
+                break
+            time.sleep(0.005)
+    for t in threads:
+        t.join(60)
+    statuses = [s for s, _ in results]
+    assert len(results) == 60 and set(statuses) <= {200, 503}, statuses
+    assert 503 in statuses and all(ra for s, ra in results if s == 503)
+    assert "Traceback" not in log.read_text()
+
+
 def test_mismatched_checkpoint_stops_serve_with_a_message(served_path, tmp_path):
     import numpy as np
 
