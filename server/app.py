@@ -169,8 +169,7 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
 
     index = load_index(settings.index)
     ckpt = load_checkpoint(settings.model, with_model=False)
-    native = resolve_engine(settings.engine, ckpt.prompts.config.align, ckpt.text_model is not None,
-                            settings.index_prior > 0) == "native"
+    native = resolve_engine(settings.engine, ckpt.prompts.config.align, ckpt.text_model is not None) == "native"
     if native:
         ckpt = load_checkpoint(settings.model, device="cpu", dtype=settings.dtype)
     retriever = Retriever(ckpt, index, index_prior=settings.index_prior)  # checks the pair before any engine starts
@@ -189,16 +188,15 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
     return Loaded(engine, retriever, model_version(ckpt), index.index_id)
 
 
-def resolve_engine(name: str, prompt_align: int, text_inputs: bool = False, index_prior: bool = False) -> str:
+def resolve_engine(name: str, prompt_align: int, text_inputs: bool = False) -> str:
     """"auto": vLLM where it is installed and the checkpoint's prompts fill whole KV blocks
     (`--prompt-align 32`), else native: on unaligned prompts every vLLM beam recomputes the
     prompt's last partial block, which made it 1.8-8x slower than the native engine (README).
-    Checkpoints with text inputs, and an index prior, are served by the native engine only (vLLM: not yet)."""
-    if text_inputs or index_prior:
+    Checkpoints with text inputs are served by the native engine only (vLLM: not yet)."""
+    if text_inputs:
         if name == "vllm":
-            what = ("this checkpoint has text inputs (trained with --text-inputs)" if text_inputs
-                    else "the index prior (--index-prior)")
-            raise RadgrError(f"{what}: the vLLM engine does not serve it yet; use --engine native")
+            raise RadgrError("this checkpoint has text inputs (trained with --text-inputs), which the vLLM "
+                             "engine does not serve yet; use --engine native")
         return "native"
     if name != "auto":
         return name

@@ -17,6 +17,11 @@ cannot see a trie. So:
 
 The prefix to mask is read from each request's prompt tail (its last `level` tokens are the
 beam's SID tokens), so one `SamplingParams` per level serves every beam of a step.
+
+With an index prior (`server.beam_search.IndexPrior`) the driver adds each candidate code's prior
+gain, weight * (2 r.c - |c|^2) with r the request vector minus the beam's prefix centroids, to
+its log-prob before picking beams: every allowed code of a beam comes back (k = the level's
+largest fan-out), so this is the same search as the native engine's.
 """
 
 from __future__ import annotations
@@ -136,6 +141,11 @@ class VllmEngine(BatchingEngine):
         self.score_eos = settings.score_eos
         self.fanout = max_fanout(index)
         self.constraint = index.constraint("cpu")  # the driver's copy, to track each beam's trie node
+        self.centroids = None  # per level [K, D] float64, when the server fuses the index prior
+        if settings.index_prior > 0:
+            from sid_index.index import load_centroids
+
+            self.centroids = [np.asarray(c, dtype=np.float64) for c in load_centroids(index)]
         self.llm = None
         self._n = 0
 
@@ -184,7 +194,8 @@ class VllmEngine(BatchingEngine):
     def start(self) -> None:
         super().start()
         # Build the engine now (in the worker thread) so start-up errors surface at load time.
-        self.submit([self.ckpt.eos_id], 1, 600).result()
+        prior = None if self.centroids is None else np.zeros(self.centroids[0].shape[1])
+        self.submit([self.ckpt.eos_id], 1, 600, None, prior).result()
 
     def shutdown_backend(self) -> None:
         self.llm = None
@@ -228,6 +239,12 @@ class VllmEngine(BatchingEngine):
                 lps[row, :n] = flat.logprobs[lo : lo + n]
         return ids, lps
 
+    def _prior_gain(self, residual: np.ndarray, codes: np.ndarray, level: int) -> np.ndarray:
+        """weight * (2 r.c - |c|^2) of candidate codes [n, k] (any value where the log-prob is -inf)."""
+        cent = self.centroids[level][np.clip(codes, 0, len(self.centroids[level]) - 1)]  # [n, k, D]
+        gain = 2 * np.einsum("nd,nkd->nk", residual, cent) - (cent * cent).sum(-1)
+        return self.settings.index_prior * gain
+
     def decode(self, prompts: list[list[int]], widths: list[int], vectors: list[np.ndarray | None] | None = None,
                priors: list[np.ndarray | None] | None = None) -> tuple[list[Hits], BatchStats]:
         start = time.perf_counter()
@@ -237,6 +254,10 @@ class VllmEngine(BatchingEngine):
         # Per request: beam tokens [n, t], scores [n]
         toks = [np.zeros((1, 0), dtype=np.int64) for _ in prompts]
         scores = [np.zeros(1) for _ in prompts]
+        prior = self.centroids is not None
+        if prior and (priors is None or any(p is None for p in priors)):
+            raise ValueError("an engine with an index prior needs every request's prior vector")
+        residual = [np.asarray(p, dtype=np.float64)[None] for p in priors] if prior else None  # [beams, D]
         beams_per_step = []
         for t in range(levels + int(self.score_eos)):
             k = 1 if t == levels else max(1, min(max(widths), self.fanout[t]))
@@ -248,6 +269,8 @@ class VllmEngine(BatchingEngine):
                 n = len(toks[b])
                 cand_ids, cand_lp = ids[at : at + n], lps[at : at + n]
                 at += n
+                if prior and t < levels:
+                    cand_lp = cand_lp + self._prior_gain(residual[b], cand_ids - offsets[t], t)
                 total = (scores[b][:, None] + cand_lp).reshape(-1)
                 if t == levels:  # EOS: one candidate per beam, re-rank
                     order = np.argsort(-total, kind="stable")
@@ -260,6 +283,8 @@ class VllmEngine(BatchingEngine):
                 parent, col = keep // k, keep % k
                 toks[b] = np.concatenate([toks[b][parent], cand_ids[parent, col][:, None]], 1)
                 scores[b] = total[keep]
+                if prior:
+                    residual[b] = residual[b][parent] - self.centroids[t][cand_ids[parent, col] - offsets[t]]
         hits, invalid = [], 0
         for b in range(len(prompts)):
             codes = toks[b] - offsets[None, :]

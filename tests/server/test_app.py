@@ -371,7 +371,6 @@ def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tin
     width it is the index-only ranking."""
     import torch
 
-    from server.app import resolve_engine
     from server.beam_search import IndexPrior, beam_search
     from sid_index.embed import embed_texts
     from sid_index.index import load_centroids
@@ -400,9 +399,6 @@ def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tin
                 if weight == 1e4:
                     floor = IndexRetriever(tiny_index).search(vec[None], width)[0]
                     assert served_sids[:10] == [format_sid(c) for c in floor[:10]]
-    with pytest.raises(RadgrError, match="index prior"):
-        resolve_engine("vllm", 32, index_prior=True)
-    assert resolve_engine("auto", 32, index_prior=True) == "native"
     assert torch.isfinite(torch.tensor(body["items"][0]["score"]))
 
 

@@ -96,6 +96,43 @@ def test_vllm_engine_exact_and_equal_to_native(served_path, served, tiny_index, 
         engine.close()
 
 
+@pytest.mark.slow
+def test_both_engines_fuse_the_index_prior_exactly(served_path, served, tiny_index, requests):
+    """With `index_prior` both engines return the brute-force ranking of model log-prob + the prior's score
+    (`IndexPrior.score`, computed here over every SID), with the same scores."""
+    from server.beam_search import IndexPrior
+    from server.retriever import Retriever
+    from sid_index.index import load_centroids
+    from trainer.model import load_checkpoint
+
+    weight = 2.0
+    encoded = [Retriever(served, tiny_index, index_prior=weight).encode(q, h) for q, h in requests]
+    prompts, priors = [e.prompt for e in encoded], [e.prior for e in encoded]
+    width = exact_width(tiny_index, False)
+    centroids = load_centroids(tiny_index)
+    engines = [NativeEngine(served, tiny_index, index_prior=weight)]
+    if __import__("importlib").util.find_spec("vllm") is not None:
+        from server.vllm_engine import VllmEngine
+
+        settings = ServerSettings(model=str(served_path), index=str(tiny_index.root), engine="vllm", dtype="float32",
+                                  max_beam_width=width, beam_width=width, vllm_kv_cache_gib=0.25, index_prior=weight)
+        engines.append(VllmEngine(load_checkpoint(served_path, with_model=False), tiny_index, settings, max_batch=8))
+    for engine in engines:
+        engine.start()
+        try:
+            hits, stats = engine.decode(prompts, [width] * len(prompts), None, priors)
+            assert stats.invalid == 0
+            for prompt, prior, h in zip(prompts, priors, hits, strict=True):
+                codes, scores = brute_force(served, tiny_index, prompt, False)
+                gain = IndexPrior.of(centroids, prior[None], weight, "cpu").score(torch.from_numpy(codes)[None])[0]
+                fused = scores + gain.numpy()
+                order = np.argsort(-fused, kind="stable")
+                assert_same_ranking(h, codes[order], fused[order])
+        finally:
+            engine.close()
+    assert len(engines) == 2 or pytest.skip("vLLM not installed: native engine checked only")
+
+
 class SlowEngine(BatchingEngine):
     """Sleeps instead of decoding; records the batches it saw."""
 
