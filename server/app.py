@@ -39,7 +39,6 @@ from server.engine import BatchingEngine, DeadlineExceeded, QueueFull
 from server.metrics import ServerMetrics
 from server.retriever import Retriever, UnknownSkus, model_version
 from server.settings import ServerSettings
-from sid_index.errors import RadgrError
 
 log = logging.getLogger("radgr.server")
 DRAIN_MARGIN_S = 0.5  # before the shutdown grace period ends, requests still running answer 503
@@ -169,7 +168,7 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
 
     index = load_index(settings.index)
     ckpt = load_checkpoint(settings.model, with_model=False)
-    native = resolve_engine(settings.engine, ckpt.prompts.config.align, ckpt.text_model is not None) == "native"
+    native = resolve_engine(settings.engine, ckpt.prompts.config.align) == "native"
     if native:
         ckpt = load_checkpoint(settings.model, device="cpu", dtype=settings.dtype)
     retriever = Retriever(ckpt, index, index_prior=settings.index_prior)  # checks the pair before any engine starts
@@ -188,16 +187,10 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
     return Loaded(engine, retriever, model_version(ckpt), index.index_id)
 
 
-def resolve_engine(name: str, prompt_align: int, text_inputs: bool = False) -> str:
+def resolve_engine(name: str, prompt_align: int) -> str:
     """"auto": vLLM where it is installed and the checkpoint's prompts fill whole KV blocks
     (`--prompt-align 32`), else native: on unaligned prompts every vLLM beam recomputes the
-    prompt's last partial block, which made it 1.8-8x slower than the native engine (README).
-    Checkpoints with text inputs are served by the native engine only (vLLM: not yet)."""
-    if text_inputs:
-        if name == "vllm":
-            raise RadgrError("this checkpoint has text inputs (trained with --text-inputs), which the vLLM "
-                             "engine does not serve yet; use --engine native")
-        return "native"
+    prompt's last partial block, which made it 1.8-8x slower than the native engine (README)."""
     if name != "auto":
         return name
     import importlib.util

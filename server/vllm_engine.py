@@ -18,6 +18,13 @@ cannot see a trie. So:
 The prefix to mask is read from each request's prompt tail (its last `level` tokens are the
 beam's SID tokens), so one `SamplingParams` per level serves every beam of a step.
 
+A checkpoint with text inputs (`trainer/text_inputs.py`) is served through vLLM's prompt
+embeddings (`enable_prompt_embeds`): the driver computes each beam request's input embeddings
+with the checkpoint's `TextInputs` (token embeddings, SID centroid shifts, the projected query
+vector in its slot) and submits them as a mixed-mode `EmbedsPrompt` whose token ids are the real
+ones, every position taken from the embeddings; the logits processor still reads the beam's SID
+prefix from those ids, and vLLM's prefix cache hashes the embeddings block by block.
+
 With an index prior (`server.beam_search.IndexPrior`) the driver adds each candidate code's prior
 gain, weight * (2 r.c - |c|^2) with r the request vector minus the beam's prefix centroids, to
 its log-prob before picking beams: every allowed code of a beam comes back (k = the level's
@@ -125,6 +132,18 @@ def checkpoint_dtype(path) -> str:
     return str(cfg.get("dtype") or cfg.get("torch_dtype") or "auto")
 
 
+def _token_embedding(path) -> torch.nn.Embedding:
+    """The checkpoint's input token embeddings, read from its safetensors (the model itself runs in vLLM)."""
+    from safetensors import safe_open
+
+    for f in sorted(Path(path).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                if key.endswith("embed_tokens.weight"):
+                    return torch.nn.Embedding.from_pretrained(fh.get_tensor(key), freeze=True)
+    raise ValueError(f"{path}: no embed_tokens weight in its safetensors")
+
+
 def max_fanout(index: SidIndex) -> list[int]:
     """Largest number of children of any trie node, per level: the log-probs a step needs per beam."""
     return [int(np.diff(np.asarray(index.trie.offsets[t])).max()) for t in range(index.levels)]
@@ -141,6 +160,8 @@ class VllmEngine(BatchingEngine):
         self.score_eos = settings.score_eos
         self.fanout = max_fanout(index)
         self.constraint = index.constraint("cpu")  # the driver's copy, to track each beam's trie node
+        self.text_inputs = ckpt.text_inputs  # None: plain token prompts
+        self.token_embedding = _token_embedding(ckpt.path) if self.text_inputs is not None else None
         self.centroids = None  # per level [K, D] float64, when the server fuses the index prior
         if settings.index_prior > 0:
             from sid_index.index import load_centroids
@@ -174,6 +195,8 @@ class VllmEngine(BatchingEngine):
                 "eos_id": ck.eos_id,
             }},
         )
+        if self.text_inputs is not None:
+            args["enable_prompt_embeds"] = True
         if cpu:
             args["kv_cache_memory_bytes"] = int(s.vllm_kv_cache_gib * 2**30)
         else:
@@ -206,23 +229,42 @@ class VllmEngine(BatchingEngine):
             extra_args={LEVEL_ARG: level}, flat_logprobs=True,
         )
 
-    def _step(self, prompts: list[list[int]], level: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    @torch.inference_mode()
+    def _embeds(self, prompt: list[int], vector: np.ndarray | None) -> torch.Tensor:
+        """Input embeddings [T, H] of one beam request, exactly as `TextInputLM` computes them."""
+        ids = torch.tensor([prompt], dtype=torch.long)
+        vec = None if vector is None else torch.as_tensor(vector, dtype=torch.float32)[None]
+        return self.text_inputs.embed(self.token_embedding, ids, vec)[0].to(self.token_embedding.weight.dtype)
+
+    def _step(self, prompts: list[list[int]], level: int, k: int, vectors: list[np.ndarray | None] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
         """One engine pass: top-k (token ids, log-probs) [N, k] after each prompt (-inf padded)."""
-        from vllm.inputs import TokensPrompt
+        from vllm.inputs import EmbedsPrompt, TokensPrompt
 
         engine = self.llm.llm_engine
         params = self._params(level, k)
         base = self._n
         self._n += len(prompts)
+        embeds = self.text_inputs is not None
+
+        def prompt_of(i: int):
+            if not embeds:
+                return TokensPrompt(prompt_token_ids=prompts[i])
+            return EmbedsPrompt(prompt_embeds=self._embeds(prompts[i], vectors[i] if vectors else None),
+                                prompt_token_ids=prompts[i], prompt_is_token_ids=[False] * len(prompts[i]))
+
         # vLLM's input processing (validation, a deep copy of the params) costs ~0.3 ms per request:
         # run it once per step and give every other beam a copy with its own prompt (1.2-1.8x
         # faster at width 128). vLLM marks passing a processed request as deprecated (one warning).
         template = engine.input_processor.process_inputs(
-            str(base), TokensPrompt(prompt_token_ids=prompts[0]), params,
-            supported_tasks=engine.get_supported_tasks(),
+            str(base), prompt_of(0), params, supported_tasks=engine.get_supported_tasks(),
         )
         for i, p in enumerate(prompts):
-            request = msgspec.structs.replace(template, request_id=str(base + i), prompt_token_ids=p)
+            extra = {}
+            if embeds:
+                extra = {"prompt_embeds": template.prompt_embeds if i == 0 else prompt_of(i)["prompt_embeds"],
+                         "prompt_is_token_ids": [False] * len(p)}
+            request = msgspec.structs.replace(template, request_id=str(base + i), prompt_token_ids=p, **extra)
             engine.add_request(request.request_id, request, params)
         ids = np.zeros((len(prompts), k), dtype=np.int64)
         lps = np.full((len(prompts), k), -np.inf)
@@ -262,8 +304,9 @@ class VllmEngine(BatchingEngine):
         for t in range(levels + int(self.score_eos)):
             k = 1 if t == levels else max(1, min(max(widths), self.fanout[t]))
             flat_prompts = [p + row.tolist() for p, beams in zip(prompts, toks, strict=True) for row in beams]
+            flat_vectors = [v for v, beams in zip(vectors or [None] * len(prompts), toks, strict=True) for _ in beams]
             beams_per_step.append(len(flat_prompts))
-            ids, lps = self._step(flat_prompts, t, k)
+            ids, lps = self._step(flat_prompts, t, k, flat_vectors)
             at = 0
             for b, w in enumerate(widths):
                 n = len(toks[b])

@@ -286,8 +286,11 @@ def load_checkpoint(
         raise RadgrError(f"{path}: tokenizer SID token ids {vocab.offsets} differ from {META_FILE}")
     text_inputs = None
     if meta.get("text_inputs"):
+        name = str(meta["text_inputs"].get("file") or TEXT_INPUTS_FILE)  # older checkpoints: at the top level
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise RadgrError(f"{path / META_FILE}: text-input file '{name}' is outside the checkpoint")
         try:
-            text_inputs = TextInputs.load(path).to(device)
+            text_inputs = TextInputs.load(path / name).to(device)
         except (OSError, ValueError, RuntimeError) as exc:
             raise RadgrError(f"{path}: damaged text-input weights ({str(exc).splitlines()[0]})") from None
         if text_inputs.vector_token_id != tokenizer.convert_tokens_to_ids(TEXT_VECTOR_TOKEN):

@@ -14,7 +14,9 @@ have to learn English from a few thousand queries. Two learned linear maps bring
   index's reconstruction of its embedding).
 
 The decoder stays a plain Hugging Face causal LM (and a plain vLLM checkpoint): the maps live
-beside it in `text_inputs.safetensors`, and `TextInputLM` runs the LM on `inputs_embeds`.
+beside it in `text_inputs/text_inputs.safetensors` (a subfolder, so that vLLM, which loads every
+top-level safetensors file as the LM's weights, never sees them), and `TextInputLM` runs the LM on
+`inputs_embeds`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from torch import nn
 from trainer.rdrw import SidVectors
 
 TEXT_VECTOR_TOKEN = "<|text_vector|>"
-TEXT_INPUTS_FILE = "text_inputs.safetensors"
+TEXT_INPUTS_FILE = "text_inputs/text_inputs.safetensors"  # relative to the checkpoint folder
 
 
 class TextInputs(nn.Module):
@@ -84,6 +86,7 @@ class TextInputs(nn.Module):
 
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         meta = {"vector_token_id": str(self.vector_token_id), "sid_lo": str(self.sid_lo)}
+        (folder / TEXT_INPUTS_FILE).parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(folder / TEXT_INPUTS_FILE), metadata=meta)
 
     @classmethod
@@ -94,18 +97,18 @@ class TextInputs(nn.Module):
         return module
 
     @classmethod
-    def load(cls, folder: Path) -> TextInputs:
+    def load(cls, file: Path) -> TextInputs:
         from safetensors import SafetensorError, safe_open
 
         try:
-            with safe_open(str(folder / TEXT_INPUTS_FILE), framework="pt") as fh:
+            with safe_open(str(file), framework="pt") as fh:
                 meta = fh.metadata() or {}
                 tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open has no __iter__)
         except SafetensorError as exc:
-            raise ValueError(f"{folder / TEXT_INPUTS_FILE}: {exc}") from None
+            raise ValueError(f"{file}: {exc}") from None
         expected = {"proj.weight", "proj.bias", "sid_proj.weight", "sid_centroids"}
         if set(tensors) != expected or "vector_token_id" not in meta or "sid_lo" not in meta:
-            raise ValueError(f"{folder / TEXT_INPUTS_FILE}: expected tensors {sorted(expected)} and their metadata")
+            raise ValueError(f"{file}: expected tensors {sorted(expected)} and their metadata")
         hidden, text_dim = tensors["proj.weight"].shape
         module = cls(text_dim, hidden, int(meta["vector_token_id"]), int(meta["sid_lo"]), tensors["sid_centroids"])
         module.load_state_dict(tensors)

@@ -7,6 +7,8 @@ import torch
 
 from trainer.model import load_checkpoint
 
+from ..conftest import SERVE_MODEL
+
 
 @pytest.fixture(scope="session")
 def served(served_path):
@@ -33,3 +35,18 @@ def exact_width(index, score_eos: bool = False) -> int:
     if score_eos:
         return index.num_sids
     return max(index.trie.nodes(t) for t in range(index.levels))
+
+
+@pytest.fixture(scope="session")
+def text_served_path(tiny_dataset, tiny_index, tmp_path_factory):
+    """An untrained text-input checkpoint with wide weights, so the query vector visibly moves the ranking."""
+    from sid_index.embed import item_texts
+    from trainer.model import new_model, save_checkpoint
+
+    ckpt = new_model(tiny_index, item_texts(tiny_dataset.catalog), scratch=SERVE_MODEL, text_inputs=True)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in [*ckpt.model.parameters(), *ckpt.text_inputs.parameters()]:
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=gen) * (3.0 if p.shape[-1] == 384 else 0.15))
+    return save_checkpoint(ckpt, tmp_path_factory.mktemp("text-served") / "model")

@@ -133,6 +133,36 @@ def test_both_engines_fuse_the_index_prior_exactly(served_path, served, tiny_ind
     assert len(engines) == 2 or pytest.skip("vLLM not installed: native engine checked only")
 
 
+@pytest.mark.slow
+def test_vllm_serves_text_input_checkpoints_through_prompt_embeddings(text_served_path, tiny_index, requests):
+    """A text-input checkpoint on vLLM (prompt embeddings) gives the native engine's ranking and scores, with the
+    query vector and with history SID tokens shifted by their centroids; 0 invalid SIDs."""
+    pytest.importorskip("vllm")
+    from server.retriever import Retriever
+    from server.vllm_engine import VllmEngine
+    from trainer.model import load_checkpoint
+
+    ckpt = load_checkpoint(text_served_path, dtype=torch.float32)
+    retriever = Retriever(ckpt, tiny_index)
+    history_only = [(None, h) for _, h in requests if h][:2]
+    encoded = [retriever.encode(q, h) for q, h in [*requests, *history_only]]
+    prompts, vectors = [e.prompt for e in encoded], [e.vector for e in encoded]
+    assert any(v is not None for v in vectors) and any(v is None for v in vectors)
+    width = exact_width(tiny_index)
+    settings = ServerSettings(model=str(text_served_path), index=str(tiny_index.root), engine="vllm", dtype="float32",
+                              max_beam_width=width, beam_width=width, vllm_kv_cache_gib=0.25)
+    engine = VllmEngine(load_checkpoint(text_served_path, with_model=False), tiny_index, settings, max_batch=8)
+    engine.start()
+    try:
+        hits, stats = engine.decode(prompts, [width] * len(prompts), vectors)
+        assert stats.invalid == 0
+        native = NativeEngine(ckpt, tiny_index).search_many(prompts, width, vectors)
+        for h, n in zip(hits, native, strict=True):
+            assert_same_ranking(h, n.codes, n.scores, k=min(len(h.codes), len(n.codes)) - 1)
+    finally:
+        engine.close()
+
+
 class SlowEngine(BatchingEngine):
     """Sleeps instead of decoding; records the batches it saw."""
 

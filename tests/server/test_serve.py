@@ -147,9 +147,12 @@ def test_sigterm_past_the_grace_period_answers_503_not_500(served_path, tiny_ind
             t.start()
         for _ in range(2000):
             text = httpx.get(f"{url}/metrics").text
-            if float(re.search(r"^radgr_requests_in_flight (\S+)$", text, re.M).group(1)) >= 30:
+            in_flight = float(re.search(r"^radgr_requests_in_flight (\S+)$", text, re.M).group(1))
+            if in_flight and in_flight + len(results) == len(threads):  # all answered or inside the server
                 break
             time.sleep(0.005)
+        else:
+            pytest.fail("never saw the requests in flight")
     for t in threads:
         t.join(60)
     statuses = [s for s, _ in results]

@@ -124,7 +124,11 @@ def test_checkpoint_round_trip_and_damage(tiny_dataset, tiny_index, tmp_path):
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(path).config.vocab_size == len(ckpt.tokenizer)
+    assert not list(path.glob("*.safetensors"))[1:]  # one top-level weights file: vLLM loads every one it sees
     (path / TEXT_INPUTS_FILE).write_bytes((path / TEXT_INPUTS_FILE).read_bytes()[:100])
+    with pytest.raises(RadgrError, match=r"text_inputs.safetensors: damaged \(its SHA-256"):
+        load_checkpoint(path)
+    (path / "checksums.json").unlink()  # a checkpoint from before checksums: the loader's own check still holds
     with pytest.raises(RadgrError, match="damaged text-input weights"):
         load_checkpoint(path)
 
