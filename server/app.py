@@ -133,7 +133,8 @@ async def _reject(send, status: int, detail: str) -> None:
 
 
 class Hit(BaseModel):
-    sku: str
+    sku_id: str = Field(description="the SKU, as `sku_id` in the data schema")
+    sku: str = Field(description="deprecated alias of `sku_id` (removed in the next release)", deprecated=True)
     sid: str = Field(description="Semantic ID, e.g. <a_3><b_17><c_5>")
     score: float = Field(description="log-probability of the SID under the model")
     rank: int = Field(description="rank of the SID among the decoded ones (0 = best)")
@@ -143,6 +144,8 @@ class RetrieveResponse(BaseModel):
     request_id: str
     items: list[Hit]
     beam_width: int
+    reachable: int = Field(description="distinct SKUs the decoded SIDs hold; below top_k, only that many items "
+                           "could be returned at this beam width")
     model: str
     index: str
     engine: str
@@ -337,12 +340,14 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
             stop.cancel()
             metrics.in_flight.dec()
         items = loaded.retriever.items(hits, body.top_k)
+        reachable = loaded.retriever.reachable(hits)
         total = time.perf_counter() - start
         metrics.latency.observe(total)
         return RetrieveResponse(
             request_id=request.state.request_id,
-            items=[Hit(sku=i.sku, sid=i.sid, score=i.score, rank=i.rank) for i in items],
+            items=[Hit(sku_id=i.sku, sku=i.sku, sid=i.sid, score=i.score, rank=i.rank) for i in items],
             beam_width=width,
+            reachable=reachable,
             model=loaded.model_version,
             index=loaded.index_id,
             engine=loaded.engine.name,

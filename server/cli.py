@@ -101,6 +101,8 @@ def query_command(
 
     import httpx
 
+    if not (query and query.strip()) and not history:
+        raise RadgrError("give a query, or at least one --history SKU (or both)")
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -123,10 +125,27 @@ def query_command(
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     r = httpx.post(f"{url}/v1/retrieve", json=body, headers=headers, timeout=60)
     if r.status_code != 200:
-        raise RadgrError(f"server answered {r.status_code}: {r.text}")
+        raise RadgrError(f"server answered {r.status_code}: {_reason(r)}")
     out = r.json()
     typer.echo(f"request {body}")
     typer.echo(f"model {out['model']}  index {out['index']}  engine {out['engine']}  beam width {out['beam_width']}  "
                f"{out['timing_ms']['total']:.1f} ms")
     for i, item in enumerate(out["items"]):
-        typer.echo(f"{i + 1:4d}  {item['sku']:<16} {item['sid']:<24} {item['score']:9.3f}")
+        typer.echo(f"{i + 1:4d}  {item['sku_id']:<16} {item['sid']:<24} {item['score']:9.3f}")
+    if out.get("reachable", top_k) < top_k:
+        typer.echo(f"(only {out['reachable']} SKUs were reachable from {out['beam_width']} beams; "
+                   "a wider --beam-width reaches more)")
+
+
+def _reason(response) -> str:
+    """One line out of an error response: FastAPI's `detail`, as a message or a list of field errors."""
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        return response.text[:300]
+    if isinstance(detail, list):
+        return "; ".join(f"{'.'.join(str(x) for x in e.get('loc', [])[1:]) or 'request'}: {e.get('msg')}"
+                         for e in detail if isinstance(e, dict))
+    if isinstance(detail, dict):
+        return str(detail.get("msg") or detail)
+    return str(detail)

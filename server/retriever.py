@@ -143,6 +143,10 @@ class Retriever:
             raise UnknownSkus(unknown)
         return self.prompts.request(query, codes, dict(user) if user else None)
 
+    def reachable(self, hits: Hits) -> int:
+        """Distinct SKUs of all decoded SIDs: the most `items` can return."""
+        return len({sku for codes in hits.codes.tolist() for sku in self.index.skus_of(codes)})
+
     def items(self, hits: Hits, top_k: int) -> list[Item]:
         """All SKUs of each SID, best SID first, in the index's order within a SID; de-duplicated, cut at top_k."""
         out: list[Item] = []

@@ -55,15 +55,25 @@ def test_retrieve_ranks_skus_of_valid_sids(client, served, tiny_index, requests)
     assert body["beam_width"] == 16 and body["engine"] == "native" and body["index"] == tiny_index.index_id
     items = body["items"]
     assert 0 < len(items) <= 30
-    assert len({i["sku"] for i in items}) == len(items)
+    assert len({i["sku_id"] for i in items}) == len(items)
     # The expected list, computed another way: the engine's SIDs expanded to their SKUs in index order.
     retriever = Retriever(served, tiny_index)
     hits = NativeEngine(served, tiny_index).search_many([retriever.prompt(query, history[:5])], 16)[0]
     expected = [(sku, i) for i, c in enumerate(hits.codes.tolist()) for sku in tiny_index.skus_of(c)][:30]
-    assert [(i["sku"], i["rank"]) for i in items] == expected
+    assert [(i["sku_id"], i["rank"]) for i in items] == expected
     for item in items:
-        assert format_sid(tiny_index.sid_of(item["sku"])) == item["sid"]
+        assert format_sid(tiny_index.sid_of(item["sku_id"])) == item["sid"]
         np.testing.assert_allclose(item["score"], hits.scores[item["rank"]], atol=1e-5)
+
+
+def test_response_names_sku_id_keeps_the_deprecated_alias_and_says_what_was_reachable(client):
+    body = client.post("/v1/retrieve", json={"query": "red shoes", "beam_width": 2, "top_k": 50}).json()
+    assert all(i["sku"] == i["sku_id"] for i in body["items"])
+    assert body["reachable"] == len(body["items"]) < 50  # two SIDs' worth of SKUs, not the 50 asked for
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["Hit"]["properties"]
+    assert schema["sku"].get("deprecated") is True
+    full = client.post("/v1/retrieve", json={"query": "red shoes", "top_k": 3}).json()
+    assert len(full["items"]) == 3 and full["reachable"] >= 3
 
 
 def test_beam_width_and_top_k_per_request(client):
@@ -341,7 +351,7 @@ def test_text_input_checkpoint_is_served_with_the_query_embedding(text_served_pa
         sids = list(dict.fromkeys(i["sid"] for i in body["items"]))
         assert sids == [format_sid(s) for s in want.sids(0)]
         again = c.post("/v1/retrieve", json={"query": query, "top_k": 500}).json()  # answered from the cache
-        assert [i["sku"] for i in again["items"]] == [i["sku"] for i in body["items"]]
+        assert [i["sku_id"] for i in again["items"]] == [i["sku_id"] for i in body["items"]]
 
 
 def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tiny_index, requests):

@@ -50,10 +50,23 @@ def test_sample_request_and_metrics_on_a_real_server(native_url, tiny_index):
     r = retrieve(native_url, query="warm jacket", top_k=5)
     assert r.status_code == 200
     body = r.json()
-    assert len(body["items"]) == 5 and all(tiny_index.sid_of(i["sku"]) is not None for i in body["items"])
+    assert len(body["items"]) == 5 and all(tiny_index.sid_of(i["sku_id"]) is not None for i in body["items"])
     assert body["timing_ms"]["total"] > 0
     assert httpx.get(f"{native_url}/healthz").json() == {"status": "ok"}
     assert "radgr_request_latency_seconds_count" in httpx.get(f"{native_url}/metrics").text
+
+
+def test_radgr_query_prints_items_and_turns_errors_into_one_line(native_url, tiny_index):
+    radgr = Path(sys.executable).with_name("radgr")
+    ok = subprocess.run([str(radgr), "query", "warm jacket", "--top-k", "3", "--url", native_url],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and len([line for line in ok.stdout.splitlines() if "<a_" in line]) == 3
+    empty = subprocess.run([str(radgr), "query", "", "--url", native_url], capture_output=True, text=True, timeout=60)
+    assert empty.returncode == 2 and "give a query" in empty.stderr  # refused locally, nothing sent
+    bad = subprocess.run([str(radgr), "query", "x", "--history", "NOPE", "--url", native_url],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown SKU ids in history: NOPE" in bad.stderr
+    assert "{" not in bad.stderr  # a sentence, not the raw JSON
 
 
 def test_no_5xx_for_generated_requests(native_url):
