@@ -23,7 +23,8 @@ class IndexConfig(BaseModel):
 
     dataset: Path = Field(description="dataset directory (its catalog.parquet is indexed) or a catalog .parquet")
     out: Path
-    codebook_sizes: list[int] = Field(default=[32, 32, 32], description="paper: 8192,4096,2048")
+    codebook_sizes: list[int] | None = Field(default=None, description="per level; None: `default_codebooks` of "
+                                             "the catalog size (paper: 8192,4096,2048 for 170M SKUs)")
     embedding_model: Path | None = Field(default=None, description="local sentence-transformers folder")
     batch_size: int = Field(default=128, gt=0)
     seed: int = 0
@@ -34,12 +35,44 @@ class IndexConfig(BaseModel):
 
     @field_validator("codebook_sizes")
     @classmethod
-    def _sizes(cls, v: list[int]) -> list[int]:
+    def _sizes(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
         if not 1 <= len(v) <= len(LEVEL_LETTERS):
             raise ValueError(f"between 1 and {len(LEVEL_LETTERS)} levels")
         if any(k < 2 for k in v):
             raise ValueError("every codebook needs at least 2 codes")
         return v
+
+
+SID_SPACE_PER_SKU = 8  # default codebooks leave about this many possible SIDs per SKU (few collisions)
+SHARED_SID_WARNING = 0.2  # warn when more than this share of SKUs share their SID with another
+CODE_SHARE_WARNING = 0.25  # warn when one code of a level holds more than this share of the SKUs
+
+
+def default_codebooks(num_skus: int, levels: int = 3) -> list[int]:
+    """The same power-of-two size per level, the smallest with size^levels >= 8 x SKUs (16 to 4,096):
+    2,000 SKUs -> 32, 4,385 -> 64, 54,667 -> 128."""
+    need = max(num_skus, 1) * SID_SPACE_PER_SKU
+    size = 2 ** int(np.ceil(np.log2(need ** (1 / levels)) - 1e-9))
+    return [int(min(max(size, 16), 4096))] * levels
+
+
+def collision_warnings(stats: dict) -> list[str]:
+    """Plain-language warnings about SIDs that hold many SKUs (item recall at small K is capped, and one SID's
+    SKUs fill a response with equal scores), with what to change."""
+    out = []
+    n = max(stats["skus"], 1)
+    per = stats["skus_per_sid"]
+    if per["skus_sharing_a_sid"] / n > SHARED_SID_WARNING:
+        out.append(f"{per['skus_sharing_a_sid'] / n:.0%} of the SKUs share their SID with another (up to {per['max']} "
+                   "on one SID): larger codebooks or another level make SIDs more unique")
+    for level, usage in enumerate(stats["codebook_usage"]):
+        top = usage.get("max_share", 0.0)
+        if top > CODE_SHARE_WARNING:
+            out.append(f"one code of level {level} holds {top:.0%} of the SKUs: the catalog's embeddings are "
+                       "unevenly spread there (more k-means iterations or a larger codebook may help)")
+    return out
 
 
 def build_index(cfg: IndexConfig, progress: bool = True) -> Path:
@@ -51,7 +84,10 @@ def build_index(cfg: IndexConfig, progress: bool = True) -> Path:
         item_texts(catalog), cfg.embedding_model, cfg.batch_size, cfg.cache_dir, cfg.device, progress
     )
     t_embed = time.perf_counter() - t0
-    rq = rq_kmeans(emb, cfg.codebook_sizes, seed=cfg.seed, niter=cfg.niter)
+    sizes = cfg.codebook_sizes or default_codebooks(len(emb))
+    if cfg.codebook_sizes is None:
+        log.info("codebooks %s for %d SKUs (default_codebooks)", sizes, len(emb))
+    rq = rq_kmeans(emb, sizes, seed=cfg.seed, niter=cfg.niter)
     t_rq = time.perf_counter() - t0 - t_embed
     recon = {
         "mse_per_level": rq.recon_mse,
@@ -73,7 +109,7 @@ def build_index(cfg: IndexConfig, progress: bool = True) -> Path:
         cfg.out,
         catalog["sku_id"].to_pylist(),
         rq.codes,
-        cfg.codebook_sizes,
+        sizes,
         popularity=popularity,
         centroids=rq.centroids,
         meta=meta,

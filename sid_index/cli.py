@@ -26,7 +26,9 @@ def parse_sizes(text: str) -> list[int]:
 def build(
     dataset: Annotated[Path, typer.Option("--data", help="Dataset directory (or a catalog .parquet).")],
     out: Annotated[Path, typer.Option(help="Index directory to write (atomically).")],
-    codebooks: Annotated[str, typer.Option(help="Codebook size per level (paper: 8192,4096,2048).")] = "32,32,32",
+    codebooks: Annotated[str | None, typer.Option(
+        help="Codebook size per level, e.g. 64,64,64 (paper: 8192,4096,2048); default: from the catalog size "
+             "(the smallest power of two per level with 8 possible SIDs per SKU)")] = None,
     embedding_model: Annotated[
         Path | None, typer.Option(help="Local sentence-transformers folder (default: the bundled MiniLM).")
     ] = None,
@@ -40,10 +42,11 @@ def build(
     device: Annotated[str | None, typer.Option(help="Embedding device (cpu, cuda).")] = None,
 ) -> None:
     """Embed the catalog, run RQ-KMeans, write the index and print its stats."""
-    from sid_index.build import IndexConfig, build_index
+    from sid_index.build import IndexConfig, build_index, collision_warnings
 
     kwargs = dict(
-        dataset=dataset, out=out, codebook_sizes=parse_sizes(codebooks), embedding_model=embedding_model,
+        dataset=dataset, out=out, codebook_sizes=parse_sizes(codebooks) if codebooks else None,
+        embedding_model=embedding_model,
         batch_size=batch_size, seed=seed, niter=niter, device=device,
     )
     if no_cache:
@@ -52,8 +55,13 @@ def build(
         kwargs["cache_dir"] = cache_dir
     cfg = make_config(IndexConfig, "index", **kwargs)
     path = build_index(cfg)
-    typer.echo(f"index written to {path}")
-    _print_stats(load_index(path, verify=False).manifest)
+    manifest = load_index(path, verify=False).manifest
+    chosen = "" if codebooks else (f" (codebooks {','.join(map(str, manifest['codebook_sizes']))}: chosen from "
+                                   f"{manifest['num_skus']:,} SKUs)")
+    typer.echo(f"index written to {path}{chosen}")
+    _print_stats(manifest)
+    for warning in collision_warnings(manifest["stats"]):
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @index_app.command("stats")

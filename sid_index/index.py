@@ -219,6 +219,7 @@ def index_stats(codes: np.ndarray, per_sid: np.ndarray, trie: TrieArrays, recon:
                 "codebook_size": int(k),
                 "used": int((counts > 0).sum()),
                 "used_share": float((counts > 0).mean()),
+                "max_share": float(counts.max() / max(counts.sum(), 1)) if len(codes) else 0.0,
                 "perplexity": float(np.exp(-(p * np.log(p)).sum())) if len(p) else 0.0,
             }
         )

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from sid_index.build import IndexConfig, build_index
+from sid_index.build import IndexConfig, build_index, collision_warnings, default_codebooks
 from sid_index.data.schema import write_dataset
 from sid_index.data.synthetic import make_synthetic
 from sid_index.index import load_index
@@ -55,6 +55,41 @@ def test_cli_build_stats_lookup(dataset, tmp_path):
     lines = look.stdout.splitlines()
     assert lines[0] == f"S0000001\t{format_sid(sid)}"
     assert "S0000001" in lines[1].split("\t")[1].split()
+
+
+def test_default_codebooks_leave_room_for_unique_sids():
+    assert default_codebooks(2000) == [32] * 3 and default_codebooks(4385) == [64] * 3
+    assert default_codebooks(54_667) == [128] * 3 and default_codebooks(10) == [16] * 3
+    assert default_codebooks(10**12) == [4096] * 3 and default_codebooks(1000, levels=2) == [128] * 2
+    for n in (300, 5000, 123_456):
+        k = default_codebooks(n)[0]
+        assert k**3 >= 8 * n and (k // 2) ** 3 < 8 * n  # the smallest power of two that does
+
+
+def test_collision_warnings_name_the_numbers(dataset, tmp_path):
+    crowded = load_index(build_index(IndexConfig(dataset=dataset, out=tmp_path / "c", codebook_sizes=[4, 2],
+                                                 cache_dir=tmp_path / "cache"), progress=False)).manifest["stats"]
+    warnings = collision_warnings(crowded)
+    assert any("of the SKUs share their SID with another (up to" in w for w in warnings)
+    roomy = load_index(build_index(IndexConfig(dataset=dataset, out=tmp_path / "r", cache_dir=tmp_path / "cache"),
+                                   progress=False))
+    assert list(roomy.codebook_sizes) == default_codebooks(300) == [16, 16, 16]
+    stats = roomy.manifest["stats"]
+    shared = stats["skus_per_sid"]["skus_sharing_a_sid"] / stats["skus"]
+    assert (shared > 0.2) == any("share their SID" in w for w in collision_warnings(stats))
+    lopsided = {**stats, "codebook_usage": [{**u, "max_share": 0.4} for u in stats["codebook_usage"]]}
+    assert any("one code of level 0 holds 40% of the SKUs" in w for w in collision_warnings(lopsided))
+
+
+def test_cli_build_chooses_codebooks_and_warns(dataset, tmp_path):
+    run = subprocess.run(RADGR + ["index", "build", "--data", str(dataset), "--out", str(tmp_path / "a"),
+                                  "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "(codebooks 16,16,16: chosen from 300 SKUs)" in run.stdout
+    run = subprocess.run(RADGR + ["index", "build", "--data", str(dataset), "--out", str(tmp_path / "b"),
+                                  "--codebooks", "2,2", "--cache-dir", str(tmp_path / "cache")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "warning: " in run.stderr and "share their SID" in run.stderr
 
 
 @pytest.mark.parametrize(
