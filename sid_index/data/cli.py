@@ -111,6 +111,50 @@ def amazon(
     _summary(path, info, f"; category root '{info['category_root']}'")
 
 
+@data_app.command("import")
+def import_(
+    src: Annotated[Path, typer.Argument(help="The log: .csv, .tsv, .jsonl or .parquet.")],
+    out: OutOpt,
+    shape: Annotated[str, typer.Option(help="search (query -> judged/clicked items) or history (user -> items).")],
+    catalog: Annotated[Path | None, typer.Option(help="Optional item file (item, title, text columns).")] = None,
+    query_col: Annotated[str, typer.Option(help="search: the query column.")] = "query",
+    item_col: Annotated[str, typer.Option(help="The item id column (log and catalog).")] = "item_id",
+    title_col: Annotated[str, typer.Option(help="The item title column (log or catalog).")] = "title",
+    text_col: Annotated[str | None, typer.Option(help="An item description column.")] = None,
+    grade_col: Annotated[str | None, typer.Option(
+        help="search: a grade / label column (none: every row is a click, a positive).")] = None,
+    pos_threshold: Annotated[float, typer.Option(help="search: grade >= this is a positive.")] = 1.0,
+    neg_threshold: Annotated[float | None, typer.Option(help="search: grade <= this is an exposed negative.")] = None,
+    user_col: Annotated[str, typer.Option(help="history: the user column.")] = "user_id",
+    time_col: Annotated[str | None, typer.Option(help="history: a numeric time column (none: file order).")] = None,
+    duplicates: Annotated[str, typer.Option(help="search: a (query, item) seen twice: max, mean or error.")] = "max",
+    split: Annotated[str, typer.Option(help="search: train,valid,test fractions of the queries.")] = "0.8,0.1,0.1",
+    seed: Annotated[int, typer.Option(help="search: seed of the split by query.")] = 0,
+    name: Annotated[str, typer.Option(help="Dataset name (session ids start with it).")] = "imported",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Your own logs -> a dataset: search (split by query, grades -> positives / negatives) or history
+    (leave-one-out per user: last item test, the one before valid)."""
+    from sid_index.data.importer import ImportConfig, build
+    from sid_index.data.schema import write_dataset
+
+    config = make_config(
+        ImportConfig, "import", shape=shape, query_col=query_col, item_col=item_col, title_col=title_col,
+        text_col=text_col, grade_col=grade_col, pos_threshold=pos_threshold, neg_threshold=neg_threshold,
+        user_col=user_col, time_col=time_col, duplicates=duplicates, split=_parse_split(split), seed=seed, name=name,
+    )
+    _guard_out(out, overwrite)
+    cat, sessions, info = build(src, config, catalog)
+    path = write_dataset(out, cat, sessions, info, overwrite=overwrite)
+    info = json.loads((path / "dataset.json").read_text())
+    train_pos = {p["sku_id"] for s, pos in zip(sessions["split"].to_pylist(), sessions["positives"].to_pylist(),
+                                               strict=True) if s == "train" for p in pos}
+    never = cat.num_rows - len(train_pos)
+    extra = (f"; {info['rows_read']:,} rows read, {never:,} of {cat.num_rows:,} items never a train positive "
+             "(--index-ratio in training makes them reachable)")
+    _summary(path, info, extra)
+
+
 @data_app.command("synth")
 def synth(
     out: OutOpt,
