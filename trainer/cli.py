@@ -77,6 +77,13 @@ DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda (several GPUs: a
 PrecisionOpt = Annotated[str, typer.Option(help="no, bf16 or fp16 (autocast; weights stay float32).")]
 SaveOpt = Annotated[int, typer.Option(help="Steps between checkpoints (one is always written at the end).")]
 LogOpt = Annotated[int, typer.Option(help="Steps between metric rows.")]
+EvalEveryOpt = Annotated[int | None, typer.Option(
+    help="Steps between validation runs (valid split); the best checkpoint is kept in OUT/best.")]
+EvalSessionsOpt = Annotated[int, typer.Option(help="Valid sessions scored per validation (the first N).")]
+EvalWidthOpt = Annotated[int, typer.Option(help="Beam width of the validation search.")]
+EvalMetricOpt = Annotated[str, typer.Option(help="Metric that picks the best checkpoint, e.g. 'item recall@10', "
+                                                 "'item recall@100', 'sid recall@128'.")]
+PatienceOpt = Annotated[int | None, typer.Option(help="Stop after this many validations without improvement.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from OUT/model (optimizer, data position...).")]
 QuietOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bar.")]
 MaxPosOpt = Annotated[int, typer.Option(help="Positives kept per session (best grades first).")]
@@ -119,6 +126,8 @@ def sft(
     ] = 1,
     seed: SeedOpt = 0, device: DeviceOpt = "auto", mixed_precision: PrecisionOpt = "no",
     save_every: SaveOpt = 200, log_every: LogOpt = 10, resume: ResumeOpt = False, no_progress: QuietOpt = False,
+    eval_every: EvalEveryOpt = None, eval_sessions: EvalSessionsOpt = 300, eval_width: EvalWidthOpt = 128,
+    eval_metric: EvalMetricOpt = "item recall@10", patience: PatienceOpt = None,
 ) -> None:
     """Stage 1: supervised fine-tuning on every positive of every session (one packed pass per session)."""
     opts = dict(locals())  # every flag, before anything else is bound here
@@ -157,6 +166,8 @@ def pref(
         help="RDRW similarity: eos (the model's EOS states, eq. 5) or sid (the index's SID vectors).")] = "eos",
     seed: SeedOpt = 0, device: DeviceOpt = "auto", mixed_precision: PrecisionOpt = "no",
     save_every: SaveOpt = 200, log_every: LogOpt = 10, resume: ResumeOpt = False, no_progress: QuietOpt = False,
+    eval_every: EvalEveryOpt = None, eval_sessions: EvalSessionsOpt = 300, eval_width: EvalWidthOpt = 128,
+    eval_metric: EvalMetricOpt = "item recall@10", patience: PatienceOpt = None,
 ) -> None:
     """Stage 2: preference alignment of an SFT checkpoint, one packed forward pass per session."""
     opts = dict(locals())  # every flag, before anything else is bound here

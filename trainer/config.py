@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from trainer.evaluate import HEADLINE
 from trainer.model import ScratchModelConfig
 from trainer.prompt import PromptConfig
 
@@ -37,6 +38,23 @@ class RunConfig(BaseModel):
     log_every: int = Field(10, ge=1)
     resume: bool = Field(False, description="continue from out/model/trainer_state.pt")
     progress: bool = True
+    eval_every: int | None = Field(None, ge=1, description="steps between validation evaluations; the best "
+                                   "checkpoint by `eval_metric` is kept in out/best (None: no validation)")
+    eval_sessions: int = Field(300, ge=1, description="valid sessions scored each time (the first N)")
+    eval_width: int = Field(128, ge=1, description="beam width of the validation search")
+    eval_metric: str = Field("item recall@10", description="what picks the best checkpoint: 'sid recall@128', "
+                             "'sid mrr', 'item recall@10', 'item recall@100', 'item ndcg@10', ...")
+    patience: int | None = Field(None, ge=1, description="stop after this many validations without a better "
+                                 "metric (needs eval_every)")
+
+    @model_validator(mode="after")
+    def _validation(self) -> RunConfig:
+        names = [f"{level} {key}" for level, key in HEADLINE]
+        if self.eval_metric not in names:
+            raise ValueError(f"eval_metric must be one of {', '.join(names)}")
+        if self.patience is not None and self.eval_every is None:
+            raise ValueError("patience needs eval_every (validation) to know when to stop")
+        return self
 
 
 class SFTConfig(RunConfig):

@@ -46,7 +46,8 @@ from trainer.packing import Packed, candidate_logps, pack
 from trainer.rdrw import QuantileTracker, SidVectors, eos_similarity
 
 METRICS = ["step", "epoch", "loss", "sft", "pref", "margin", "accuracy", "weight_mean", "lr", "grad_norm",
-           "sessions_per_s"]
+           "sessions_per_s", "valid"]
+BEST = "best"  # out/best: the checkpoint with the best validation metric (with eval_every)
 
 
 @dataclass
@@ -164,13 +165,23 @@ class MetricsLog:
                 if k != "step" and v != "":
                     self.writer.add_scalar(f"train/{k}", v, int(row["step"]))
 
+    def valid(self, step: int, value: float) -> None:
+        """The validation metric at `step`: its own metrics.csv row (the other columns empty) and TensorBoard."""
+        if not self.enabled:
+            return
+        with open(self.path, "a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=METRICS).writerow({"step": step, "valid": value})
+        if self.writer is not None:
+            self.writer.add_scalar("valid/metric", value, step)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
 
 
 def plot_losses(out: Path) -> None:
-    """loss.png next to the checkpoint: total, SFT and preference loss against the step."""
+    """loss.png next to the checkpoint: total, SFT and preference loss against the step, and the validation
+    metric on a second axis when the run validates."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,15 +192,22 @@ def plot_losses(out: Path) -> None:
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [int(r["step"]) for r in rows]
+    rows_train = [r for r in rows if r.get("loss")]  # validation rows carry only the step and the metric
+    steps = [int(r["step"]) for r in rows_train]
     for key in ("loss", "sft", "pref"):
-        vals = [float(r[key]) if r[key] else math.nan for r in rows]
+        vals = [float(r[key]) if r[key] else math.nan for r in rows_train]
         if not all(math.isnan(v) for v in vals):
             ax.plot(steps, vals, label=key)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(out.name)
-    ax.legend()
+    ax.legend(loc="upper left")
+    valid = [(int(r["step"]), float(r["valid"])) for r in rows if r.get("valid")]
+    if valid:  # the validation metric (eval_every), on its own axis
+        right = ax.twinx()
+        right.plot(*zip(*valid, strict=True), "o-", color="tab:red", label="valid")
+        right.set_ylabel("valid metric")
+        right.legend(loc="upper right")
     fig.tight_layout()
     with atomic_file(out / "loss.png", "wb") as fh:
         fig.savefig(fh, format="png", dpi=100)
@@ -308,12 +326,32 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
                 "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "rdrw": tracker.state_dict() if tracker else None,
                 "base_stages": base_stages, "config": json.loads(cfg.model_dump_json()), "train_s": train_s,
+                "best": dict(best),
             }
             save_checkpoint(ckpt, cfg.out / "model", state=train_state, model=unwrapped, state_dict=weights)
             plot_losses(cfg.out)
         acc.wait_for_everyone()
 
     from tqdm.auto import tqdm
+
+    best = dict((state or {}).get("best") or {"step": 0, "value": None, "stale": 0})  # the validation record
+
+    def validate(step: int) -> bool:
+        """Score the current weights on valid; keep them in out/best when better. True: stop now (patience)."""
+        stop = torch.zeros(1, device=acc.device)
+        if acc.is_main_process:
+            value = _validation_metric(cfg, ckpt, index, dataset, acc.device)
+            model.train()
+            if best["value"] is None or value > best["value"]:
+                best.update(step=step, value=value, stale=0)
+                ckpt.meta["stages"] = base_stages + [{"stage": stage, "steps": step, "best_of_validation": True}]
+                save_checkpoint(ckpt, cfg.out / BEST, model=acc.unwrap_model(model))
+            else:
+                best["stale"] += 1
+            acc.print(f"step {step}: valid {cfg.eval_metric} {value:.4f} (best {best['value']:.4f} at {best['step']})")
+            stop[0] = float(cfg.patience is not None and best["stale"] >= cfg.patience)
+            log.valid(step, value)
+        return bool(acc.reduce(stop, reduction="sum").item() > 0)
 
     bar = tqdm(total=total, initial=start, disable=not (cfg.progress and acc.is_main_process), desc=stage)
     tick = time.perf_counter()
@@ -339,13 +377,27 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
             tick = now
             log.log(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if done % cfg.save_every == 0 or done == total:
+        stop = cfg.eval_every is not None and (done % cfg.eval_every == 0 or done == total) and validate(done)
+        if done % cfg.save_every == 0 or done == total or stop:
             save(done)
         if on_step is not None:
             on_step(done, row)
+        if stop:
+            acc.print(f"early stop at step {done}: no better valid {cfg.eval_metric} in {cfg.patience} validations")
+            break
     bar.close()
     log.close()
     return cfg.out / "model"
+
+
+def _validation_metric(cfg: RunConfig, ckpt, index: SidIndex, dataset, device) -> float:
+    """`cfg.eval_metric` of the current weights on the first `eval_sessions` valid sessions (trie beam search)."""
+    from trainer.evaluate import evaluate
+
+    res = evaluate(ckpt, index, dataset, "valid", cfg.eval_width, 16, cfg.eval_sessions, str(device),
+                   unconstrained=False)
+    level, key = cfg.eval_metric.split(" ", 1)
+    return float(res[level][key])
 
 
 def _loss(cfg, stage, model, ref, batch: Batch, tracker, acc, sid_vectors: SidVectors | None = None

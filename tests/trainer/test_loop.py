@@ -82,8 +82,8 @@ def test_pref_resume_after_kill_equals_uninterrupted(method, sft_run, tiny_datas
         with open(tmp_path / "full" / "metrics.csv") as fh:
             weights = [float(r["weight_mean"]) for r in csv.DictReader(fh)]
         assert weights[0] == 1.0 and weights[-1] < 1.0
-    ck = load_checkpoint(full)
-    assert ck.meta["stages"] == [{"stage": "sft", "steps": 6}, {"stage": "pref", "steps": 6, "method": method}]
+    stages = [{k: v for k, v in st.items() if k != "train_s"} for st in load_checkpoint(full).meta["stages"]]
+    assert stages == [{"stage": "sft", "steps": 6}, {"stage": "pref", "steps": 6, "method": method}]
 
 
 def test_errors(sft_run, tiny_dataset, tiny_index, tmp_path):
@@ -131,7 +131,8 @@ def test_two_process_ddp_run(tiny_dataset, tiny_index, tmp_path):
     assert float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-12)  # cosine reaches 0 at the last step, not before
     assert float(rows[1]["lr"]) > 0
     assert float(rows[0]["epoch"]) == pytest.approx(8 / 480, abs=1e-3)  # 2 processes x 4 sessions per step
-    assert load_checkpoint(out).meta["stages"] == [{"stage": "sft", "steps": 4}]
+    (stage,) = load_checkpoint(out).meta["stages"]
+    assert stage["stage"] == "sft" and stage["steps"] == 4
 
 
 def test_rdrw_sid_signal_uses_the_index_vectors(sft_run, tiny_dataset, tiny_index, tmp_path):
@@ -248,3 +249,47 @@ def test_flipped_bytes_in_the_weights_are_refused(sft_run, tmp_path):
     (ck / "model.safetensors").unlink()
     with pytest.raises(RadgrError, match="model.safetensors: missing"):
         load_checkpoint(ck, with_model=False)
+
+
+def test_validation_keeps_the_best_checkpoint_and_stops_on_patience(tiny_dataset, tiny_index, tmp_path, monkeypatch):
+    """Scripted validation values 0.2, 0.5, 0.4, 0.3 at steps 1..4 (eval every step, patience 2): the best is
+    step 2's weights in out/best, and the run stops at step 4 instead of 6."""
+    from trainer import loop
+
+    values = iter([0.2, 0.5, 0.4, 0.3, 0.9])
+    seen = []
+
+    def scripted(cfg, ckpt, index, dataset, device):
+        seen.append(ckpt.decoder.training)
+        return next(values)
+
+    monkeypatch.setattr(loop, "_validation_metric", scripted)
+    cfg = sft_cfg(tiny_dataset, tiny_index, tmp_path, eval_every=1, patience=2)
+    snapshots = {}
+    train(cfg, on_step=lambda done, row: snapshots.setdefault(done, {
+        k: v.clone() for k, v in load_checkpoint(tmp_path / "best").model.state_dict().items()}))
+    assert load_state(tmp_path / "model")["step"] == 4 and load_state(tmp_path / "model")["best"] == {
+        "step": 2, "value": 0.5, "stale": 2}
+    best = load_checkpoint(tmp_path / "best")
+    assert best.meta["stages"][-1] == {"stage": "sft", "steps": 2, "best_of_validation": True}
+    assert all(torch.equal(best.model.state_dict()[k], v) for k, v in snapshots[2].items())
+    with open(tmp_path / "metrics.csv") as fh:
+        valid = [(int(r["step"]), float(r["valid"])) for r in csv.DictReader(fh) if r["valid"]]
+    assert valid == [(1, 0.2), (2, 0.5), (3, 0.4), (4, 0.3)]
+    assert (tmp_path / "loss.png").stat().st_size > 0
+
+
+def test_validation_metric_is_radgr_evals(sft_run, tiny_dataset, tiny_index, tmp_path):
+    """The number that picks the best checkpoint is `radgr eval`'s on the same valid sessions."""
+    from trainer.evaluate import evaluate
+    from trainer.loop import _validation_metric
+
+    cfg = sft_cfg(tiny_dataset, tiny_index, tmp_path, eval_every=1, eval_sessions=5, eval_width=8,
+                  eval_metric="sid mrr")
+    ckpt = load_checkpoint(sft_run)
+    want = evaluate(ckpt, tiny_index, tiny_dataset, "valid", 8, 4, 5, unconstrained=False)["sid"]["mrr"]
+    assert _validation_metric(cfg, ckpt, tiny_index, tiny_dataset, "cpu") == want
+    with pytest.raises(ValueError, match="eval_metric must be one of"):
+        sft_cfg(tiny_dataset, tiny_index, tmp_path, eval_every=1, eval_metric="accuracy")
+    with pytest.raises(ValueError, match="patience needs eval_every"):
+        sft_cfg(tiny_dataset, tiny_index, tmp_path, patience=3)
