@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=2020)
+    ap.add_argument("--budget-min", type=float, default=None,
+                    help="stop training after this many minutes and keep the best epoch so far (stated in the output)")
     args = ap.parse_args()
 
     import torch
@@ -76,14 +78,25 @@ def main() -> None:
 
     best = {"score": float("-inf"), "state": None, "epoch": -1}
     curve = []
+    start = time.perf_counter()
+
+    class OutOfBudget(Exception):
+        pass
 
     def keep_best(epoch: int, valid_score: float) -> None:  # in memory: RecBole's own checkpoint is a pickle
         curve.append({"epoch": epoch, "valid_ndcg@10": float(valid_score)})
         if valid_score > best["score"]:
             best.update(score=float(valid_score), state=copy.deepcopy(model.state_dict()), epoch=epoch)
+        print(f"epoch {epoch}: valid NDCG@10 {valid_score:.4f} (best {best['score']:.4f} at {best['epoch']}), "
+              f"{(time.perf_counter() - start) / 60:.1f} min", flush=True)
+        if args.budget_min is not None and time.perf_counter() - start > 60 * args.budget_min:
+            raise OutOfBudget
 
-    start = time.perf_counter()
-    trainer.fit(train, valid, verbose=True, saved=False, callback_fn=keep_best)
+    stopped_by_budget = False
+    try:
+        trainer.fit(train, valid, verbose=False, saved=False, callback_fn=keep_best)
+    except OutOfBudget:
+        stopped_by_budget = True
     train_s = time.perf_counter() - start
     model.load_state_dict(best["state"])
     recbole_test = {k: float(v) for k, v in trainer.evaluate(test, load_best_model=False).items()}
@@ -103,6 +116,7 @@ def main() -> None:
     out = {
         "system": "SASRec (RecBole 1.2.1)", "key": "user_id", "rankings": rankings, "train_s": train_s,
         "rank_ms_per_session": 1000 * rank_s / max(len(rankings), 1), "best_epoch": best["epoch"],
+        "stopped_by_budget": stopped_by_budget,
         "valid_curve": curve, "recbole_test": recbole_test,
         "settings": {k: v for k, v in settings.items() if k not in ("data_path", "checkpoint_dir")},
     }
