@@ -110,7 +110,9 @@ def sft(
     steps: StepsOpt = None, epochs: EpochsOpt = 1.0, batch_size: BatchOpt = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate (scratch 1e-3; pretrained ~1e-5).")] = 1e-3,
     warmup_ratio: WarmupOpt = 0.05, max_positives: MaxPosOpt = 8,
-    index_ratio: Annotated[float, typer.Option(help="DSI indexing examples (item text -> SID) per session.")] = 0.0,
+    index_ratio: Annotated[float | None, typer.Option(
+        help="DSI indexing examples (item text -> SID) per session (default: 1 on search data, 0 on histories).")
+    ] = None,
     text_inputs: Annotated[bool, typer.Option(
         "--text-inputs/--no-text-inputs",
         help="Feed the index's text embeddings to the decoder (query vector, SID centroids).")] = False,

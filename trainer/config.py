@@ -61,7 +61,8 @@ class SFTConfig(RunConfig):
     """Stage 1: next-token loss on positive paths, optional DSI indexing examples."""
 
     base: Path | None = Field(None, description="local HF checkpoint to start from; default: a scratch Qwen3")
-    index_ratio: float = Field(0.0, ge=0, description="indexing examples (item text -> SID) per session example")
+    index_ratio: float | None = Field(None, ge=0, description="indexing examples (item text -> SID) per session "
+                                      "example; None: `default_index_ratio` of the data")
     text_inputs: bool = Field(False, description="feed the index's text embeddings to the decoder: the query's as "
                               "a prompt vector, the SID centroids on SID tokens (trainer/text_inputs.py)")
     scratch: ScratchModelConfig = ScratchModelConfig()

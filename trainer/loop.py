@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -260,10 +261,15 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
         raise RadgrError(f"{cfg.data}: no '{cfg.split}' session has a positive in the index; nothing to train on")
     embed_prompt_texts(ex, ckpt.text_model)
     n_sessions = len(ex)
-    if stage == "sft" and cfg.index_ratio > 0:
+    index_ratio = getattr(cfg, "index_ratio", 0.0)
+    if stage == "sft" and index_ratio is None:
+        index_ratio = default_index_ratio(dataset, cfg.split)
+        if acc.is_main_process:
+            print(f"--index-ratio {index_ratio:g} (from the data: see default_index_ratio)", file=sys.stderr)
+    if stage == "sft" and index_ratio > 0:
         ex.extend(embed_prompt_texts(indexing_examples(dataset, index, ckpt.prompts), ckpt.text_model,
                                      catalog=dataset.catalog))
-    stream = Stream(n_sessions, len(ex) - n_sessions, getattr(cfg, "index_ratio", 0.0), cfg.seed,
+    stream = Stream(n_sessions, len(ex) - n_sessions, index_ratio, cfg.seed,
                     cfg.batch_size, acc.num_processes, acc.process_index)
     total = cfg.steps or stream.steps_for(cfg.epochs)
     num_neg = cfg.num_negatives if stage == "pref" else 0
@@ -305,7 +311,8 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     if acc.is_main_process:
-        write_json(cfg.out / "train_config.json", {"stage": stage, **json.loads(cfg.model_dump_json())})
+        write_json(cfg.out / "train_config.json", {"stage": stage, **json.loads(cfg.model_dump_json()),
+                                                   **({"index_ratio_used": index_ratio} if stage == "sft" else {})})
     log = MetricsLog(cfg.out, start, acc.is_main_process)
 
     sharded = acc.distributed_type == DistributedType.FSDP  # each rank holds a shard of the optimizer state
@@ -388,6 +395,17 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
     bar.close()
     log.close()
     return cfg.out / "model"
+
+
+SEARCH_INDEX_RATIO = 1.0  # indexing examples per session on search data, when not given
+
+
+def default_index_ratio(dataset, split: str = "train") -> float:
+    """1 indexing example (item text -> SID) per session when the sessions carry queries: on search data the
+    products of new queries are mostly never a training target, and only the item-text examples make them
+    reachable; 0 for pure history data, where every target item appears in the histories."""
+    queries = dataset.split(split)["query"].to_pylist()
+    return SEARCH_INDEX_RATIO if any(q and q.strip() for q in queries) else 0.0
 
 
 def _validation_metric(cfg: RunConfig, ckpt, index: SidIndex, dataset, device) -> float:

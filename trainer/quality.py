@@ -98,7 +98,7 @@ def _same_settings(cfg, out: Path) -> None:
     saved = out / "train_config.json"
     if not saved.is_file():
         return
-    ignore = {"stage", "resume", "progress"}
+    ignore = {"stage", "resume", "progress", "index_ratio_used"}
     was = {k: v for k, v in json.loads(saved.read_text()).items() if k not in ignore}
     now = {k: v for k, v in json.loads(cfg.model_dump_json()).items() if k not in ignore}
     changed = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))

@@ -120,7 +120,8 @@ def test_two_process_ddp_run(tiny_dataset, tiny_index, tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
          "-m", "radgr.cli", "train", "sft", "--data", str(tiny_dataset.root), "--index", str(tiny_index.root),
          "--out", str(out), "--steps", "4", "--batch-size", "4", "--hidden-size", "64", "--layers", "1",
-         "--tokenizer-vocab", "400", "--device", "cpu", "--warmup-ratio", "0", "--log-every", "1", "--no-progress"],
+         "--tokenizer-vocab", "400", "--device", "cpu", "--warmup-ratio", "0", "--log-every", "1", "--no-progress",
+         "--index-ratio", "0"],
         capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 0, run.stderr[-2000:]
@@ -293,3 +294,15 @@ def test_validation_metric_is_radgr_evals(sft_run, tiny_dataset, tiny_index, tmp
         sft_cfg(tiny_dataset, tiny_index, tmp_path, eval_every=1, eval_metric="accuracy")
     with pytest.raises(ValueError, match="patience needs eval_every"):
         sft_cfg(tiny_dataset, tiny_index, tmp_path, patience=3)
+
+
+def test_index_ratio_defaults_from_the_data(tiny_dataset, tmp_path):
+    import pyarrow as pa
+
+    from sid_index.data.schema import Dataset
+    from trainer.loop import SEARCH_INDEX_RATIO, default_index_ratio
+
+    assert default_index_ratio(tiny_dataset) == SEARCH_INDEX_RATIO == 1.0  # the synthetic sessions carry queries
+    no_queries = tiny_dataset.sessions.set_column(
+        tiny_dataset.sessions.column_names.index("query"), "query", pa.array([""] * tiny_dataset.sessions.num_rows))
+    assert default_index_ratio(Dataset(tiny_dataset.root, tiny_dataset.catalog, no_queries)) == 0.0
