@@ -54,7 +54,9 @@ def main() -> None:
     from recbole.utils import init_seed
 
     torch.set_num_threads(args.threads)
+    args.data, args.out = args.data.resolve(), args.out.resolve()
     work = Path(tempfile.mkdtemp(prefix="recbole-"))
+    os.chdir(work)  # RecBole writes log_tensorboard/ into the working directory
     (work / args.name).mkdir()
     for split in ("train", "valid", "test"):  # RecBole wants <data_path>/<dataset>/<dataset>.<split>.inter
         name = f"{args.name}.{split}.inter"
