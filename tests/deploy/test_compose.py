@@ -16,12 +16,31 @@ from .conftest import DEPLOY, ROOT, dockerfile_stages, tool
 COMPOSE = DEPLOY / "docker-compose.yml"
 
 
+def compose_config(profile: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([tool("docker-compose"), "-f", str(COMPOSE), "--profile", profile, "config"],
+                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **env}, timeout=60)
+
+
 def resolved(profile: str) -> dict:
     """The file as Compose reads it (variables filled with their defaults, paths absolute)."""
-    out = subprocess.run([tool("docker-compose"), "-f", str(COMPOSE), "--profile", profile, "config"],
-                         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    out = compose_config(profile, GRAFANA_ADMIN_PASSWORD="s3cret")
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
+
+
+def test_nothing_is_published_beyond_localhost_and_grafana_needs_a_password():
+    services = resolved("cpu")["services"]
+    for name in ("radgr-cpu", "prometheus", "grafana"):
+        for port in services[name]["ports"]:
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+            assert host_ip == "127.0.0.1", (name, port)
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and grafana["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
+    refused = compose_config("cpu")
+    assert refused.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in refused.stderr
+    for svc in yaml.safe_load(COMPOSE.read_text())["services"].values():
+        image = svc.get("image", "")
+        assert ":" in image and not image.endswith(":latest"), image  # pinned tags
 
 
 @pytest.mark.parametrize(("profile", "server"), [("cpu", "radgr-cpu"), ("gpu", "radgr-gpu")])
