@@ -52,6 +52,9 @@ def serve_command(
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        limit_concurrency=settings.max_connections,  # slow or idle clients cannot hold every worker slot
+        timeout_keep_alive=settings.keep_alive_s,
+        h11_max_incomplete_event_size=16 * 1024,  # request line + headers: a larger header block is refused
         access_log=False,  # one JSON line per request comes from the app itself
     )
     draining_server(config, app.state.begin_drain).run()

@@ -35,6 +35,9 @@ class ServerSettings(BaseSettings):
     max_user_features: int = Field(32, ge=0)
     max_user_chars: int = Field(256, ge=1, description="longest user-feature name or value")
     max_sku_chars: int = Field(128, ge=1, description="longest SKU id in a history")
+    max_connections: int = Field(256, ge=1, description="open connections and tasks uvicorn serves at once; "
+                                 "past it new ones get 503 before any parsing")
+    keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body; larger ones get 413 unread")
 
     max_batch_requests: int = Field(8, ge=1, description="requests decoded together in one batch")
