@@ -241,9 +241,11 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
             state["loaded"] = loaded
             log.info("ready", extra={"fields": {"model": loaded.model_version, "index": loaded.index_id,
                                                 "engine": loaded.engine.name}})
-        except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log; the process stays up
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log, then `on_fatal`
             state["error"] = str(exc)
             log.error("start-up failed", exc_info=True, extra={"fields": {"error": str(exc)}})
+            if app.state.on_fatal is not None:  # `radgr serve`: stop the process, so a restart policy acts
+                app.state.on_fatal()
 
     def begin_drain() -> None:
         """Shutdown begins (SIGTERM/SIGINT, from the server's signal handler): /readyz and new requests answer
@@ -379,4 +381,5 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
     app.state.metrics = metrics
     app.state.server = state
     app.state.begin_drain = begin_drain
+    app.state.on_fatal = None  # called after a failed start-up (radgr serve: shut the server down)
     return app

@@ -57,7 +57,11 @@ def serve_command(
         h11_max_incomplete_event_size=16 * 1024,  # request line + headers: a larger header block is refused
         access_log=False,  # one JSON line per request comes from the app itself
     )
-    draining_server(config, app.state.begin_drain).run()
+    server = draining_server(config, app.state.begin_drain)
+    app.state.on_fatal = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if app.state.server["error"] is not None:  # one line and exit 2, never a half-up server
+        raise RadgrError(f"start-up failed: {app.state.server['error']}")
 
 
 def draining_server(config, on_exit):

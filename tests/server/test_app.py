@@ -276,6 +276,21 @@ def test_not_ready_while_loading_and_failed_start_up_reported(served_path, tiny_
         assert r.status_code == 503 and "index and checkpoint disagree" in r.text
 
 
+def test_a_failed_start_up_stops_radgr_serve(served_path, tiny_index, monkeypatch):
+    """Under `radgr serve` a start-up failure after the pre-flight ends the process with one line and exit 2,
+    never a half-up server that a restart policy would not notice."""
+    import server.app as app_module
+    from server.cli import serve_command
+
+    def broken(settings, metrics):
+        raise RadgrError("the engine could not start")
+
+    monkeypatch.setattr(app_module, "load", broken)
+    monkeypatch.setattr(app_module.create_app, "__defaults__", (broken,))
+    with pytest.raises(RadgrError, match="start-up failed: the engine could not start"):
+        serve_command(model=str(served_path), index=str(tiny_index.root), engine="native", port=0, host="127.0.0.1")
+
+
 def test_bearer_token(served_path, tiny_index):
     s = settings_for(served_path, tiny_index, api_token="s3cret", beam_width=4)
     with TestClient(create_app(s)) as c:
