@@ -194,7 +194,7 @@ BEST = runs/best
 BEST_SFT_homedepot ?= --steps 3000 --batch-size 64 --lr 2e-3 --index-ratio 2 --text-inputs --max-query-tokens 0
 PEERS_MODELS_homedepot ?= --model $(BEST)/homedepot
 PEERS_MODELS_amazon    ?= --model $(FLOOR)/amazon/text-inputs
-PEERS_EVAL_homedepot   ?= --index-prior 0 --index-prior 50
+PEERS_EVAL_homedepot   ?= --index-prior 0 --index-prior 20
 PEERS_EVAL_amazon      ?= --index-prior 0 --index-prior 50 --max-sessions 2000 --rankings $(PEERS)/sasrec-amazon.json
 quality-peers: peers-homedepot peers-amazon
 best-homedepot: $(STAMP)
