@@ -35,6 +35,7 @@ from sid_index.errors import RadgrError
 from sid_index.index import SidIndex
 from trainer.evaluate import ITEM_KS, RankingScores, truth_targets
 
+OURS_PREFIX = "radgr SFT: "  # our model rows in the peer tables (a checkpoint path follows)
 DEPTH = max(ITEM_KS)  # items each peer ranks per session
 MAX_RANKING_FILE = 512 * 2**20  # bytes: an external rankings file is untrusted input
 
@@ -324,8 +325,9 @@ def compare(cfg: PeersConfig, log=print) -> list[dict[str, Any]]:
         # the peers' popularity ranks items; radgr eval's popular-SID row would be a second, different one
         results = [r for r in evaluate_models(ev, log) if r["model"] != POPULAR_SIDS]
         for r in results:
-            if r.get("device"):
+            if r.get("device"):  # our trained models: named as such beside the peers
                 r["train_s"] = checkpoint_train_s(r["model"])
+                r["name"] = f"{OURS_PREFIX}{r['name']}"
     else:
         results = [evaluate_index_only(load_index(cfg.index), load_dataset(cfg.data), cfg.split, cfg.beam_width,
                                        cfg.max_sessions, cfg.embedding_model)]

@@ -148,7 +148,7 @@ def test_cli_one_table_for_models_and_peers(tiny_dataset, tiny_index, tiny_ckpt,
          "--markdown", str(tmp_path / "p.md")], standalone_mode=False)
     rows = json.loads(out.read_text())["rows"]
     names = [r["name"] for r in rows]
-    assert names[0] == str(tmp_path / "m") and "index only (quantised text embedding)" in names
+    assert names[0] == f"radgr SFT: {tmp_path / 'm'}" and "index only (quantised text embedding)" in names
     assert {"BM25 (bm25s)", "dense MiniLM (exact)", "next-item co-occurrence"} <= set(names)
     assert all(r["sessions"] == 6 for r in rows)
     table = (tmp_path / "p.md").read_text()
