@@ -146,6 +146,28 @@ def split_queries(queries: list[str], fractions: tuple[float, float, float], see
     return out
 
 
+def search_sessions(judged: dict[str, dict[str, float]], split_of: dict[str, str], prefix: str,
+                    pos_threshold: float, neg_threshold: float | None) -> dict[str, list]:
+    """Session columns of graded search judgements (query -> {sku: grade}, queries in order): grade >=
+    `pos_threshold` a positive (best first), <= `neg_threshold` an exposed negative (None: none), else
+    ambiguous; session ids `<prefix>-000001`, ..."""
+    columns = ("session_id", "split", "query", "history", "positives", "exposed_negatives", "ambiguous")
+    out: dict[str, list] = {c: [] for c in columns}
+    for n, (query, grades) in enumerate(judged.items(), start=1):
+        items = sorted(grades.items())
+        pos = sorted((it for it in items if it[1] >= pos_threshold), key=lambda it: (-it[1], it[0]))
+        negative = [neg_threshold is not None and g <= neg_threshold for _, g in items]
+        out["session_id"].append(f"{prefix}-{n:06d}")
+        out["split"].append(split_of[query])
+        out["query"].append(query)
+        out["history"].append([])
+        out["positives"].append([{"sku_id": s, "grade": g} for s, g in pos])
+        out["exposed_negatives"].append([s for (s, _), neg in zip(items, negative, strict=True) if neg])
+        out["ambiguous"].append([s for (s, g), neg in zip(items, negative, strict=True)
+                                 if not neg and g < pos_threshold])
+    return out
+
+
 def build(
     src: str | Path, config: HomeDepotConfig | None = None
 ) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
@@ -168,18 +190,7 @@ def build(
         raise DataError(src, "no data rows after the header", row=2)
 
     split_of = split_queries(list(judged), cfg.split, cfg.seed)
-    columns = ("session_id", "split", "query", "history", "positives", "exposed_negatives", "ambiguous")
-    sessions: dict[str, list] = {c: [] for c in columns}
-    for n, (query, grades) in enumerate(judged.items(), start=1):
-        items = sorted(grades.items())
-        pos = sorted((it for it in items if it[1] >= cfg.pos_threshold), key=lambda it: (-it[1], it[0]))
-        sessions["session_id"].append(f"hd-{n:06d}")
-        sessions["split"].append(split_of[query])
-        sessions["query"].append(query)
-        sessions["history"].append([])
-        sessions["positives"].append([{"sku_id": s, "grade": g} for s, g in pos])
-        sessions["exposed_negatives"].append([s for s, g in items if g <= cfg.neg_threshold])
-        sessions["ambiguous"].append([s for s, g in items if cfg.neg_threshold < g < cfg.pos_threshold])
+    sessions = search_sessions(judged, split_of, "hd", cfg.pos_threshold, cfg.neg_threshold)
 
     skus = sorted(titles)
     catalog = pa.table(

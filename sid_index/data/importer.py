@@ -165,7 +165,7 @@ def build(src: Path, cfg: ImportConfig, catalog: Path | None = None) -> tuple[pa
 
 
 def _search(table: pa.Table, cfg: ImportConfig, path: Path) -> tuple[dict[str, list], dict[str, Any]]:
-    from sid_index.data.homedepot import split_queries
+    from sid_index.data.homedepot import search_sessions, split_queries
 
     queries = _column(table, cfg.query_col, path)
     ids = _column(table, cfg.item_col, path)
@@ -185,20 +185,9 @@ def _search(table: pa.Table, cfg: ImportConfig, path: Path) -> tuple[dict[str, l
             duplicates += 1
         seen.setdefault(item, []).append(grade)
     combine = max if cfg.duplicates == "max" else (lambda g: sum(g) / len(g))
+    graded = {query: {item: float(combine(g)) for item, g in by_item.items()} for query, by_item in judged.items()}
     split_of = split_queries(list(judged), cfg.split, cfg.seed)
-    columns = ("session_id", "split", "query", "history", "positives", "exposed_negatives", "ambiguous")
-    out: dict[str, list] = {c: [] for c in columns}
-    neg = cfg.neg_threshold
-    for n, (query, by_item) in enumerate(judged.items(), start=1):
-        graded = sorted((item, float(combine(g))) for item, g in by_item.items())
-        pos = sorted((it for it in graded if it[1] >= cfg.pos_threshold), key=lambda it: (-it[1], it[0]))
-        out["session_id"].append(f"{cfg.name}-{n:06d}")
-        out["split"].append(split_of[query])
-        out["query"].append(query)
-        out["history"].append([])
-        out["positives"].append([{"sku_id": s, "grade": g} for s, g in pos])
-        out["exposed_negatives"].append([s for s, g in graded if neg is not None and g <= neg])
-        out["ambiguous"].append([s for s, g in graded if g < cfg.pos_threshold and (neg is None or g > neg)])
+    out = search_sessions(graded, split_of, cfg.name, cfg.pos_threshold, cfg.neg_threshold)
     return out, {"duplicate_rows": duplicates}
 
 
