@@ -40,7 +40,6 @@ def eval_command(
     markdown: Annotated[Path | None, typer.Option(help="Write the results table (markdown) here.")] = None,
 ) -> None:
     """Trie-constrained beam search over a split: SID and item Recall@K / MRR, invalid-SID rate, speed."""
-    from sid_index.atomic import atomic_file, write_json
     from trainer.evaluate import EvalConfig, evaluate_models, markdown_table
 
     cfg = make_config(
@@ -50,9 +49,16 @@ def eval_command(
         out=out, markdown=markdown,
     )
     results = evaluate_models(cfg, log=lambda msg: typer.echo(msg, err=True))
-    table = markdown_table(results)
+    _write_results(cfg, "models", results, markdown_table(results))
+
+
+def _write_results(cfg, key: str, results: list, table: str) -> None:
+    """The rows as JSON at `cfg.out` (under `key`, with the index, data and split), the table as markdown at
+    `cfg.markdown`, each written atomically when asked for; the table on stdout."""
+    from sid_index.atomic import atomic_file, write_json
+
     if cfg.out is not None:
-        write_json(cfg.out, {"index": str(cfg.index), "data": str(cfg.data), "split": cfg.split, "models": results})
+        write_json(cfg.out, {"index": str(cfg.index), "data": str(cfg.data), "split": cfg.split, key: results})
         typer.echo(f"wrote {cfg.out}", err=True)
     if cfg.markdown is not None:
         with atomic_file(cfg.markdown, "w") as fh:
@@ -242,7 +248,6 @@ def peers_command(
 ) -> None:
     """Our models against the peers a user would try first (popularity, BM25, dense MiniLM, co-occurrence,
     history text, SASRec rankings, published rows), on the same sessions: item Recall@K, NDCG@K, intervals."""
-    from sid_index.atomic import atomic_file, write_json
     from trainer.peers import PeersConfig, compare, peers_table
 
     cfg = make_config(
@@ -251,15 +256,7 @@ def peers_command(
         batch_size=batch_size, device=device, embedding_model=embedding_model, out=out, markdown=markdown,
     )
     results = compare(cfg, log=lambda msg: typer.echo(msg, err=True))
-    table = peers_table(results)
-    if cfg.out is not None:
-        write_json(cfg.out, {"index": str(cfg.index), "data": str(cfg.data), "split": cfg.split, "rows": results})
-        typer.echo(f"wrote {cfg.out}", err=True)
-    if cfg.markdown is not None:
-        with atomic_file(cfg.markdown, "w") as fh:
-            fh.write(table)
-        typer.echo(f"wrote {cfg.markdown}", err=True)
-    typer.echo(table, nl=False)
+    _write_results(cfg, "rows", results, peers_table(results))
 
 
 def quality_command(

@@ -484,11 +484,19 @@ def _precheck_index(path: Path, index: SidIndex) -> None:
         )
 
 
-def _cell(r: dict[str, Any], level: str, key: str) -> str:
-    """Mean, with ± half its 95% interval where known."""
-    value = r[level][key]
+def metric_cell(r: dict[str, Any], level: str, key: str) -> str:
+    """Mean, with ± half its 95% interval where known ("-" when the row has no such metric)."""
+    value = (r.get(level) or {}).get(key)
+    if value is None:
+        return "-"
     ci = (r.get("ci95") or {}).get(f"{level} {key}")
     return f"{value:.4f}" if ci is None else f"{value:.4f} ± {(ci[1] - ci[0]) / 2:.4f}"
+
+
+def difference_cell(a: dict[str, Any], b: dict[str, Any], name: str) -> str:
+    """`paired_difference` of per-session metric `name` of rows a and b: mean [95% interval], * when it excludes 0."""
+    d = paired_difference(a["per_session"][name], b["per_session"][name])
+    return f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]{'*' if d['clear'] else ''}"
 
 
 def markdown_table(results: Sequence[dict[str, Any]]) -> str:
@@ -502,9 +510,10 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     for r in results:
         free = r["unconstrained"].get("invalid_rate")
         cells = [str(r.get("name") or r["model"]), f"{r['sessions']:,}"]
-        cells += [_cell(r, "sid", f"recall@{k}") for k in SID_KS] + [_cell(r, "sid", "mrr")]
-        cells += [_cell(r, "item", f"recall@{k}") for k in ITEM_KS] + [_cell(r, "item", f"ndcg@{k}") for k in NDCG_KS]
-        cells += [_cell(r, "item", "mrr")]
+        cells += [metric_cell(r, "sid", f"recall@{k}") for k in SID_KS] + [metric_cell(r, "sid", "mrr")]
+        cells += [metric_cell(r, "item", f"recall@{k}") for k in ITEM_KS]
+        cells += [metric_cell(r, "item", f"ndcg@{k}") for k in NDCG_KS]
+        cells += [metric_cell(r, "item", "mrr")]
         cells += ["-" if free is None else f"{free:.2%}", f"{r['constrained']['invalid_rate']:.2%}"]
         cells += ["-" if r.get("sessions_per_s") is None else f"{r['sessions_per_s']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -515,9 +524,6 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
         lines += ["", f"Paired difference to {INDEX_ONLY} on the same sessions (mean [95% interval]; * excludes 0):",
                   "", "| model | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
         for r in models:
-            cells = []
-            for name in names:
-                d = paired_difference(r["per_session"][name], floor["per_session"][name])
-                cells.append(f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]{'*' if d['clear'] else ''}")
+            cells = [difference_cell(r, floor, name) for name in names]
             lines.append(f"| {r.get('name') or r['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

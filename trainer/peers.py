@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sid_index.data.schema import Dataset
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex
-from trainer.evaluate import ITEM_KS, RankingScores, truth_targets
+from trainer.evaluate import ITEM_KS, RankingScores, difference_cell, metric_cell, truth_targets
 
 OURS_PREFIX = "radgr SFT: "  # our model rows in the peer tables (a checkpoint path follows)
 DEPTH = max(ITEM_KS)  # items each peer ranks per session
@@ -359,19 +359,9 @@ def checkpoint_train_s(path: str | Path | None) -> float | None:
     return float(sum(times)) if times and None not in times else None
 
 
-def _value(r: dict[str, Any], level: str, key: str) -> str:
-    value = (r.get(level) or {}).get(key)
-    if value is None:
-        return "-"
-    ci = (r.get("ci95") or {}).get(f"{level} {key}")
-    return f"{value:.4f}" if ci is None else f"{value:.4f} ± {(ci[1] - ci[0]) / 2:.4f}"
-
-
 def peers_table(results: Sequence[dict[str, Any]]) -> str:
     """One row per system on the same sessions (± = half the 95% bootstrap interval over sessions), published
     rows last; then each trained model's paired difference to each peer run here."""
-    from trainer.evaluate import paired_difference
-
     head = ["system", "sessions", *(c for c, _ in PEER_COLUMNS), "SID R@128", "train min", "ms / session"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
@@ -380,7 +370,7 @@ def peers_table(results: Sequence[dict[str, Any]]) -> str:
         if ms is None and r.get("sessions_per_s"):
             ms = 1000 / r["sessions_per_s"]
         cells = [str(r.get("name") or r["model"]), "-" if r.get("published") else f"{r['sessions']:,}"]
-        cells += [_value(r, "item", key) for _, key in PEER_COLUMNS] + [_value(r, "sid", "recall@128")]
+        cells += [metric_cell(r, "item", key) for _, key in PEER_COLUMNS] + [metric_cell(r, "sid", "recall@128")]
         cells += ["-" if train_s is None else f"{train_s / 60:.1f}", "-" if ms is None else f"{ms:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     models = [r for r in results if r.get("device") and r.get("per_session")]
@@ -391,9 +381,6 @@ def peers_table(results: Sequence[dict[str, Any]]) -> str:
                   "* excludes 0):", "", "| model | peer | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
         for m in models:
             for p in peers:
-                cells = []
-                for key in keys:
-                    d = paired_difference(m["per_session"][key], p["per_session"][key])
-                    cells.append(f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]{'*' if d['clear'] else ''}")
+                cells = [difference_cell(m, p, key) for key in keys]
                 lines.append(f"| {m.get('name') or m['model']} | {p['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
