@@ -26,7 +26,7 @@ import marisa_trie
 import numpy as np
 
 from sid_index import __version__
-from sid_index.atomic import atomic_dir
+from sid_index.atomic import atomic_dir, sha256_file
 from sid_index.errors import IndexFormatError
 from sid_index.trie import TrieArrays, build_trie, unique_sids
 
@@ -129,7 +129,7 @@ def write_index(
             np.save(tmp / f"trie_l{level}_codes.npy", trie.codes[level])
         for level, c in enumerate(centroids or []):
             np.save(tmp / f"centroids_l{level}.npy", np.asarray(c, dtype=np.float32))
-        files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
+        files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir())}
         index_id = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
         manifest = {
             "format": FORMAT,
@@ -176,7 +176,7 @@ def load_index(path: str | Path, verify: bool = True, mmap: bool = True) -> SidI
             raise IndexFormatError(f"{f}: missing index file")
         if f.stat().st_size != meta["bytes"]:
             raise IndexFormatError(f"{f}: damaged ({f.stat().st_size} bytes, manifest says {meta['bytes']})")
-        if verify and _sha256(f) != meta["sha256"]:
+        if verify and sha256_file(f) != meta["sha256"]:
             raise IndexFormatError(f"{f}: damaged (checksum mismatch); rebuild the index")
     levels = manifest["levels"]
     mode = "r" if mmap else None
@@ -238,10 +238,3 @@ def index_stats(codes: np.ndarray, per_sid: np.ndarray, trie: TrieArrays, recon:
         **({"reconstruction": recon} if recon else {}),
     }
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
