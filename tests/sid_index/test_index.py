@@ -108,7 +108,7 @@ def test_failed_write_keeps_previous_index(built, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(mod, "_sha256", boom)
+    monkeypatch.setattr(mod, "sha256_file", boom)
     with pytest.raises(RuntimeError):
         write_index(path, skus[:10], codes[:10], SIZES)
     monkeypatch.undo()
