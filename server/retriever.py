@@ -125,23 +125,25 @@ class Retriever:
 
         from sid_index.retrieve import request_vector
 
-        prompt = self.prompt(query, history, user)
+        codes = self._history_codes(history)
+        prompt = self.prompts.request(query, codes, dict(user) if user else None)
         t0 = time.perf_counter()
         vector = self.vector(query)
         embed_s = None if vector is None else time.perf_counter() - t0
-        prior = None
-        if self.centroids is not None:
-            prior = request_vector(self.centroids, vector, history_codes(self.index, history)[0])
+        prior = None if self.centroids is None else request_vector(self.centroids, vector, codes)
         return Encoded(prompt, vector, prior, embed_s)
 
     def prompt(
         self, query: str | None, history: Sequence[str] = (), user: Mapping[str, str] | None = None
     ) -> list[int]:
         """Prompt ids of a request; raises `UnknownSkus` naming every history SKU the index lacks."""
+        return self.prompts.request(query, self._history_codes(history), dict(user) if user else None)
+
+    def _history_codes(self, history: Sequence[str]) -> list[tuple[int, ...]]:
         codes, unknown = history_codes(self.index, history)
         if unknown:
             raise UnknownSkus(unknown)
-        return self.prompts.request(query, codes, dict(user) if user else None)
+        return codes
 
     def reachable(self, hits: Hits) -> int:
         """Distinct SKUs of all decoded SIDs: the most `items` can return."""
