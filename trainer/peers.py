@@ -328,14 +328,14 @@ def compare(cfg: PeersConfig, log=print) -> list[dict[str, Any]]:
             if r.get("device"):  # our trained models: named as such beside the peers
                 r["train_s"] = checkpoint_train_s(r["model"])
                 r["name"] = f"{OURS_PREFIX}{r['name']}"
-    else:
-        results = [evaluate_index_only(load_index(cfg.index), load_dataset(cfg.data), cfg.split, cfg.beam_width,
-                                       cfg.max_sessions, cfg.embedding_model)]
+    index, dataset = load_index(cfg.index), load_dataset(cfg.data)
+    if not cfg.model:
+        results = [evaluate_index_only(index, dataset, cfg.split, cfg.beam_width, cfg.max_sessions,
+                                       cfg.embedding_model)]
         results[0]["name"] = results[0]["model"]
     for r in results:
         if r.get("sessions_per_s") and not r.get("device"):
             r["ms_per_session"] = 1000 / r["sessions_per_s"]
-    index, dataset = load_index(cfg.index), load_dataset(cfg.data)
     results += run_peers(index, dataset, cfg.split, cfg.beam_width, cfg.max_sessions, cfg.embedding_model,
                          cfg.rankings, log)
     return results + published_rows(dataset)
