@@ -110,64 +110,49 @@ def test_overload_on_a_real_server_gets_503_fast_and_stays_ready(served_path, ti
         assert retrieve(url, **body).status_code == 200
 
 
+def send_until_all_inside(url: str, n: int) -> tuple[list[threading.Thread], list]:
+    """`n` concurrent requests; returns once every one is answered or inside the server (in flight), with the
+    threads and the list their responses (or transport errors, as their repr) arrive in."""
+    results: list = []
+
+    def call():
+        try:
+            results.append(retrieve(url, query="lamp", top_k=3))
+        except httpx.HTTPError as exc:
+            results.append(repr(exc))
+
+    threads = [threading.Thread(target=call) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for _ in range(2000):  # the caller leaves its block (SIGTERM) once every request is answered or inside
+        text = httpx.get(f"{url}/metrics").text
+        in_flight = float(re.search(r"^radgr_requests_in_flight (\S+)$", text, re.M).group(1))
+        if in_flight and in_flight + len(results) == n:
+            return threads, results
+        time.sleep(0.001)
+    pytest.fail("never saw the requests in flight")
+
+
 def test_sigterm_lets_in_flight_requests_finish(served_path, tiny_index, tmp_path):
     """Graceful shutdown: requests running or queued when SIGTERM arrives still get their answers."""
-    results = []
     with serve_process(served_path, tiny_index.root, tmp_path / "drain.log", beam_width=64, dtype="float32",
                        max_batch_requests=1) as url:
-        body = {"query": "lamp", "top_k": 3}
-
-        def call():
-            try:
-                results.append(retrieve(url, **body).status_code)
-            except httpx.HTTPError as exc:
-                results.append(repr(exc))
-
-        threads = [threading.Thread(target=call) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for _ in range(2000):  # leave the block (SIGTERM) once every request is answered or inside the server
-            text = httpx.get(f"{url}/metrics").text
-            in_flight = float(re.search(r"^radgr_requests_in_flight (\S+)$", text, re.M).group(1))
-            if in_flight and in_flight + len(results) == len(threads):
-                break
-            time.sleep(0.001)
-        else:
-            pytest.fail("never saw the requests in flight")
+        threads, results = send_until_all_inside(url, 8)
     for t in threads:
         t.join(60)
-    assert results == [200] * 8
+    assert [getattr(r, "status_code", r) for r in results] == [200] * 8
 
 
 def test_sigterm_past_the_grace_period_answers_503_not_500(served_path, tiny_index, tmp_path):
     """Far more queued work than a 0.6 s grace period (100 requests decoded one at a time): every request gets 200
     or 503 + Retry-After, none a 500 or a cut connection, and the log holds no traceback."""
-    results = []
     log = tmp_path / "grace.log"
     with serve_process(served_path, tiny_index.root, log, beam_width=64, dtype="float32", max_batch_requests=1,
                        max_pending=200, shutdown_grace_s=0.6, request_timeout_s=120) as url:
-        body = {"query": "lamp", "top_k": 3}
-
-        def call():
-            try:
-                r = retrieve(url, **body)
-                results.append((r.status_code, r.headers.get("retry-after")))
-            except httpx.HTTPError as exc:
-                results.append((repr(exc), None))
-
-        threads = [threading.Thread(target=call) for _ in range(100)]
-        for t in threads:
-            t.start()
-        for _ in range(2000):
-            text = httpx.get(f"{url}/metrics").text
-            in_flight = float(re.search(r"^radgr_requests_in_flight (\S+)$", text, re.M).group(1))
-            if in_flight and in_flight + len(results) == len(threads):  # all answered or inside the server
-                break
-            time.sleep(0.005)
-        else:
-            pytest.fail("never saw the requests in flight")
+        threads, replies = send_until_all_inside(url, 100)
     for t in threads:
         t.join(60)
+    results = [(getattr(r, "status_code", r), getattr(r, "headers", {}).get("retry-after")) for r in replies]
     statuses = [s for s, _ in results]
     assert len(results) == 100 and set(statuses) <= {200, 503}, statuses
     assert 503 in statuses and all(ra for s, ra in results if s == 503)
