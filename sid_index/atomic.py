@@ -144,10 +144,11 @@ def atomic_file(final: str | Path, mode: str = "wb") -> Iterator[Any]:
         raise
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write `obj` as indented JSON, atomically."""
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    """Write `obj` as JSON (indented unless `indent` is None: compact, for results with per-session lists),
+    atomically."""
     with atomic_file(path, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=False)
+        json.dump(obj, fh, indent=indent, sort_keys=False)
         fh.write("\n")
 
 

@@ -58,7 +58,8 @@ def _write_results(cfg, key: str, results: list, table: str) -> None:
     from sid_index.atomic import atomic_file, write_json
 
     if cfg.out is not None:
-        write_json(cfg.out, {"index": str(cfg.index), "data": str(cfg.data), "split": cfg.split, key: results})
+        doc = {"index": str(cfg.index), "data": str(cfg.data), "split": cfg.split, key: results}
+        write_json(cfg.out, doc, indent=None)  # compact: the per-session values would take a line each
         typer.echo(f"wrote {cfg.out}", err=True)
     if cfg.markdown is not None:
         with atomic_file(cfg.markdown, "w") as fh:
