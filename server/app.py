@@ -171,6 +171,8 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
 
     index = load_index(settings.index)
     ckpt = load_checkpoint(settings.model, with_model=False)
+    if settings.index_prior is None:  # the prior the model was trained on top of (0: none)
+        settings = settings.model_copy(update={"index_prior": ckpt.index_prior})
     native = resolve_engine(settings.engine, ckpt.prompts.config.align) == "native"
     if native:
         ckpt = load_checkpoint(settings.model, device="cpu", dtype=settings.dtype)

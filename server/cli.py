@@ -23,7 +23,7 @@ def serve_command(
     beam_width: Annotated[int | None, typer.Option(help="default beam width [RADGR_BEAM_WIDTH, default 128]")] = None,
     index_prior: Annotated[float | None, typer.Option(
         help="fuse the index's retrieval score into the search with this weight, as radgr eval --index-prior "
-             "(native engine) [RADGR_INDEX_PRIOR, default 0: the model alone]")] = None,
+             "[RADGR_INDEX_PRIOR, default: the weight the checkpoint was trained with, else 0]")] = None,
     graceful_s: Annotated[float | None, typer.Option(
         help="on SIGTERM/SIGINT, wait this long for in-flight requests [RADGR_SHUTDOWN_GRACE_S, default 30]")] = None,
 ) -> None:

@@ -27,8 +27,9 @@ class ServerSettings(BaseSettings):
     beam_width: int = Field(128, ge=1, description="default beam width of a request")
     max_beam_width: int = Field(128, ge=1, description="largest beam width a request may ask for")
     max_top_k: int = Field(1000, ge=1, description="largest number of SKUs a request may ask for")
-    index_prior: float = Field(0.0, ge=0, description="weight of the index's own retrieval score fused into the "
-                               "beam search (radgr eval --index-prior; 0: the model alone)")
+    index_prior: float | None = Field(None, ge=0, description="weight of the index's own retrieval score fused "
+                                      "into the beam search (radgr eval --index-prior; 0: the model alone; "
+                                      "None: the weight the checkpoint was trained with, else 0)")
     score_eos: bool = Field(False, description="add log p(EOS | SID) to scores (one more decoder step)")
     max_query_chars: int = Field(512, ge=1)
     max_history: int = Field(200, ge=0, description="history items a request may send (the prompt keeps the last few)")

@@ -43,6 +43,14 @@ def code_vectors(centroids: Sequence[np.ndarray], codes: np.ndarray) -> np.ndarr
     return out
 
 
+def prior_scores(centroids: Sequence[np.ndarray], vector: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """|q|^2 - |q - v_SID|^2 of SIDs `codes` [N, L] for request vector q [D]: the index's retrieval score
+    (higher is nearer; the same order as the L2 ranking), which the decoder can be trained and served on top of."""
+    q = np.asarray(vector, dtype=np.float32)
+    diff = q[None, :] - code_vectors(centroids, codes)
+    return (q @ q - (diff * diff).sum(-1)).astype(np.float32)
+
+
 def history_vector(centroids: Sequence[np.ndarray], history: Sequence[Sequence[int]]) -> np.ndarray | None:
     """Recency-weighted mean of the SID vectors of the last history items (oldest first in `history`)."""
     recent = list(history)[-len(HISTORY_WEIGHTS):][::-1]  # newest first

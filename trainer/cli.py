@@ -35,7 +35,7 @@ def eval_command(
     ] = None,
     index_prior: Annotated[list[float] | None, typer.Option(
         help="Fuse the index's retrieval score into the search with this weight (repeat: one row per weight; "
-             "0 = the model alone).")] = None,
+             "0 = the model alone; default: the weight the checkpoint was trained with, else 0).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write every model's metrics as JSON here.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the results table (markdown) here.")] = None,
 ) -> None:
@@ -45,7 +45,7 @@ def eval_command(
     cfg = make_config(
         EvalConfig, "eval", model=model, index=index, data=data, split=split, beam_width=beam_width,
         batch_size=batch_size, max_sessions=max_sessions, device=device, unconstrained=not no_unconstrained,
-        baselines=not no_baselines, embedding_model=embedding_model, index_prior=index_prior or [0.0],
+        baselines=not no_baselines, embedding_model=embedding_model, index_prior=index_prior or None,
         out=out, markdown=markdown,
     )
     results = evaluate_models(cfg, log=lambda msg: typer.echo(msg, err=True))
@@ -156,7 +156,14 @@ def pref(
     steps: StepsOpt = None, epochs: EpochsOpt = 1.0, batch_size: BatchOpt = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
     warmup_ratio: WarmupOpt = 0.05, max_positives: MaxPosOpt = 8,
-    num_negatives: Annotated[int, typer.Option(help="Negatives per session: exposed-unclicked, then random.")] = 16,
+    num_negatives: Annotated[int, typer.Option(help="Negatives per session.")] = 16,
+    negatives: Annotated[str, typer.Option(
+        help="Where negatives come from: exposed (exposed-unclicked, then random) or index (the index's own "
+             "nearest SIDs to the request, a random subset of --index-pool).")] = "exposed",
+    index_pool: Annotated[int, typer.Option(help="Nearest SIDs the index negatives are drawn from.")] = 64,
+    index_prior: Annotated[float, typer.Option(
+        help="Add the index's retrieval score with this weight to every candidate's reward (rad-dpo): the model "
+             "learns what its index does not know; eval and serve fuse the same prior by default.")] = 0.0,
     beta: Annotated[float | None, typer.Option(help="Default: rad-dpo 1, dpo 0.1, simpo 2, orpo 0.1 (lambda).")]
     = None,
     gamma: Annotated[float, typer.Option(help="SimPO target margin.")] = 1.0,
@@ -252,7 +259,7 @@ def peers_command(
     from trainer.peers import PeersConfig, compare, peers_table
 
     cfg = make_config(
-        PeersConfig, "bench peers", index=index, data=data, model=model or [], index_prior=index_prior or [0.0],
+        PeersConfig, "bench peers", index=index, data=data, model=model or [], index_prior=index_prior or None,
         rankings=rankings or [], split=split, max_sessions=max_sessions, beam_width=beam_width,
         batch_size=batch_size, device=device, embedding_model=embedding_model, out=out, markdown=markdown,
     )

@@ -82,6 +82,14 @@ class PrefConfig(RunConfig):
     method: Method = "rad-dpo"
     lr: float = Field(1e-4, gt=0)
     num_negatives: int = Field(16, ge=1, description="negatives per session: exposed-unclicked, then random")
+    negatives: Literal["exposed", "index"] = Field("exposed", description="where negatives come from: exposed = "
+        "the session's exposed-unclicked SIDs, then random; index = the index's own nearest SIDs to the request "
+        "(`sid_index.retrieve`, positives removed), a random subset of the nearest `index_pool`: the mistakes "
+        "the index-only ranking makes")
+    index_pool: int = Field(64, ge=1, description="nearest SIDs the index negatives are drawn from")
+    index_prior: float = Field(0.0, ge=0, description="add the index's retrieval score with this weight to "
+        "every candidate's reward (rad-dpo): the model learns what its index does not know; the checkpoint "
+        "records it, and radgr eval / serve fuse the same prior by default")
     beta: float | None = Field(None, gt=0,
         description="default per method: rad-dpo 1, dpo 0.1, simpo 2, orpo 0.1 (its lambda)")
     gamma: float = Field(1.0, ge=0, description="SimPO target margin")
@@ -95,6 +103,12 @@ class PrefConfig(RunConfig):
     rdrw_lambda: float = Field(12.0, gt=0)
     rdrw_signal: Literal["eos", "sid"] = Field("eos", description="RDRW similarity: eos = the model's EOS hidden "
         "states (eq. 5); sid = the index's RQ-KMeans reconstructions of the two SIDs (bench/rdrw_signal.py)")
+
+    @model_validator(mode="after")
+    def _index_prior(self) -> PrefConfig:
+        if self.index_prior > 0 and self.method != "rad-dpo":
+            raise ValueError("index_prior is a reward offset of the rad-dpo list-wise loss: use method rad-dpo")
+        return self
 
     @model_validator(mode="after")
     def _beta(self) -> PrefConfig:

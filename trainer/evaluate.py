@@ -410,17 +410,17 @@ class EvalConfig(BaseModel):
     device: str = "cpu"
     unconstrained: bool = True
     baselines: bool = Field(True, description="add the most-popular and index-only rows (same sessions)")
-    index_prior: list[float] = Field(default_factory=lambda: [0.0],
-                                     description="weights of the index's retrieval score fused into the search; "
-                                     "one row per model and weight (0: the model alone)")
+    index_prior: list[float] | None = Field(None, description="weights of the index's retrieval score fused into "
+                                            "the search; one row per model and weight (0: the model alone; "
+                                            "None: the weight each checkpoint was trained with, else 0)")
     embedding_model: Path | None = Field(None, description="the index's text model, when not where the index says")
     out: Path | None = None
     markdown: Path | None = None
 
     @field_validator("index_prior")
     @classmethod
-    def _weights(cls, v: list[float]) -> list[float]:
-        if not v or any(w < 0 for w in v):
+    def _weights(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(w < 0 for w in v)):
             raise ValueError("weights must be >= 0")
         return v
 
@@ -453,7 +453,7 @@ def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:
     for given, path in zip(cfg.model, paths, strict=True):
         ckpt = load_checkpoint(path, device=cfg.device)
         ckpt.check_index(index)
-        for weight in cfg.index_prior:
+        for weight in cfg.index_prior if cfg.index_prior is not None else [ckpt.index_prior]:
             log(f"evaluating {given} on {cfg.data} ({cfg.split}), beam width {cfg.beam_width}, {cfg.device}"
                 + (f", index prior {weight:g}" if weight else ""))
             res = evaluate(ckpt, index, dataset, cfg.split, cfg.beam_width, cfg.batch_size, cfg.max_sessions,

@@ -32,6 +32,7 @@ from sid_index.data.schema import load_dataset
 from sid_index.embed import item_texts
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids, load_index
+from sid_index.retrieve import prior_scores
 from trainer.config import RunConfig, SFTConfig
 from trainer.data import (
     Examples,
@@ -61,19 +62,54 @@ class Batch:
     neg_idx: torch.Tensor  # [S, N] (N = 0 for SFT)
     neg_lcp: torch.Tensor  # [S, N] common prefix of each negative with y_w*, in SID tokens
     text_vectors: torch.Tensor | None = None  # [S, D] what fills each prompt's text-vector slot
+    cand_prior: torch.Tensor | None = None  # [C] weighted index score of each candidate (`RequestPrior`)
 
     def to(self, device) -> Batch:
         vectors = None if self.text_vectors is None else self.text_vectors.to(device)
+        prior = None if self.cand_prior is None else self.cand_prior.to(device)
         return Batch(self.packed.to(device), self.pos_idx.to(device), self.pos_mask.to(device),
-                     self.neg_idx.to(device), self.neg_lcp.to(device), vectors)
+                     self.neg_idx.to(device), self.neg_lcp.to(device), vectors, prior)
+
+
+@dataclass
+class RequestPrior:
+    """Each example's request vector (`sid_index.retrieve.request_vector`) and the index's centroids:
+    the weighted retrieval score the fused search adds to a SID's log-prob, per training candidate."""
+
+    centroids: list[np.ndarray]
+    vectors: list[np.ndarray | None]  # per example; None: no query and no history, no prior
+    weight: float
+
+    def scores(self, i: int, codes: np.ndarray) -> np.ndarray:
+        v = self.vectors[i]
+        if v is None or self.weight == 0:
+            return np.zeros(len(codes), dtype=np.float32)
+        return self.weight * prior_scores(self.centroids, v, codes)
+
+
+def index_negatives(ex: Examples, prior: RequestPrior, index: SidIndex, pool: int) -> list[np.ndarray]:
+    """The `pool` SIDs nearest each example's request vector, minus its positives, nearest first."""
+    from sid_index.retrieve import IndexRetriever
+
+    retriever = IndexRetriever(index)
+    found = [i for i, v in enumerate(prior.vectors) if v is not None]
+    hits = dict(zip(found, retriever.search(np.stack([prior.vectors[i] for i in found]), pool + 8), strict=True)) \
+        if found else {}
+    out = []
+    for i in range(len(ex)):
+        pos = {tuple(c) for c in ex.pos_codes[i].tolist()}
+        keep = [c for c in hits.get(i, []) if c not in pos][:pool]
+        out.append(np.asarray(keep, dtype=np.int64).reshape(-1, index.levels))
+    return out
 
 
 def make_batch(
     ex: Examples, items: list[int], ckpt: Checkpoint, max_pos: int, num_neg: int,
-    all_sids: np.ndarray | None, seed: int, epoch: int,
+    all_sids: np.ndarray | None, seed: int, epoch: int, prior: RequestPrior | None = None,
 ) -> Batch:
-    """Sessions `items` of `ex` with up to `max_pos` positives and exactly `num_neg` negatives each."""
-    prompts, cands, pos_rows, neg_rows = [], [], [], []
+    """Sessions `items` of `ex` with up to `max_pos` positives and exactly `num_neg` negatives each
+    (and each candidate's index score with `prior`)."""
+    prompts, cands, pos_rows, neg_rows, offsets = [], [], [], [], []
     start = 0
     for i in items:
         pos = ex.pos_codes[i][:max_pos]
@@ -81,6 +117,8 @@ def make_batch(
         if num_neg:
             neg = sample_negatives(ex.neg_codes[i], ex.pos_codes[i], all_sids, num_neg, session_rng(seed, epoch, i))
         codes = np.concatenate([pos, neg])
+        if prior is not None:
+            offsets.append(prior.scores(i, codes))
         prompts.append(ex.prompts[i])
         cands.append(np.asarray(ckpt.vocab.codes_to_ids(codes)))
         pos_rows.append(np.arange(start, start + len(pos)))
@@ -98,7 +136,8 @@ def make_batch(
     top = sid_targets[torch.from_numpy(pos_idx[:, 0])]  # y_w* of each session
     neg_lcp = common_prefix(sid_targets[neg_idx], top[:, None, :]) if num_neg else neg_idx
     vectors = None if ex.text_vectors is None else torch.from_numpy(ex.text_vectors[items])
-    return Batch(packed, torch.from_numpy(pos_idx), torch.from_numpy(pos_mask), neg_idx, neg_lcp, vectors)
+    cand_prior = torch.from_numpy(np.concatenate(offsets)) if prior is not None else None
+    return Batch(packed, torch.from_numpy(pos_idx), torch.from_numpy(pos_mask), neg_idx, neg_lcp, vectors, cand_prior)
 
 
 class Stream:
@@ -274,6 +313,13 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
     total = cfg.steps or stream.steps_for(cfg.epochs)
     num_neg = cfg.num_negatives if stage == "pref" else 0
     all_sids = index.trie.sids().astype(np.int64) if num_neg else None
+    prior = None
+    if stage == "pref" and (cfg.index_prior > 0 or cfg.negatives == "index"):
+        prior = request_prior(ex, dataset, cfg.split, index, cfg.index_prior)
+        if cfg.negatives == "index":
+            ex.neg_codes = index_negatives(ex, prior, index, cfg.index_pool)
+        if cfg.index_prior == 0:
+            prior = None
 
     model = ckpt.decoder
     model.train()
@@ -328,6 +374,7 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
             entry = {"stage": stage, "steps": step, "train_s": round(train_s, 1),
                      **({"method": cfg.method} if stage == "pref" else {})}
             ckpt.meta["stages"] = base_stages + [entry]
+            _record_prior(ckpt, cfg)
             train_state = {
                 "step": step, "optimizer": None if sharded else optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
@@ -352,6 +399,7 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
             if best["value"] is None or value > best["value"]:
                 best.update(step=step, value=value, stale=0)
                 ckpt.meta["stages"] = base_stages + [{"stage": stage, "steps": step, "best_of_validation": True}]
+                _record_prior(ckpt, cfg)
                 save_checkpoint(ckpt, cfg.out / BEST, model=acc.unwrap_model(model))
             else:
                 best["stale"] += 1
@@ -364,7 +412,8 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
     tick = time.perf_counter()
     for step in range(start, total):
         epoch, items = stream.at(step)
-        batch = make_batch(ex, items, ckpt, cfg.max_positives, num_neg, all_sids, cfg.seed, epoch).to(acc.device)
+        batch = make_batch(ex, items, ckpt, cfg.max_positives, num_neg, all_sids, cfg.seed, epoch,
+                           prior).to(acc.device)
         with acc.autocast():
             loss, stats = _loss(cfg, stage, model, ref, batch, tracker, acc, sid_vectors)
         acc.backward(loss)
@@ -408,12 +457,31 @@ def default_index_ratio(dataset, split: str = "train") -> float:
     return SEARCH_INDEX_RATIO if any(q and q.strip() for q in queries) else 0.0
 
 
+def request_prior(ex: Examples, dataset, split: str, index: SidIndex, weight: float) -> RequestPrior:
+    """`RequestPrior` of every example of `ex` (rows of `split`)."""
+    from trainer.evaluate import request_vectors
+
+    centroids = load_centroids(index)
+    if len(centroids) != index.levels:
+        raise RadgrError(f"index {index.root} has no RQ-KMeans centroids (built from given codes): "
+                         "--index-prior / --negatives index need an index built from embeddings")
+    return RequestPrior(centroids, request_vectors(ex, len(ex), dataset, split, index, centroids), weight)
+
+
+def _record_prior(ckpt: Checkpoint, cfg: RunConfig) -> None:
+    """A model trained on top of the index prior is served with it: the checkpoint says with which weight."""
+    weight = getattr(cfg, "index_prior", 0.0)
+    if weight > 0:
+        ckpt.meta["index_prior"] = weight
+
+
 def _validation_metric(cfg: RunConfig, ckpt, index: SidIndex, dataset, device) -> float:
-    """`cfg.eval_metric` of the current weights on the first `eval_sessions` valid sessions (trie beam search)."""
+    """`cfg.eval_metric` of the current weights on the first `eval_sessions` valid sessions (trie beam search,
+    fused with the index prior the model is trained on)."""
     from trainer.evaluate import evaluate
 
     res = evaluate(ckpt, index, dataset, "valid", cfg.eval_width, 16, cfg.eval_sessions, str(device),
-                   unconstrained=False)
+                   unconstrained=False, index_prior=getattr(cfg, "index_prior", 0.0))
     level, key = cfg.eval_metric.split(" ", 1)
     return float(res[level][key])
 
@@ -436,9 +504,12 @@ def _loss(cfg, stage, model, ref, batch: Batch, tracker, acc, sid_vectors: SidVe
             weights = tracker.weights(sims, cfg.rdrw_lambda)  # from earlier pairs only, then add these
             tracker.update(acc.gather(sims.detach().contiguous()))
             extra = {"weight_mean": weights.mean()}
+        prior = batch.cand_prior
         loss, stats = rad_dpo_loss(pos_tok, batch.pos_mask, neg_tok, batch.neg_lcp, weights, beta=cfg.beta,
                                    form=cfg.form, tlgd=cfg.tlgd, multi_label_sft=cfg.multi_label_sft,
-                                   sft_weight=cfg.sft_weight)
+                                   sft_weight=cfg.sft_weight,
+                                   pos_offset=None if prior is None else prior[batch.pos_idx],
+                                   neg_offset=None if prior is None else prior[batch.neg_idx])
         return loss, {**stats, **extra}
     if cfg.method == "dpo":
         with torch.no_grad():

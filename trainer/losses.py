@@ -50,12 +50,16 @@ def rad_dpo_loss(
     tlgd: bool = True,
     multi_label_sft: bool = True,
     sft_weight: float = 1.0,
+    pos_offset: torch.Tensor | None = None,
+    neg_offset: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """RAD-DPO loss (mean over sessions) and detached statistics.
 
     pos_tok [S, P, T], pos_mask [S, P] (slot 0 always valid), neg_tok [S, N, T], neg_lcp [S, N]
     (longest common prefix of each negative with y_w*, in SID tokens), weights [S, N] (RDRW,
     no gradient; None = all 1). Switches: `tlgd`, `multi_label_sft` (off: SFT on y_w* only).
+    `pos_offset` [S, P] / `neg_offset` [S, N]: fixed scores added to each candidate's log pi(y|x)
+    in the preference term only (the index prior: the rewards become those of the fused search).
     """
     t = pos_tok.shape[-1]
     pos_seq = pos_tok.sum(-1)  # log pi(y|x) [S, P]
@@ -65,8 +69,13 @@ def rad_dpo_loss(
     else:
         sft = -pos_seq[:, 0]
     neg = detach_shared_prefix(neg_tok, neg_lcp) if tlgd else neg_tok
+    neg_seq = neg.sum(-1)
+    if pos_offset is not None:
+        pos_seq = pos_seq + pos_offset.detach().to(pos_seq.dtype)  # after L_SFT: it is on the model alone
+    if neg_offset is not None:
+        neg_seq = neg_seq + neg_offset.detach().to(neg_seq.dtype)
     r_w = pos_seq[:, :1] / t  # [S, 1]
-    r_l = neg.sum(-1) / t  # [S, N]
+    r_l = neg_seq / t  # [S, N]
     log_w = torch.zeros_like(r_l) if weights is None else torch.log(weights.detach().to(r_l.dtype))
     if form == "paper":
         z = beta * torch.logsumexp(r_w - r_l + log_w, dim=-1)

@@ -9,6 +9,7 @@ data position, RDRW quantiles) rides along in `trainer_state.pt`, which loaders 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,12 @@ class Checkpoint:
     def text_model(self) -> dict[str, Any] | None:
         """The text model whose embeddings fill the prompts' text-vector slot (None: no slot)."""
         return self.meta.get("text_inputs")
+
+    @property
+    def index_prior(self) -> float:
+        """Weight of the index prior the model was trained on top of (`PrefConfig.index_prior`; 0: none):
+        what `radgr eval` and the server fuse into the search unless told otherwise."""
+        return float(self.meta.get("index_prior", 0.0))
 
     @property
     def eos_id(self) -> int:
@@ -279,6 +286,9 @@ def load_checkpoint(
         raise RadgrError(f"{path / META_FILE}: damaged checkpoint metadata ({exc})") from None
     if meta.get("format") != CHECKPOINT_FORMAT or meta.get("version") != CHECKPOINT_VERSION:
         raise RadgrError(f"{path}: checkpoint format {meta.get('format')} v{meta.get('version')} is not supported")
+    prior = meta.get("index_prior", 0.0)
+    if isinstance(prior, bool) or not isinstance(prior, int | float) or not math.isfinite(prior) or prior < 0:
+        raise RadgrError(f"{path / META_FILE}: index_prior must be a number >= 0, got {prior!r}")
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device) if with_model else None
     vocab = SidVocab.from_tokenizer(tokenizer, meta["codebook_sizes"])

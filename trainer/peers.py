@@ -297,7 +297,7 @@ class PeersConfig(BaseModel):
     index: Path
     data: Path
     model: list[Path] = Field(default_factory=list, description="checkpoints evaluated on the same sessions")
-    index_prior: list[float] = Field(default_factory=lambda: [0.0], description="as `radgr eval --index-prior`")
+    index_prior: list[float] | None = Field(None, description="as `radgr eval --index-prior`")
     rankings: list[Path] = Field(default_factory=list, description="external rankings files (JSON)")
     split: Literal["train", "valid", "test"] = "test"
     max_sessions: int | None = Field(None, ge=1)

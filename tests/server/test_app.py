@@ -369,11 +369,13 @@ def test_text_input_checkpoint_is_served_with_the_query_embedding(text_served_pa
         assert [i["sku_id"] for i in again["items"]] == [i["sku_id"] for i in body["items"]]
 
 
-def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tiny_index, requests):
+def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tiny_index, requests, tmp_path):
     """`radgr serve --index-prior W` answers exactly what beam search with `IndexPrior` gives offline (computed
     here from `sid_index.retrieve`), for query and history-only requests; with a huge weight and an exhaustive
-    width it is the index-only ranking."""
+    width it is the index-only ranking. A checkpoint trained on top of the prior is served with its weight."""
     import torch
+
+    from trainer.model import load_checkpoint, save_checkpoint
 
     from server.beam_search import IndexPrior, beam_search
     from sid_index.embed import embed_texts
@@ -385,6 +387,7 @@ def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tin
     centroids = load_centroids(tiny_index)
     query, history = next((q, h) for q, h in requests if q and h)
     asks = [{"query": query}, {"history": history[:5]}]
+    answers = {}
     for weight in (2.0, 1e4):
         app = create_app(settings_for(served_path, tiny_index, beam_width=width, max_beam_width=width,
                                       index_prior=weight, max_top_k=1000))
@@ -393,6 +396,7 @@ def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tin
             for ask in asks:
                 body = c.post("/v1/retrieve", json=ask | {"top_k": 1000}).json()
                 served_sids = list(dict.fromkeys(i["sid"] for i in body["items"]))
+                answers[weight, str(ask)] = served_sids
                 q = embed_texts([ask["query"]], progress=False)[0][0] if "query" in ask else None
                 vec = request_vector(centroids, q, history_codes(tiny_index, ask.get("history", []))[0])
                 prompt = Retriever(served, tiny_index).prompt(ask.get("query"), ask.get("history", []))
@@ -404,6 +408,15 @@ def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tin
                     floor = IndexRetriever(tiny_index).search(vec[None], width)[0]
                     assert served_sids[:10] == [format_sid(c) for c in floor[:10]]
     assert torch.isfinite(torch.tensor(body["items"][0]["score"]))
+    trained = load_checkpoint(served_path)
+    trained.meta["index_prior"] = 2.0  # as `radgr train pref --index-prior 2` records it
+    path = save_checkpoint(trained, tmp_path / "on-prior")
+    with TestClient(create_app(settings_for(path, tiny_index, beam_width=width, max_beam_width=width,
+                                            max_top_k=1000))) as c:
+        wait_ready(c)
+        for ask in asks:
+            body = c.post("/v1/retrieve", json=ask | {"top_k": 1000}).json()
+            assert list(dict.fromkeys(i["sid"] for i in body["items"])) == answers[2.0, str(ask)]
 
 
 def test_damaged_weights_stop_the_server_before_it_binds(served_path, tiny_index, tmp_path):

@@ -306,3 +306,64 @@ def test_index_ratio_defaults_from_the_data(tiny_dataset, tmp_path):
     no_queries = tiny_dataset.sessions.set_column(
         tiny_dataset.sessions.column_names.index("query"), "query", pa.array([""] * tiny_dataset.sessions.num_rows))
     assert default_index_ratio(Dataset(tiny_dataset.root, tiny_dataset.catalog, no_queries)) == 0.0
+
+
+def test_pref_on_the_index_prior(sft_run, tiny_dataset, tiny_index, tmp_path):
+    """--negatives index draws from the index's nearest SIDs (positives removed), --index-prior adds each
+    candidate's weighted index score to its reward, and the checkpoint records the weight for eval / serve."""
+    import numpy as np
+
+    from sid_index.index import load_centroids
+    from trainer.data import build_examples
+    from trainer.evaluate import EvalConfig, evaluate_models, request_vectors
+    from trainer.loop import index_negatives, make_batch, request_prior
+
+    weight, pool = 2.0, 5
+    cfg = PrefConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "p", init=sft_run, steps=2,
+                     batch_size=4, log_every=1, device="cpu", progress=False, num_negatives=3, negatives="index",
+                     index_pool=pool, index_prior=weight, eval_every=2, eval_sessions=5, eval_width=8)
+    path = train(cfg)
+    assert load_checkpoint(path).index_prior == weight
+    assert load_checkpoint(tmp_path / "p" / "best").index_prior == weight
+    assert load_checkpoint(sft_run).index_prior == 0.0
+
+    # Brute force: the request vectors, every SID's vector by loops over levels, distances sorted.
+    ck = load_checkpoint(sft_run)
+    ex = build_examples(tiny_dataset, tiny_index, ck.prompts, "train")
+    cents = load_centroids(tiny_index)
+    vectors = request_vectors(ex, len(ex), tiny_dataset, "train", tiny_index, cents)
+    sids = [tuple(s) for s in tiny_index.trie.sids().tolist()]
+
+    def vec(sid):
+        return sum(np.asarray(cents[level][code], dtype=np.float64) for level, code in enumerate(sid))
+
+    prior = request_prior(ex, tiny_dataset, "train", tiny_index, weight)
+    negs = index_negatives(ex, prior, tiny_index, pool)
+    for i in range(0, len(ex), 37):
+        q = np.asarray(vectors[i], dtype=np.float64)
+        pos = {tuple(c) for c in ex.pos_codes[i].tolist()}
+        ranked = sorted((s for s in sids if s not in pos), key=lambda s: float(((q - vec(s)) ** 2).sum()))
+        assert [tuple(c) for c in negs[i].tolist()] == ranked[:pool]
+
+    ex.neg_codes = negs
+    all_sids = tiny_index.trie.sids().astype(np.int64)
+    items = list(range(4))
+    b = make_batch(ex, items, ck, cfg.max_positives, 3, all_sids, 0, 0, prior)
+    codes = ck.vocab.ids_to_codes(b.packed.targets[:, :-1]).numpy()
+    row_of = np.repeat(items, [len(ex.pos_codes[i][: cfg.max_positives]) + 3 for i in items])
+    want = [weight * (float(np.dot(vectors[i], vectors[i])) - float(((vectors[i] - vec(c)) ** 2).sum()))
+            for i, c in zip(row_of, map(tuple, codes.tolist()), strict=True)]
+    np.testing.assert_allclose(b.cand_prior.numpy(), want, rtol=1e-4, atol=1e-4)
+    for s, i in enumerate(items):  # every negative is one of the session's pool
+        pool_i = {tuple(c) for c in negs[i].tolist()}
+        assert all(tuple(codes[j]) in pool_i for j in b.neg_idx[s].tolist())
+
+    # radgr eval fuses the checkpoint's own prior unless told otherwise.
+    ev = dict(model=[path], index=tiny_index.root, data=tiny_dataset.root, split="valid", beam_width=8,
+              max_sessions=5, unconstrained=False, baselines=False)
+    assert [r["index_prior"] for r in evaluate_models(EvalConfig(**ev), log=lambda *_: None)] == [weight]
+    assert [r["index_prior"] for r in evaluate_models(EvalConfig(**ev, index_prior=[0.0]),
+                                                      log=lambda *_: None)] == [0.0]
+    with pytest.raises(ValueError, match="use method rad-dpo"):
+        PrefConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "d", init=sft_run, method="dpo",
+                   index_prior=1.0)

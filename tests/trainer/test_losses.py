@@ -66,8 +66,9 @@ def as_lists(*tensors):
 # --------------------------------------------------------------------------------------------
 
 
-def ref_rad_dpo(pos, mask, neg, weights, beta, form, multi_label_sft, sft_weight=1.0):
-    """Eq. 1 + eq. 2/7 ('paper') or the softmax-DPO form; mean over sessions."""
+def ref_rad_dpo(pos, mask, neg, weights, beta, form, multi_label_sft, sft_weight=1.0, pos_off=None, neg_off=None):
+    """Eq. 1 + eq. 2/7 ('paper') or the softmax-DPO form; mean over sessions. `pos_off` / `neg_off`: a
+    fixed score added to each candidate's sequence log-prob in the rewards (not in the SFT term)."""
     total = 0.0
     for s in range(len(pos)):
         seq_pos = []
@@ -82,10 +83,10 @@ def ref_rad_dpo(pos, mask, neg, weights, beta, form, multi_label_sft, sft_weight
         else:
             sft = -seq_pos[0]
         y_len = len(pos[s][0])
-        r_w = seq_pos[0] / y_len
+        r_w = (seq_pos[0] + (pos_off[s][0] if pos_off else 0.0)) / y_len
         inner = 0.0
         for j in range(len(neg[s])):
-            r_j = sum(neg[s][j]) / len(neg[s][j])
+            r_j = (sum(neg[s][j]) + (neg_off[s][j] if neg_off else 0.0)) / len(neg[s][j])
             w_j = 1.0 if weights is None else weights[s][j]
             if form == "paper":
                 inner += w_j * math.exp(r_w - r_j)
@@ -213,6 +214,29 @@ def test_rad_dpo_sft_weight_and_unit_weights(form):
     ones, _ = rad_dpo_loss(pos_tok, pos_mask, neg_tok, neg_lcp, torch.ones(S, N, dtype=torch.float64),
                            beta=1.3, form=form, sft_weight=0.25)
     assert ones.item() == pytest.approx(loss.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("form", ["paper", "softmax"])
+def test_rad_dpo_reward_offsets(form):
+    """The index prior enters the rewards as a per-candidate offset: in L_PL only, with no gradient."""
+    pos_tok, pos_mask, neg_tok, neg_lcp, weights = make_inputs(5)
+    g = torch.Generator().manual_seed(11)
+    pos_off = torch.randn(S, P, generator=g, dtype=torch.float64) * 4
+    neg_off = torch.randn(S, N, generator=g, dtype=torch.float64) * 4
+    pos_off.requires_grad_(True)
+    pos_tok.requires_grad_(True)
+    loss, stats = rad_dpo_loss(pos_tok, pos_mask, neg_tok, neg_lcp, weights, beta=1.5, form=form,
+                               pos_offset=pos_off, neg_offset=neg_off)
+    pos, mask, neg = as_lists(pos_tok.detach(), pos_mask, neg_tok)
+    expected = ref_rad_dpo(pos, mask, neg, weights.tolist(), 1.5, form, True, 1.0, pos_off.tolist(), neg_off.tolist())
+    assert loss.item() == pytest.approx(expected, rel=REL)
+    plain = ref_rad_dpo(pos, mask, neg, weights.tolist(), 1.5, form, True)
+    assert abs(expected - plain) > 1e-3  # the offsets matter
+    assert stats["sft"].item() == pytest.approx(rad_dpo_loss(pos_tok, pos_mask, neg_tok, neg_lcp, weights, beta=1.5,
+                                                             form=form)[1]["sft"].item(), rel=1e-12)
+    loss.backward()
+    assert pos_off.grad is None  # a fixed score: nothing flows back into it
+    assert pos_tok.grad is not None and bool(pos_tok.grad.abs().sum() > 0)
 
 
 def test_rad_dpo_unknown_form():

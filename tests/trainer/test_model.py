@@ -31,3 +31,16 @@ def test_other_index_refused(tiny_ckpt, tiny_index, tmp_path):
 def test_not_a_checkpoint(tmp_path):
     with pytest.raises(RadgrError, match="not a radgr checkpoint"):
         load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [-1.0, "20", True, None, float("inf")])
+def test_a_bad_index_prior_in_the_metadata_is_refused(tiny_ckpt, tmp_path, bad):
+    """radgr.json is untrusted: the prior weight eval and serve would fuse must be a number >= 0."""
+    tiny_ckpt.meta["index_prior"] = bad
+    save_checkpoint(tiny_ckpt, tmp_path / "ck")
+    with pytest.raises(RadgrError, match="index_prior must be a number >= 0"):
+        load_checkpoint(tmp_path / "ck")
+    tiny_ckpt.meta["index_prior"] = 2.5
+    save_checkpoint(tiny_ckpt, tmp_path / "ok")
+    assert load_checkpoint(tmp_path / "ok").index_prior == 2.5
+    del tiny_ckpt.meta["index_prior"]
