@@ -375,13 +375,12 @@ def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tin
     width it is the index-only ranking. A checkpoint trained on top of the prior is served with its weight."""
     import torch
 
-    from trainer.model import load_checkpoint, save_checkpoint
-
     from server.beam_search import IndexPrior, beam_search
     from sid_index.embed import embed_texts
     from sid_index.index import load_centroids
     from sid_index.retrieve import IndexRetriever, request_vector
     from trainer.data import history_codes
+    from trainer.model import load_checkpoint, save_checkpoint
 
     width = max(tiny_index.trie.nodes(level) for level in range(tiny_index.levels - 1))
     centroids = load_centroids(tiny_index)
