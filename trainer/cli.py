@@ -77,7 +77,8 @@ DataOpt = Annotated[Path, typer.Option("--data", help="Dataset directory (radgr 
 IndexOpt = Annotated[Path, typer.Option("--index", help="SID index directory (radgr index build).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output folder: model/, metrics.csv, tb/, loss.png.")]
 StepsOpt = Annotated[int | None, typer.Option(help="Optimizer steps (default: --epochs over the data).")]
-EpochsOpt = Annotated[float, typer.Option(help="Passes over the training sessions (when --steps is not given).")]
+EpochsOpt = Annotated[float | None, typer.Option(
+    help="Passes over the training data when --steps is not given (default: one, and at least MIN_DEFAULT_STEPS of trainer/config.py on small data).")]
 BatchOpt = Annotated[int, typer.Option(help="Sessions per step and process.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the data order, negatives and initialisation.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda (several GPUs: accelerate launch / torchrun).")]
@@ -114,7 +115,7 @@ def sft(
     data: DataOpt, index: IndexOpt, out: OutOpt,
     base: Annotated[Path | None, typer.Option(help="Local HF checkpoint (e.g. Qwen3-1.7B); default: scratch Qwen3.")]
     = None,
-    steps: StepsOpt = None, epochs: EpochsOpt = 1.0, batch_size: BatchOpt = 16,
+    steps: StepsOpt = None, epochs: EpochsOpt = None, batch_size: BatchOpt = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate (scratch 1e-3; pretrained ~1e-5).")] = 1e-3,
     warmup_ratio: WarmupOpt = 0.05, max_positives: MaxPosOpt = 8,
     index_ratio: Annotated[float | None, typer.Option(
@@ -153,7 +154,7 @@ def pref(
     data: DataOpt, index: IndexOpt, out: OutOpt,
     init: Annotated[Path, typer.Option(help="SFT checkpoint to align (and DPO's frozen reference).")],
     method: Annotated[str, typer.Option(help="rad-dpo, dpo, simpo or orpo.")] = "rad-dpo",
-    steps: StepsOpt = None, epochs: EpochsOpt = 1.0, batch_size: BatchOpt = 16,
+    steps: StepsOpt = None, epochs: EpochsOpt = None, batch_size: BatchOpt = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
     warmup_ratio: WarmupOpt = 0.05, max_positives: MaxPosOpt = 8,
     num_negatives: Annotated[int, typer.Option(help="Negatives per session.")] = 16,

@@ -12,6 +12,7 @@ from trainer.model import ScratchModelConfig
 from trainer.prompt import PromptConfig
 
 Method = Literal["rad-dpo", "dpo", "simpo", "orpo"]
+MIN_DEFAULT_STEPS = 300  # a run given neither steps nor epochs: one epoch, but at least this many steps
 
 
 class RunConfig(BaseModel):
@@ -24,7 +25,8 @@ class RunConfig(BaseModel):
     out: Path = Field(description="output folder: model/ (the checkpoint), metrics.csv, tb/, loss.png")
     split: str = "train"
     steps: int | None = Field(None, ge=1, description="optimizer steps; default: `epochs` over the data")
-    epochs: float = Field(1.0, gt=0)
+    epochs: float | None = Field(None, gt=0, description="passes over the data when `steps` is not given; "
+                                 f"default: one, and at least {MIN_DEFAULT_STEPS} steps (small datasets)")
     batch_size: int = Field(16, ge=1, description="sessions per step and process")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)

@@ -33,7 +33,7 @@ from sid_index.embed import item_texts
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids, load_index
 from sid_index.retrieve import prior_scores
-from trainer.config import RunConfig, SFTConfig
+from trainer.config import MIN_DEFAULT_STEPS, RunConfig, SFTConfig
 from trainer.data import (
     Examples,
     build_examples,
@@ -310,7 +310,13 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
                                      catalog=dataset.catalog))
     stream = Stream(n_sessions, len(ex) - n_sessions, index_ratio, cfg.seed,
                     cfg.batch_size, acc.num_processes, acc.process_index)
-    total = cfg.steps or stream.steps_for(cfg.epochs)
+    total = cfg.steps or stream.steps_for(cfg.epochs or 1.0)
+    if cfg.steps is None and cfg.epochs is None and total < MIN_DEFAULT_STEPS:
+        total = MIN_DEFAULT_STEPS
+        if acc.is_main_process:
+            print(f"{total} steps ({total * cfg.batch_size * acc.num_processes / stream.epoch_len:.1f} epochs): "
+                  "one epoch of this data is shorter than that (give --steps or --epochs to change it)",
+                  file=sys.stderr)
     num_neg = cfg.num_negatives if stage == "pref" else 0
     all_sids = index.trie.sids().astype(np.int64) if num_neg else None
     prior = None
