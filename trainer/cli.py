@@ -78,7 +78,8 @@ IndexOpt = Annotated[Path, typer.Option("--index", help="SID index directory (ra
 OutOpt = Annotated[Path, typer.Option("--out", help="Output folder: model/, metrics.csv, tb/, loss.png.")]
 StepsOpt = Annotated[int | None, typer.Option(help="Optimizer steps (default: --epochs over the data).")]
 EpochsOpt = Annotated[float | None, typer.Option(
-    help="Passes over the training data when --steps is not given (default: one, and at least MIN_DEFAULT_STEPS of trainer/config.py on small data).")]
+    help="Passes over the training data when --steps is not given (default: one, and on small data at least "
+         "MIN_DEFAULT_STEPS of trainer/config.py).")]
 BatchOpt = Annotated[int, typer.Option(help="Sessions per step and process.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the data order, negatives and initialisation.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda (several GPUs: accelerate launch / torchrun).")]
