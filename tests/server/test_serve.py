@@ -170,3 +170,27 @@ def test_mismatched_checkpoint_stops_serve_with_a_message(served_path, tmp_path)
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "trained for index" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_10_mb_body_gets_413_and_the_server_stays_responsive(native_url):
+    """Issue 21's freezing request on a real server: refused from its Content-Length, /healthz answered meanwhile
+    (latencies: bench/hardening.py; asserted here is only what the server does)."""
+    payload = b'{"query": "a", "top_k": 3, "user": {"k": "' + b"v " * 5_000_000 + b'"}}'
+    health: list[int] = []
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            health.append(httpx.get(f"{native_url}/healthz", timeout=30).status_code)
+
+    t = threading.Thread(target=poll)
+    t.start()
+    try:
+        r = httpx.post(f"{native_url}/v1/retrieve", content=payload, headers={"content-type": "application/json"},
+                       timeout=60)
+    finally:
+        stop.set()
+        t.join()
+    assert r.status_code == 413 and "65536 bytes" in r.json()["detail"]
+    assert health and set(health) == {200}
+    assert retrieve(native_url, query="lamp", top_k=3).status_code == 200

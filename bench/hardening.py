@@ -1,0 +1,178 @@
+"""A real `radgr serve` against the abusive clients of issue 21, measured (not asserted: timing is the machine's).
+
+    python bench/hardening.py --model runs/demo/sft --index runs/demo/index [--seconds 10] [--flood 32]
+
+Three probes against one `radgr serve --engine native` process, each beside its peer measured in the same run:
+
+  huge body      a 10 MB POST /v1/retrieve: its status and answer time, and /healthz latency while it is
+                 sent, against /healthz on an idle server
+  503 flood      answers/s of 4 well-behaved clients alone, then with `--flood` clients hammering the
+                 same endpoint (most of them refused with 503): the ratio says whether the flood starves them
+  slow headers   a client sending one header line per second: how long the server keeps it open
+                 (uvicorn has no header-read timeout: the TLS proxy of the README's production checklist
+                 must cut it), against an idle keep-alive connection (closed after keep_alive_s)
+
+Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+BODY = {"query": "garden chair", "top_k": 5}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(model: str, index: str, log: Path, **env) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    environ = {**os.environ, "RADGR_MODEL": model, "RADGR_INDEX": index, "RADGR_PORT": str(port),
+               "RADGR_ENGINE": "native", **{f"RADGR_{k.upper()}": str(v) for k, v in env.items()}}
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("radgr")), "serve"], env=environ,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("server not ready after 240 s")
+
+
+def healthz_ms(url: str, stop: threading.Event, out: list[float]) -> None:
+    with httpx.Client(timeout=30) as client:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            client.get(f"{url}/healthz")
+            out.append((time.perf_counter() - t0) * 1e3)
+            time.sleep(0.01)
+
+
+def huge_body(url: str) -> dict[str, float]:
+    idle: list[float] = []
+    stop = threading.Event()
+    t = threading.Thread(target=healthz_ms, args=(url, stop, idle))
+    t.start()
+    time.sleep(1.0)
+    stop.set()
+    t.join()
+    during: list[float] = []
+    stop = threading.Event()
+    t = threading.Thread(target=healthz_ms, args=(url, stop, during))
+    t.start()
+    payload = b'{"query": "a", "top_k": 3, "user": {"k": "' + b"v " * 5_000_000 + b'"}}'
+    t0 = time.perf_counter()
+    r = httpx.post(f"{url}/v1/retrieve", content=payload, headers={"content-type": "application/json"}, timeout=60)
+    answer_ms = (time.perf_counter() - t0) * 1e3
+    time.sleep(0.2)
+    stop.set()
+    t.join()
+    return {"status": r.status_code, "answer_ms": answer_ms, "healthz_idle_p50": statistics.median(idle),
+            "healthz_during_max": max(during), "healthz_during_p50": statistics.median(during)}
+
+
+def answers_per_s(url: str, seconds: float, clients: int, flood: int) -> tuple[float, int]:
+    """Answers/s of `clients` sequential clients, while `flood` others send as fast as they can; 503s seen."""
+    end = time.monotonic() + seconds
+    done, refused = [0], [0]
+
+    def good():
+        with httpx.Client(timeout=60) as c:
+            while time.monotonic() < end:
+                if c.post(f"{url}/v1/retrieve", json=BODY).status_code == 200:
+                    done[0] += 1
+
+    def bad():
+        with httpx.Client(timeout=60) as c:
+            while time.monotonic() < end:
+                try:
+                    if c.post(f"{url}/v1/retrieve", json=BODY).status_code == 503:
+                        refused[0] += 1
+                except httpx.HTTPError:
+                    refused[0] += 1
+
+    with ThreadPoolExecutor(clients + flood) as pool:
+        for _ in range(flood):
+            pool.submit(bad)
+        for _ in range(clients):
+            pool.submit(good)
+    return done[0] / seconds, refused[0]
+
+
+def held_open_s(url: str, slow_headers: bool, limit: float = 30.0) -> float:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.settimeout(1.0)
+        t0 = time.monotonic()
+        if not slow_headers:  # one full request, then idle on the keep-alive connection
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.recv(65536)
+        else:
+            s.sendall(b"POST /v1/retrieve HTTP/1.1\r\nHost: x\r\n")
+        k = 0
+        while time.monotonic() - t0 < limit:
+            try:
+                if slow_headers:
+                    s.sendall(f"X-Slow-{k}: {k}\r\n".encode())
+                    k += 1
+                if s.recv(65536) == b"":
+                    return time.monotonic() - t0
+            except TimeoutError:
+                continue
+            except OSError:
+                return time.monotonic() - t0
+    return limit
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--index", required=True)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--flood", type=int, default=32)
+    ap.add_argument("--log", type=Path, default=Path("/tmp/radgr-hardening.log"))
+    args = ap.parse_args()
+    proc, url = start(args.model, args.index, args.log, beam_width=32, max_pending=8, max_batch_requests=4)
+    try:
+        body = huge_body(url)
+        alone, _ = answers_per_s(url, args.seconds, 4, 0)
+        flooded, refused = answers_per_s(url, args.seconds, 4, args.flood)
+        idle_s = held_open_s(url, slow_headers=False)
+        slow_s = held_open_s(url, slow_headers=True)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    print("| probe | measured | peer in the same run | ratio |")
+    print("|---|---|---|---|")
+    print(f"| 10 MB body | HTTP {body['status']} in {body['answer_ms']:.1f} ms | - | - |")
+    print(f"| /healthz during it | p50 {body['healthz_during_p50']:.1f} ms, max {body['healthz_during_max']:.1f} ms "
+          f"| idle p50 {body['healthz_idle_p50']:.1f} ms | {body['healthz_during_max'] / body['healthz_idle_p50']:.1f}x |")
+    print(f"| 4 clients + {args.flood} flooding ({refused} refused) | {flooded:.1f} answers/s | alone {alone:.1f} "
+          f"answers/s | {flooded / alone if alone else float('nan'):.2f} |")
+    print(f"| one header line per second | open {slow_s:.1f} s (cut at 30) | idle keep-alive closed after "
+          f"{idle_s:.1f} s | - |")
+
+
+if __name__ == "__main__":
+    main()
