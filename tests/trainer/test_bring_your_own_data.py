@@ -65,8 +65,10 @@ def write_history_log(events: Path, catalog: Path) -> None:
         for t in range(9):
             item_id = all_items[(7 * user + t) % len(all_items)][0]
             rows.append({"user": f"u{user}", "sku": item_id, "ts": t})
-    with open(events, "w") as fh:
-        fh.write("".join(json.dumps(r) + "\n" for r in rows))
+    with open(events, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["user", "sku", "ts"])
+        writer.writeheader()
+        writer.writerows(rows)
     with open(catalog, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["sku", "name", "description"])
         writer.writeheader()
@@ -106,9 +108,9 @@ def test_a_search_log_csv_trains_a_model_that_beats_popularity(tmp_path):
 
 @pytest.mark.slow
 def test_a_history_log_trains_a_model_that_beats_popularity(tmp_path):
-    events, catalog = tmp_path / "events.jsonl", tmp_path / "items.csv"
+    events, catalog = tmp_path / "events.csv", tmp_path / "items.csv"
     write_history_log(events, catalog)
-    assert len(events.read_text().splitlines()) == 54
+    assert len(events.read_text().splitlines()) == 55  # a header and 54 events
     rows = recipe(tmp_path, [events, "--shape", "history", "--user-col", "user", "--item-col", "sku",
                              "--time-col", "ts", "--catalog", catalog, "--title-col", "name",
                              "--text-col", "description"])
