@@ -226,6 +226,8 @@ def save_checkpoint(
         model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         if text_inputs is not None:
             text_inputs.save(tmp)
+            if ckpt.meta.get("text_inputs"):  # an older checkpoint named its top-level file: point at the new one
+                ckpt.meta["text_inputs"]["file"] = TEXT_INPUTS_FILE
         ckpt.tokenizer.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(ckpt.meta, indent=2) + "\n")
         if state is not None:

@@ -133,6 +133,31 @@ def test_checkpoint_round_trip_and_damage(tiny_dataset, tiny_index, tmp_path):
         load_checkpoint(path)
 
 
+def test_an_older_layout_loads_and_saves_in_the_new_one(tiny_dataset, tiny_index, tmp_path):
+    """Checkpoints from before the text_inputs/ subfolder (weights at the top level, radgr.json naming that file)
+    load; what is saved from them (a pref run's init) names the new file and loads again."""
+    import shutil
+
+    from sid_index.embed import item_texts
+    from trainer.model import load_checkpoint, new_model, save_checkpoint
+
+    from .conftest import TINY_MODEL
+
+    ckpt = new_model(tiny_index, item_texts(tiny_dataset.catalog), scratch=TINY_MODEL, text_inputs=True)
+    old = save_checkpoint(ckpt, tmp_path / "old")
+    shutil.move(old / TEXT_INPUTS_FILE, old / "text_inputs.safetensors")
+    (old / "text_inputs").rmdir()
+    meta = json.loads((old / "radgr.json").read_text())
+    meta["text_inputs"]["file"] = "text_inputs.safetensors"
+    (old / "radgr.json").write_text(json.dumps(meta))
+    (old / "checksums.json").unlink()  # as old as the layout: before checksums
+    loaded = load_checkpoint(old)
+    again = load_checkpoint(save_checkpoint(loaded, tmp_path / "new"))
+    assert json.loads((tmp_path / "new" / "radgr.json").read_text())["text_inputs"]["file"] == TEXT_INPUTS_FILE
+    for k, v in loaded.text_inputs.state_dict().items():
+        assert torch.equal(v, again.text_inputs.state_dict()[k])
+
+
 def test_sft_with_text_inputs_resumes_exactly_and_evaluates(tiny_dataset, tiny_index, tmp_path):
     from trainer.evaluate import evaluate
     from trainer.loop import train
