@@ -38,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 from server.engine import BatchingEngine, DeadlineExceeded, QueueFull
 from server.metrics import ServerMetrics
 from server.retriever import Retriever, UnknownSkus, model_version
-from server.settings import ServerSettings
+from server.settings import ServerSettings, with_checkpoint_prior
 
 log = logging.getLogger("radgr.server")
 DRAIN_MARGIN_S = 0.5  # before the shutdown grace period ends, requests still running answer 503
@@ -171,8 +171,7 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
 
     index = load_index(settings.index)
     ckpt = load_checkpoint(settings.model, with_model=False)
-    if settings.index_prior is None:  # the prior the model was trained on top of (0: none)
-        settings = settings.model_copy(update={"index_prior": ckpt.index_prior})
+    settings = with_checkpoint_prior(settings, ckpt.index_prior)
     native = resolve_engine(settings.engine, ckpt.prompts.config.align) == "native"
     if native:
         ckpt = load_checkpoint(settings.model, device="cpu", dtype=settings.dtype)

@@ -66,3 +66,10 @@ class ServerSettings(BaseSettings):
         if self.beam_width > self.max_beam_width:
             raise ValueError(f"beam_width {self.beam_width} exceeds max_beam_width {self.max_beam_width}")
         return self
+
+
+def with_checkpoint_prior(settings: ServerSettings, trained_prior: float) -> ServerSettings:
+    """`settings` with `index_prior` set: as given, else the weight the checkpoint was trained with."""
+    if settings.index_prior is not None:
+        return settings
+    return settings.model_copy(update={"index_prior": float(trained_prior)})

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from server.engine import BatchingEngine, BatchStats, Hits
-from server.settings import ServerSettings
+from server.settings import ServerSettings, with_checkpoint_prior
 from sid_index.index import SidIndex
 from trainer.model import Checkpoint
 
@@ -156,7 +156,7 @@ class VllmEngine(BatchingEngine):
         super().__init__(**kwargs)
         self.ckpt = ckpt
         self.index = index
-        self.settings = settings
+        self.settings = settings = with_checkpoint_prior(settings, ckpt.index_prior)
         self.score_eos = settings.score_eos
         self.fanout = max_fanout(index)
         self.constraint = index.constraint("cpu")  # the driver's copy, to track each beam's trie node
