@@ -6,8 +6,9 @@ Three probes against one `radgr serve --engine native` process, each beside its 
 
   huge body      a 10 MB POST /v1/retrieve: its status and answer time, and /healthz latency while it is
                  sent, against /healthz on an idle server
-  503 flood      answers/s of 4 well-behaved clients alone, then with `--flood` clients hammering the
-                 same endpoint (most of them refused with 503): the ratio says whether the flood starves them
+  503 flood      the server's goodput (answers/s) with 4 clients alone, then with `--flood` more clients
+                 hammering the same endpoint (most of them refused with 503): the ratio says whether
+                 refusing the flood eats the capacity that answers requests
   slow headers   a client sending one header line per second: how long the server keeps it open
                  (uvicorn has no header-read timeout: the TLS proxy of the README's production checklist
                  must cut it), against an idle keep-alive connection (closed after keep_alive_s)
@@ -93,7 +94,8 @@ def huge_body(url: str) -> dict[str, float]:
 
 
 def answers_per_s(url: str, seconds: float, clients: int, flood: int) -> tuple[float, int]:
-    """Answers/s of `clients` sequential clients, while `flood` others send as fast as they can; 503s seen."""
+    """Answers/s (HTTP 200, any client: the server's goodput) with `clients` sequential clients, while `flood`
+    others send as fast as they can; 503s seen."""
     end = time.monotonic() + seconds
     done, refused = [0], [0]
 
@@ -107,8 +109,9 @@ def answers_per_s(url: str, seconds: float, clients: int, flood: int) -> tuple[f
         with httpx.Client(timeout=60) as c:
             while time.monotonic() < end:
                 try:
-                    if c.post(f"{url}/v1/retrieve", json=BODY).status_code == 503:
-                        refused[0] += 1
+                    status = c.post(f"{url}/v1/retrieve", json=BODY).status_code
+                    done[0] += status == 200
+                    refused[0] += status == 503
                 except httpx.HTTPError:
                     refused[0] += 1
 
@@ -169,8 +172,8 @@ def main() -> None:
     during = f"p50 {body['healthz_during_p50']:.1f} ms, max {body['healthz_during_max']:.1f} ms"
     ratio = body["healthz_during_max"] / body["healthz_idle_p50"]
     print(f"| /healthz during it | {during} | idle p50 {body['healthz_idle_p50']:.1f} ms | {ratio:.1f}x |")
-    print(f"| 4 clients + {args.flood} flooding ({refused} refused) | {flooded:.1f} answers/s | alone {alone:.1f} "
-          f"answers/s | {flooded / alone if alone else float('nan'):.2f} |")
+    print(f"| 4 clients + {args.flood} flooding ({refused} refused) | {flooded:.1f} answers/s | "
+          f"4 clients alone {alone:.1f} answers/s | {flooded / alone if alone else float('nan'):.2f} |")
     print(f"| one header line per second | open {slow_s:.1f} s (cut at 30) | idle keep-alive closed after "
           f"{idle_s:.1f} s | - |")
 
