@@ -10,8 +10,8 @@ Three probes against one `radgr serve --engine native` process, each beside its 
                  hammering the same endpoint (most of them refused with 503): the ratio says whether
                  refusing the flood eats the capacity that answers requests
   slow headers   a client sending one header line per second: how long the server keeps it open
-                 (uvicorn has no header-read timeout: the TLS proxy of the README's production checklist
-                 must cut it), against an idle keep-alive connection (closed after keep_alive_s)
+                 (cut at header_timeout_s by server/protocol.py), against an idle keep-alive connection
+                 (closed after keep_alive_s)
 
 Prints a markdown table.
 """

@@ -34,6 +34,7 @@ def serve_command(
     import uvicorn
 
     from server.app import configure_logging, create_app
+    from server.protocol import with_header_timeout
     from server.settings import ServerSettings
 
     given = dict(model=model, index=index, engine=engine, host=host, port=port, device=device, beam_width=beam_width,
@@ -54,6 +55,7 @@ def serve_command(
         timeout_graceful_shutdown=settings.shutdown_grace_s,
         limit_concurrency=settings.max_connections,  # slow or idle clients cannot hold every worker slot
         timeout_keep_alive=settings.keep_alive_s,
+        http=with_header_timeout(settings.header_timeout_s),  # slow-header (slowloris) clients are cut
         h11_max_incomplete_event_size=16 * 1024,  # request line + headers: a larger header block is refused
         access_log=False,  # one JSON line per request comes from the app itself
     )

@@ -39,6 +39,8 @@ class ServerSettings(BaseSettings):
     max_connections: int = Field(256, ge=1, description="open connections and tasks uvicorn serves at once; "
                                  "past it new ones get 503 before any parsing")
     keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this")
+    header_timeout_s: float = Field(10.0, gt=0, description="a request line and headers not complete this long "
+                                    "after the connection opened (or the last response) close it (slowloris)")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body; larger ones get 413 unread")
 
     max_batch_requests: int = Field(8, ge=1, description="requests decoded together in one batch")

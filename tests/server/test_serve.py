@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +20,8 @@ from ..conftest import serve_process
 @pytest.fixture(scope="module")
 def native_url(served_path, tiny_index, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "native.log"
-    with serve_process(served_path, tiny_index.root, log, engine="native", beam_width=32, dtype="float32") as url:
+    with serve_process(served_path, tiny_index.root, log, engine="native", beam_width=32, dtype="float32",
+                       header_timeout_s=2) as url:
         yield url
 
 
@@ -194,3 +196,35 @@ def test_a_10_mb_body_gets_413_and_the_server_stays_responsive(native_url):
     assert r.status_code == 413 and "65536 bytes" in r.json()["detail"]
     assert health and set(health) == {200}
     assert retrieve(native_url, query="lamp", top_k=3).status_code == 200
+
+
+def open_seconds(url: str, header_lines: int, gap_s: float) -> float:
+    """Seconds until the server closes a raw connection that sends a request line, then a header line every
+    `gap_s` (never the blank line that ends the headers); `header_lines` 0: sends nothing at all."""
+    host, port = url.removeprefix("http://").split(":")
+    start = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        try:
+            if header_lines:
+                sock.sendall(b"POST /v1/retrieve HTTP/1.1\r\nHost: x\r\n")
+            for i in range(header_lines):
+                time.sleep(gap_s)
+                sock.sendall(f"X-Slow-{i}: 1\r\n".encode())
+            sock.settimeout(30)
+            while sock.recv(4096):  # b"": the server closed it
+                pass
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    return time.monotonic() - start
+
+
+def test_slow_headers_and_idle_sockets_are_cut_at_the_header_deadline(native_url):
+    """Issue 21's slowloris: a header line every 0.5 s for 15 s, and a connection that sends nothing, are closed
+    once header_timeout_s (2 s here) has passed; a normal request on the same server is unaffected."""
+    slow = open_seconds(native_url, header_lines=30, gap_s=0.5)
+    idle = open_seconds(native_url, header_lines=0, gap_s=0)
+    assert 1.5 < slow < 8 and 1.5 < idle < 8, (slow, idle)
+    with httpx.Client(timeout=60) as client:  # a kept-alive connection answering two requests 3 s apart
+        assert client.post(f"{native_url}/v1/retrieve", json={"query": "lamp", "top_k": 3}).status_code == 200
+        time.sleep(3)
+        assert client.post(f"{native_url}/v1/retrieve", json={"query": "lamp", "top_k": 3}).status_code == 200
