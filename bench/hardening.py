@@ -6,9 +6,10 @@ Three probes against one `radgr serve --engine native` process, each beside its 
 
   huge body      a 10 MB POST /v1/retrieve: its status and answer time, and /healthz latency while it is
                  sent, against /healthz on an idle server
-  503 flood      the server's goodput (answers/s) with 4 clients alone, then with `--flood` more clients
-                 hammering the same endpoint (most of them refused with 503): the ratio says whether
-                 refusing the flood eats the capacity that answers requests
+  flood          answers/s of 4 well-behaved clients (127.0.0.1) alone, then beside `--flood` clients of
+                 one other address (127.0.0.2) hammering the same endpoint, refused past their address's
+                 share of the queue (429, max_pending_per_client): the ratio says whether the flood still
+                 starves the others (of queue slots, or of CPU on a small machine)
   slow headers   a client sending one header line per second: how long the server keeps it open
                  (cut at header_timeout_s by server/protocol.py), against an idle keep-alive connection
                  (closed after keep_alive_s)
@@ -93,34 +94,30 @@ def huge_body(url: str) -> dict[str, float]:
             "healthz_during_max": max(during), "healthz_during_p50": statistics.median(during)}
 
 
-def answers_per_s(url: str, seconds: float, clients: int, flood: int) -> tuple[float, int]:
-    """Answers/s (HTTP 200, any client: the server's goodput) with `clients` sequential clients, while `flood`
-    others send as fast as they can; 503s seen."""
+def answers_per_s(url: str, seconds: float, clients: int, flood: int) -> dict[str, float]:
+    """Answers/s (HTTP 200) of `clients` sequential clients from 127.0.0.1 and how many of their requests were
+    refused, while `flood` others send from 127.0.0.2 as fast as they can (one abusive address); the flood's
+    answers/s and refusals (429/503) too."""
     end = time.monotonic() + seconds
-    done, refused = [0], [0]
+    counts = {"polite_200": 0, "polite_refused": 0, "flood_200": 0, "flood_refused": 0}
 
-    def good():
-        with httpx.Client(timeout=60) as c:
-            while time.monotonic() < end:
-                if c.post(f"{url}/v1/retrieve", json=BODY).status_code == 200:
-                    done[0] += 1
-
-    def bad():
-        with httpx.Client(timeout=60) as c:
+    def client(kind: str, address: str):
+        transport = httpx.HTTPTransport(local_address=address)
+        with httpx.Client(timeout=60, transport=transport) as c:
             while time.monotonic() < end:
                 try:
                     status = c.post(f"{url}/v1/retrieve", json=BODY).status_code
-                    done[0] += status == 200
-                    refused[0] += status == 503
                 except httpx.HTTPError:
-                    refused[0] += 1
+                    status = 0
+                counts[f"{kind}_200" if status == 200 else f"{kind}_refused"] += 1
 
     with ThreadPoolExecutor(clients + flood) as pool:
         for _ in range(flood):
-            pool.submit(bad)
+            pool.submit(client, "flood", "127.0.0.2")
         for _ in range(clients):
-            pool.submit(good)
-    return done[0] / seconds, refused[0]
+            pool.submit(client, "polite", "127.0.0.1")
+    return {"polite": counts["polite_200"] / seconds, "polite_refused": counts["polite_refused"],
+            "flood": counts["flood_200"] / seconds, "flood_refused": counts["flood_refused"]}
 
 
 def held_open_s(url: str, slow_headers: bool, limit: float = 30.0) -> float:
@@ -156,11 +153,12 @@ def main() -> None:
     ap.add_argument("--flood", type=int, default=32)
     ap.add_argument("--log", type=Path, default=Path("/tmp/radgr-hardening.log"))
     args = ap.parse_args()
-    proc, url = start(args.model, args.index, args.log, beam_width=32, max_pending=8, max_batch_requests=4)
+    proc, url = start(args.model, args.index, args.log, beam_width=32, max_pending=8,
+                      max_pending_per_client=4, max_batch_requests=4)
     try:
         body = huge_body(url)
-        alone, _ = answers_per_s(url, args.seconds, 4, 0)
-        flooded, refused = answers_per_s(url, args.seconds, 4, args.flood)
+        alone = answers_per_s(url, args.seconds, 4, 0)
+        flooded = answers_per_s(url, args.seconds, 4, args.flood)
         idle_s = held_open_s(url, slow_headers=False)
         slow_s = held_open_s(url, slow_headers=True)
     finally:
@@ -172,9 +170,12 @@ def main() -> None:
     during = f"p50 {body['healthz_during_p50']:.1f} ms, max {body['healthz_during_max']:.1f} ms"
     ratio = body["healthz_during_max"] / body["healthz_idle_p50"]
     print(f"| /healthz during it | {during} | idle p50 {body['healthz_idle_p50']:.1f} ms | {ratio:.1f}x |")
-    print(f"| 4 clients + {args.flood} flooding ({refused} refused) | {flooded:.1f} answers/s | "
-          f"4 clients alone {alone:.1f} answers/s | {flooded / alone if alone else float('nan'):.2f} |")
-    print(f"| one header line per second | open {slow_s:.1f} s (cut at 30) | idle keep-alive closed after "
+    ratio = flooded["polite"] / alone["polite"] if alone["polite"] else float("nan")
+    print(f"| 4 clients beside {args.flood} flooding from another address | {flooded['polite']:.1f} answers/s, "
+          f"{flooded['polite_refused']} refused (flood: {flooded['flood']:.1f} answers/s, "
+          f"{flooded['flood_refused']} refused) | 4 clients alone {alone['polite']:.1f} answers/s, "
+          f"{alone['polite_refused']} refused | {ratio:.2f} |")
+    print(f"| one header line per second | open {slow_s:.1f} s (bench gives up at 30) | idle keep-alive closed after "
           f"{idle_s:.1f} s | - |")
 
 

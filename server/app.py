@@ -2,7 +2,8 @@
 
 The model loads in the background after start-up, so /healthz answers at once and /readyz turns
 ready only once the checkpoint, the index and one warm-up search are done. Requests go to the
-engine's bounded queue: past `max_pending` they get 503 + Retry-After, past their deadline 504.
+engine's bounded queue: past `max_pending` they get 503 + Retry-After, past their deadline 504;
+one client address past `max_pending_per_client` gets 429.
 uvicorn's graceful shutdown lets in-flight requests finish before the engine is closed.
 """
 
@@ -154,6 +155,28 @@ class RetrieveResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: Any
+
+
+class ClientSlots:
+    """Requests in flight per client address (uvicorn's, after trusted X-Forwarded-For): one client, a flood
+    or a runaway batch job, cannot take every `max_pending` slot and starve the others; past its share it
+    gets 429 at once, before any work."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.counts: dict[str, int] = {}
+
+    def take(self, client: str) -> bool:
+        n = self.counts.get(client, 0)
+        if n >= self.limit:
+            return False
+        self.counts[client] = n + 1
+        return True
+
+    def give_back(self, client: str) -> None:
+        n = self.counts.pop(client) - 1
+        if n:
+            self.counts[client] = n
 
 
 @dataclass
@@ -309,7 +332,9 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
         if cred is None or not secrets.compare_digest(cred.credentials.encode(), settings.api_token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    responses = {code: {"model": ErrorResponse} for code in (401, 422, 503, 504)}
+    responses = {code: {"model": ErrorResponse} for code in (401, 422, 429, 503, 504)}
+
+    per_client = ClientSlots(settings.max_pending_per_client)
 
     @app.post("/v1/retrieve", response_model=RetrieveResponse, responses=responses, dependencies=[Depends(authorize)])
     async def retrieve(body: Req, request: Request):  # type: ignore[valid-type]
@@ -319,6 +344,15 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
         retry = {"Retry-After": str(settings.retry_after_s)}
         if loaded is None or state["draining"]:
             return error(503, "not ready" if not state["draining"] else "shutting down", retry)
+        client = request.client.host if request.client else "-"
+        if not per_client.take(client):
+            return error(429, f"too many requests in flight from {client} (limit {per_client.limit})", retry)
+        try:
+            return await answer(body, request, loaded, retry, start)
+        finally:
+            per_client.give_back(client)
+
+    async def answer(body, request: Request, loaded: Loaded, retry: dict[str, str], start: float):
         try:  # tokenising and embedding run off the event loop: /healthz and other requests keep answering
             req = await run_in_threadpool(loaded.retriever.encode, body.query, body.history, body.user)
         except UnknownSkus as exc:

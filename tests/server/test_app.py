@@ -222,6 +222,37 @@ def test_overload_gets_503_with_retry_after_then_recovers(served_path, tiny_inde
         assert c.post("/v1/retrieve", json={"query": "q"}).status_code == 200
 
 
+def test_one_flooding_client_gets_429_past_its_share_and_the_others_are_still_served(served_path, tiny_index):
+    """Issue 21's flood: one address holding its `max_pending_per_client` share is refused (429, at once), while
+    another address's requests are admitted into the slots left and answered."""
+    sid = tiny_index.trie.sids()[0].tolist()
+    s = settings_for(served_path, tiny_index, max_pending=8, max_pending_per_client=3, max_batch_requests=1,
+                     warmup=False, retry_after_s=2)
+    app = create_app(s, loader=fake_loader(lambda m: FixedEngine(0.3, sid, max_batch=1, max_pending=8,
+                                                                 on_batch=m.observe_batch)))
+    async def addressed(scope, receive, send):  # the client address from a test header, as a proxy would set it
+        if scope["type"] == "http":
+            scope = {**scope, "client": (dict(scope["headers"]).get(b"x-test-client", b"-").decode(), 1)}
+        await app(scope, receive, send)
+
+    def post(address):
+        return c.post("/v1/retrieve", json={"query": "q"}, headers={"x-test-client": address})
+
+    with TestClient(addressed) as c:
+        wait_ready(c)
+        with ThreadPoolExecutor(10) as pool:
+            flooded = [pool.submit(post, "10.0.0.1") for _ in range(8)]
+            time.sleep(0.1)  # the flood holds its three slots
+            polite = [pool.submit(post, "10.0.0.2") for _ in range(2)]
+            flood_codes = sorted(f.result().status_code for f in flooded)
+            polite_codes = [f.result().status_code for f in polite]
+        assert flood_codes == [200] * 3 + [429] * 5, flood_codes
+        assert polite_codes == [200, 200], [f.result().text for f in polite]
+        refused = next(f.result() for f in flooded if f.result().status_code == 429)
+        assert refused.headers["retry-after"] == "2" and "10.0.0.1" in refused.json()["detail"]
+        assert post("10.0.0.1").status_code == 200  # its slots were given back
+
+
 def test_shutdown_turns_ready_off_at_once_and_answers_running_requests_before_the_grace_ends(served_path,
                                                                                                tiny_index):
     """Drain (what SIGTERM starts): /readyz and new requests 503 while the listener is still open; a request still
