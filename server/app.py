@@ -162,13 +162,13 @@ class ClientSlots:
     or a runaway batch job, cannot take every `max_pending` slot and starve the others; past its share it
     gets 429 at once, before any work."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int | None):
         self.limit = limit
         self.counts: dict[str, int] = {}
 
     def take(self, client: str) -> bool:
         n = self.counts.get(client, 0)
-        if n >= self.limit:
+        if self.limit is not None and n >= self.limit:
             return False
         self.counts[client] = n + 1
         return True

@@ -45,8 +45,9 @@ class ServerSettings(BaseSettings):
 
     max_batch_requests: int = Field(8, ge=1, description="requests decoded together in one batch")
     max_pending: int = Field(64, ge=1, description="requests queued or running; more are refused with 503")
-    max_pending_per_client: int = Field(16, ge=1, description="requests one client address may have queued or "
-                                        "running; more get 429 (one flooding client cannot starve the others)")
+    max_pending_per_client: int | None = Field(None, ge=1, description="requests one client address may have "
+        "queued or running; more get 429, so one flooding client cannot starve the others. Off by default: "
+        "behind a load balancer every request has its address unless uvicorn trusts its X-Forwarded-For")
     request_timeout_s: float = Field(10.0, gt=0, description="deadline of a request; past it: 504")
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with 503")
     shutdown_grace_s: float = Field(30.0, gt=0, description="on SIGTERM/SIGINT: time in-flight requests get to "
