@@ -169,7 +169,9 @@ def pref(
     beta: Annotated[float | None, typer.Option(help="Default: rad-dpo 1, dpo 0.1, simpo 2, orpo 0.1 (lambda).")]
     = None,
     gamma: Annotated[float, typer.Option(help="SimPO target margin.")] = 1.0,
-    form: Annotated[str, typer.Option(help="RAD-DPO list-wise loss: softmax or paper (eq. 2 as written).")]
+    form: Annotated[str, typer.Option(help="RAD-DPO list-wise loss: softmax (ours, the "
+                                         "softmax-DPO form; tables: rad-dpo-softmax) or paper (eq. 7 as written; "
+                                         "tables: rad-dpo-paper).")]
     = "softmax",
     no_tlgd: Annotated[bool, typer.Option("--no-tlgd", help="Ablation: no token-level gradient detachment.")]
     = False,
@@ -311,7 +313,7 @@ def denoise_command(
         sizes = [int(c) for c in codebooks.split(",")]
     except ValueError:
         raise RadgrError(f"--shares {shares!r} / --codebooks {codebooks!r}: expected comma-separated numbers") from None
-    variants = ["sft", "rad-dpo", "rad-dpo w/o RDRW"]
+    variants = ["sft", "rad-dpo-softmax", "rad-dpo-softmax w/o RDRW"]
     seed_list = _seeds(seeds)
     # the catalog is the same at every share: one index, --sft-from's when its SFT runs are reused
     index = Path(finished_sft(sft_from, seed_list[0])[1]["index"]) if sft_from else out / "index"

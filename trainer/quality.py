@@ -31,18 +31,20 @@ from sid_index.errors import RadgrError
 from trainer.evaluate import POPULAR_SIDS
 
 # not in the paper: RDRW weights from the index's SID vectors instead of EOS states (bench/rdrw_signal.py)
-SID_SIGNAL = "rad-dpo, RDRW on SID vectors"
+SID_SIGNAL = "rad-dpo-softmax, RDRW on SID vectors"
+# RAD-DPO's list-wise term in its two forms (trainer/losses.py), each row named by its form:
+# the paper's eq. 7 and the softmax-DPO form (ours; the default of `radgr train pref`)
+RAD_FORMS = {"rad-dpo-softmax": "softmax", "rad-dpo-paper": "paper"}
+ABLATIONS = {"w/o TLGD": {"tlgd": False}, "w/o RDRW": {"rdrw": False},
+             "w/o multi-label SFT": {"multi_label_sft": False}}
 # name -> PrefConfig switches (None: the SFT checkpoint itself)
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "sft": None,
     "dpo": {"method": "dpo"},
     "simpo": {"method": "simpo"},
     "orpo": {"method": "orpo"},
-    "rad-dpo": {"method": "rad-dpo"},
-    "rad-dpo paper form": {"method": "rad-dpo", "form": "paper"},
-    "rad-dpo w/o TLGD": {"method": "rad-dpo", "tlgd": False},
-    "rad-dpo w/o RDRW": {"method": "rad-dpo", "rdrw": False},
-    "rad-dpo w/o multi-label SFT": {"method": "rad-dpo", "multi_label_sft": False},
+    **{f"{name} {ablation}".strip(): {"method": "rad-dpo", "form": form, **switches}
+       for name, form in RAD_FORMS.items() for ablation, switches in {"": {}, **ABLATIONS}.items()},
     SID_SIGNAL: {"method": "rad-dpo", "rdrw_signal": "sid"},
 }
 # the rows of the paper's Table 1: what an experiment runs unless --variant says otherwise
@@ -289,7 +291,7 @@ def beyond_spread(a: Sequence[float], b: Sequence[float]) -> bool:
     return abs(diff) > 2 * se if se > 0 else diff != 0
 
 
-def aggregate(found: dict[str, list[dict]], refs: Sequence[str] = ("sft", "rad-dpo")) -> dict[str, Any]:
+def aggregate(found: dict[str, list[dict]], refs: Sequence[str] = ("sft", "rad-dpo-softmax")) -> dict[str, Any]:
     """Per variant: seeds, mean and std of every column, recall curves (mean), and the seed-paired
     comparisons of KEY_METRICS against each variant of `refs`."""
     rows: dict[str, Any] = {}
@@ -414,7 +416,7 @@ def denoise_report(out: Path, shares: Sequence[float], variants: Sequence[str], 
     cols = ["SID R@8", "SID R@128", "SID MRR", "truth SID R@128", "truth SID MRR"]
     lines = ["| pseudo-negative share | method | seeds | " + " | ".join(cols) + " | SID MRR vs w/o RDRW |",
              "|---|---|---|" + "---|" * (len(cols) + 1)]
-    no_rdrw = "rad-dpo w/o RDRW"
+    no_rdrw = "rad-dpo-softmax w/o RDRW"
     table: dict[str, Any] = {}
     for share in shares:
         rows = aggregate(collect(out / f"share_{share:g}", variants, seeds), refs=(no_rdrw,))
@@ -422,7 +424,7 @@ def denoise_report(out: Path, shares: Sequence[float], variants: Sequence[str], 
         for v, row in rows.items():
             cells = [f"{share:.0%}", v, str(len(row["seeds"]))]
             cells += [f"{row['mean'][c]:.4f} ± {row['std'][c]:.4f}" for c in cols]
-            cmp = row["vs"].get(no_rdrw, {}).get("SID MRR") if v == "rad-dpo" else None
+            cmp = row["vs"].get(no_rdrw, {}).get("SID MRR") if v == "rad-dpo-softmax" else None
             cells.append("–" if cmp is None else f"{cmp['diff']:+.4f}{' *' if cmp['beyond_spread'] else ''}")
             lines.append("| " + " | ".join(cells) + " |")
     md = "\n".join(lines) + "\n"

@@ -446,3 +446,45 @@ def test_easiest_vs_hardest_negative():
         share = [x / sum(e) for x in e]
         got = (push[form] / push[form].sum()).tolist()
         assert got == pytest.approx(share, rel=1e-9)
+
+
+def test_paper_form_by_hand():
+    """Eq. 1 + eq. 7 worked by hand: one positive, two negatives, 3-token SIDs (+ EOS: |y| = 4), no shared
+    prefix, beta = 1, w = 1. Per-token log-probs -1 (y_w), -2, -3: r_w = -1, r = (-2, -3), margins (1, 2).
+      L_SFT = 4;  z = log(e^1 + e^2) = 1 + log(1 + e);  L_PL = log(1 + e^-z)
+      dL_PL/dr_w = -sigma(-z);  dL_PL/dr_j = sigma(-z) p_j, p = (1, e) / (1 + e)  (the easiest negative, margin 2,
+      gets e / (1 + e) = 73% of the push);  each token gets 1/|y| of its sequence's reward gradient."""
+    pos_tok = torch.full((1, 1, 4), -1.0, dtype=torch.float64, requires_grad=True)
+    neg_tok = torch.tensor([[[-2.0] * 4, [-3.0] * 4]], dtype=torch.float64, requires_grad=True)
+    loss, stats = rad_dpo_loss(pos_tok, torch.ones(1, 1, dtype=torch.bool), neg_tok,
+                               torch.zeros(1, 2, dtype=torch.long), beta=1.0, form="paper")
+    e = math.e
+    z = 1 + math.log(1 + e)
+    s = 1 / (1 + math.exp(z))  # sigma(-z)
+    assert stats["sft"].item() == pytest.approx(4.0, rel=1e-12)
+    assert stats["pref"].item() == pytest.approx(math.log(1 + math.exp(-z)), rel=1e-12)
+    assert loss.item() == pytest.approx(4 + math.log1p(math.exp(-z)), rel=1e-12)
+    loss.backward()
+    assert pos_tok.grad[0, 0].tolist() == pytest.approx([-1 - s / 4] * 4, rel=1e-12)
+    assert neg_tok.grad[0, 0].tolist() == pytest.approx([s / (1 + e) / 4] * 4, rel=1e-12)
+    assert neg_tok.grad[0, 1].tolist() == pytest.approx([s * e / (1 + e) / 4] * 4, rel=1e-12)
+
+
+def test_rdrw_direction_in_each_form():
+    """What lowering every RDRW weight (w = 1 -> 0.5, as for a list of likely pseudo-negatives) does to the push on
+    the negatives (the summed gradient on their log-probs): the softmax form softens it, as RDRW intends; the
+    paper's eq. 7 strengthens it, since beta log sum_j w_j exp(r_w - r_j) falls with w and -log sigma of it rises.
+    Sixteen negatives, margins 0..1.5 nats per token, beta = 1."""
+    pos_tok = torch.full((1, 1, T), -1.0, dtype=torch.float64)
+    neg = torch.tensor([[[-1.0 - 0.1 * j] * T for j in range(16)]], dtype=torch.float64)
+    lcp = torch.zeros(1, 16, dtype=torch.long)
+    push = {}
+    for form in ("paper", "softmax"):
+        for w in (1.0, 0.5):
+            tok = neg.clone().requires_grad_(True)
+            loss, _ = rad_dpo_loss(pos_tok, torch.ones(1, 1, dtype=torch.bool), tok, lcp,
+                                   torch.full((1, 16), w, dtype=torch.float64), beta=1.0, form=form)
+            (g,) = torch.autograd.grad(loss, (tok,))
+            push[form, w] = g.sum().item()
+    assert push["softmax", 0.5] < push["softmax", 1.0]  # softened
+    assert push["paper", 0.5] > push["paper", 1.0]  # sharpened

@@ -52,12 +52,12 @@ def test_beyond_spread_pairs_seeds():
 def test_aggregate_means_stds_and_comparisons():
     found = {
         "sft": [fake_result(0, "sft", 0.5, 0.1), fake_result(1, "sft", 0.6, 0.1), fake_result(2, "sft", 0.7, 0.1)],
-        "rad-dpo": [fake_result(s, "rad-dpo", 0.9, m) for s, m in enumerate([0.2, 0.3, 0.4])],
+        "rad-dpo-softmax": [fake_result(s, "rad-dpo-softmax", 0.9, m) for s, m in enumerate([0.2, 0.3, 0.4])],
         "dpo": [],
     }
     rows = aggregate(found)
-    assert set(rows) == {"sft", "rad-dpo"}  # a variant without results has no row
-    sft, rad = rows["sft"], rows["rad-dpo"]
+    assert set(rows) == {"sft", "rad-dpo-softmax"}  # a variant without results has no row
+    sft, rad = rows["sft"], rows["rad-dpo-softmax"]
     assert sft["mean"]["SID R@128"] == pytest.approx(0.6) and sft["std"]["SID R@128"] == pytest.approx(0.1)
     assert rad["mean"]["SID MRR"] == pytest.approx(0.3) and rad["std"]["SID MRR"] == pytest.approx(0.1)
     assert rad["curves"]["sid"] == {1: pytest.approx(0.3), 128: pytest.approx(0.9)}
@@ -66,16 +66,16 @@ def test_aggregate_means_stds_and_comparisons():
     assert vs["SID R@128"]["diff"] == pytest.approx(0.3) and vs["SID R@128"]["beyond_spread"]
     assert vs["SID MRR"]["diff"] == pytest.approx(0.2) and vs["SID MRR"]["beyond_spread"]
     assert vs["SID MRR"]["seeds"] == 3
-    assert "sft" not in sft["vs"] and sft["vs"]["rad-dpo"]["SID MRR"]["diff"] == pytest.approx(-0.2)
+    assert "sft" not in sft["vs"] and sft["vs"]["rad-dpo-softmax"]["SID MRR"]["diff"] == pytest.approx(-0.2)
     table = markdown(rows, "t")
-    assert "| rad-dpo | 3 | 0.4500 ± 0.0000 |" in table and "+0.3000 *" in table and "50.00% ± 0.00%" in table
+    assert "| rad-dpo-softmax | 3 | 0.4500 ± 0.0000 |" in table and "+0.3000 *" in table and "50.00% ± 0.00%" in table
     assert table.rstrip().endswith("| – |")  # no training time in these results
     assert "truth" not in table  # no result knows the truth: its columns are left out
 
 
 @pytest.mark.slow
 def test_tiny_grid_runs_resumes_and_reports(tiny_dataset, tiny_index, tmp_path):
-    variants = ["sft", "rad-dpo", "rad-dpo w/o RDRW", "dpo"]
+    variants = ["sft", "rad-dpo-softmax", "rad-dpo-softmax w/o RDRW", "dpo"]
     sft, pref, ev = PRESETS["tiny"]
     cfg = QualityConfig(sft=sft, pref=pref, eval=ev, name="tiny", data=tiny_dataset.root, index=tiny_index.root,
                         out=tmp_path / "q", seeds=[0, 1], variants=variants)
@@ -93,14 +93,14 @@ def test_tiny_grid_runs_resumes_and_reports(tiny_dataset, tiny_index, tmp_path):
             assert res["train_s"] > 0  # the SFT run's time for the sft row, the variant's own otherwise
     # every preference run started from its seed's SFT checkpoint
     for seed in (0, 1):
-        meta = json.loads((tmp_path / "q" / f"seed{seed}" / "rad-dpo" / "model" / "radgr.json").read_text())
+        meta = json.loads((tmp_path / "q" / f"seed{seed}" / "rad-dpo-softmax" / "model" / "radgr.json").read_text())
         assert [s["stage"] for s in meta["stages"]] == ["sft", "pref"]
     assert (tmp_path / "q" / "recall.png").stat().st_size > 1000
     assert "truth SID MRR" in (tmp_path / "q" / "quality.md").read_text()  # synthetic data: the truth is known
     written = json.loads((tmp_path / "q" / "quality.json").read_text())
-    assert written["rows"]["rad-dpo"]["mean"]["SID R@128"] == pytest.approx(
-        np.mean([json.loads((tmp_path / "q" / f"seed{s}" / "rad-dpo" / "eval.json").read_text())["sid"]["recall@128"]
-                 for s in (0, 1)]))
+    assert written["rows"]["rad-dpo-softmax"]["mean"]["SID R@128"] == pytest.approx(
+        np.mean([json.loads((tmp_path / "q" / f"seed{s}" / "rad-dpo-softmax" / "eval.json").read_text())["sid"]
+                 ["recall@128"] for s in (0, 1)]))
 
     # a second run does nothing; a lost result is evaluated again without retraining
     (tmp_path / "q" / "seed1" / "dpo" / "eval.json").unlink()
@@ -111,12 +111,13 @@ def test_tiny_grid_runs_resumes_and_reports(tiny_dataset, tiny_index, tmp_path):
 
     # an experiment on the same SFT examples starts from these SFT runs: only its preference run trains
     twin = cfg.model_copy(update={"out": tmp_path / "q2", "sft_from": tmp_path / "q", "seeds": [1],
-                                  "variants": ["sft", "rad-dpo"]})
+                                  "variants": ["sft", "rad-dpo-softmax"]})
     logs.clear()
     twin_rows = run_quality(twin, log=logs.append)
-    assert [m for m in logs if m.startswith("training")] == [f"training {tmp_path / 'q2' / 'seed1' / 'rad-dpo'}"]
+    trained = [m for m in logs if m.startswith("training")]
+    assert trained == [f"training {tmp_path / 'q2' / 'seed1' / 'rad-dpo-softmax'}"]
     assert twin_rows["sft"]["values"]["SID MRR"] == [rows["sft"]["values"]["SID MRR"][1]]  # the same model
-    meta = json.loads((tmp_path / "q2" / "seed1" / "rad-dpo" / "model" / "radgr.json").read_text())
+    meta = json.loads((tmp_path / "q2" / "seed1" / "rad-dpo-softmax" / "model" / "radgr.json").read_text())
     assert [s["stage"] for s in meta["stages"]] == ["sft", "pref"]
     assert not (tmp_path / "q2" / "seed1" / "sft" / "model").exists()
 
@@ -135,11 +136,11 @@ def test_tiny_grid_runs_resumes_and_reports(tiny_dataset, tiny_index, tmp_path):
         run_quality(twin.model_copy(update={"index": index, "out": tmp_path / "q3"}))
     with pytest.raises(RadgrError, match="no finished SFT run"):
         run_quality(twin.model_copy(update={"sft_from": tmp_path / "q3", "out": tmp_path / "q4"}))
-    assert not (tmp_path / "q3" / "seed1" / "rad-dpo").exists()
+    assert not (tmp_path / "q3" / "seed1" / "rad-dpo-softmax").exists()
 
     # runs made with other settings are neither reused nor resumed into a changed experiment
     changed = cfg.model_copy(update={"pref": pref | {"steps": 3}})
-    with pytest.raises(RadgrError, match=r"seed0/rad-dpo was trained with other settings \(steps 2 -> 3\)"):
+    with pytest.raises(RadgrError, match=r"seed0/rad-dpo-softmax was trained with other settings \(steps 2 -> 3\)"):
         run_quality(changed)
     with pytest.raises(RadgrError, match=r"sft/eval.json was measured with other eval settings \(sessions 12 -> 10\)"):
         run_quality(cfg.model_copy(update={"eval": ev | {"max_sessions": 10}}))
@@ -207,6 +208,6 @@ def test_denoise_command_builds_each_share_and_one_table(tmp_path):
     assert set(table["rows"]) == {"0", "0.3"}
     sft = [table["rows"][s]["sft"]["values"] for s in ("0", "0.3")]
     assert sft[0]["SID MRR"] == sft[1]["SID MRR"]  # the same model on the same test clicks
-    assert all(set(rows) == {"sft", "rad-dpo", "rad-dpo w/o RDRW"} for rows in table["rows"].values())
+    assert all(set(rows) == {"sft", "rad-dpo-softmax", "rad-dpo-softmax w/o RDRW"} for rows in table["rows"].values())
     md = (out / "denoise.md").read_text()
     assert md.count("| 0% |") == 3 and md.count("| 30% |") == 3 and md == res.stdout
