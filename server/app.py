@@ -137,7 +137,9 @@ class Hit(BaseModel):
     sku_id: str = Field(description="the SKU, as `sku_id` in the data schema")
     sku: str = Field(description="deprecated alias of `sku_id` (removed in the next release)", deprecated=True)
     sid: str = Field(description="Semantic ID, e.g. <a_3><b_17><c_5>")
-    score: float = Field(description="log-probability of the SID under the model")
+    score: float = Field(description="log-probability of the SKU: its SID's under the model (fused with the "
+                         "index prior when one is set) minus log of the number of SKUs sharing that SID; items "
+                         "are ranked by it")
     rank: int = Field(description="rank of the SID among the decoded ones (0 = best)")
 
 

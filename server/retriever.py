@@ -16,7 +16,7 @@ import numpy as np
 
 from server.engine import Hits
 from sid_index.errors import RadgrError
-from sid_index.index import SidIndex
+from sid_index.index import SidIndex, scored_items
 from sid_index.tokens import format_sid, sid_tokens
 from trainer.data import history_codes
 from trainer.model import Checkpoint
@@ -150,15 +150,10 @@ class Retriever:
         return len({sku for codes in hits.codes.tolist() for sku in self.index.skus_of(codes)})
 
     def items(self, hits: Hits, top_k: int) -> list[Item]:
-        """All SKUs of each SID, best SID first, in the index's order within a SID; de-duplicated, cut at top_k."""
-        out: list[Item] = []
-        seen: set[str] = set()
-        for rank, (codes, score) in enumerate(zip(hits.codes.tolist(), np.asarray(hits.scores).tolist(), strict=True)):
-            sid = format_sid(codes)
-            for sku in self.index.skus_of(codes):
-                if sku not in seen:
-                    seen.add(sku)
-                    out.append(Item(sku=sku, sid=sid, score=float(score), rank=rank))
-                    if len(out) >= top_k:
-                        return out
+        """The best `top_k` SKUs of the beam, each scored by its share of its SID's probability (log p(SID) -
+        log |SKUs(SID)|, `sid_index.index.scored_items`, as radgr eval ranks them); `rank` is its SID's."""
+        codes = hits.codes.tolist()
+        ranked = scored_items(codes, np.asarray(hits.scores).tolist(), self.index.skus_of)
+        return [Item(sku=sku, sid=format_sid(codes[rank]), score=score, rank=rank)
+                for sku, rank, score in ranked[:top_k]]
         return out

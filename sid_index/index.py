@@ -88,6 +88,23 @@ class SidIndex:
         return SidConstraint(self.trie, device=device, **kwargs)
 
 
+def scored_items(sids: Sequence[Sequence[int]], scores: Sequence[float], skus_of) -> list[tuple[str, int, float]]:
+    """The SKUs of a scored SID list (a beam: log-probs), best item first, as (sku, SID rank, item score).
+
+    Every SKU on a SID is trained on the same tokens, so a SID's probability is the mass of all of its
+    SKUs; each SKU gets an equal share, log p(SID) - log |SKUs(SID)|. A SID crowded with SKUs then no
+    longer fills the top of the item list with its SKUs ahead of a slightly less likely SID with one.
+    Ties keep the SID order, then the index's order within a SID (most popular first).
+    """
+    out = []
+    for rank, (sid, score) in enumerate(zip(sids, scores, strict=True)):
+        skus = skus_of(sid)
+        share = float(score) - float(np.log(len(skus))) if skus else 0.0
+        out.extend((sku, rank, share) for sku in skus)
+    out.sort(key=lambda item: -item[2])  # stable: ties stay in SID order, then the index's order
+    return out
+
+
 def write_index(
     out: str | Path,
     sku_ids: Sequence[str],

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sid_index.data.schema import RELEVANT_GRADE, Dataset
 from sid_index.errors import RadgrError
-from sid_index.index import SidIndex
+from sid_index.index import SidIndex, scored_items
 
 SID_KS = (8, 64, 128)
 ITEM_KS = (10, 50, 100, 500)
@@ -83,8 +83,12 @@ def dedupe(items: Iterable[Hashable]) -> list:
     return list(dict.fromkeys(items))
 
 
-def ranked_items(ranked_sids: Iterable[Sequence[int]], skus_of) -> list[str]:
-    """SKUs of ranked SIDs: every SKU of each SID in the index's order, concatenated, repeats dropped."""
+def ranked_items(ranked_sids: Sequence[Sequence[int]], skus_of, scores: Sequence[float] | None = None) -> list[str]:
+    """SKUs of ranked SIDs. Without scores (a fixed ranking: popularity, distance): every SKU of each SID in
+    the index's order, concatenated. With the SIDs' log-probs (a model's beam): by item share of its SID's
+    probability (`sid_index.index.scored_items`). Repeats dropped."""
+    if scores is not None:
+        return dedupe(sku for sku, _, _ in scored_items(ranked_sids, scores, skus_of))
     return dedupe(sku for sid in ranked_sids for sku in skus_of(sid))
 
 
@@ -153,9 +157,9 @@ class RankingScores:
         self.sid, self.item, self.sid_curve, self.item_curve, self.truth_rows = [], [], [], [], []
         self.session_ids: list[str] = []
 
-    def add(self, ex, i: int, sids: list[tuple[int, ...]]) -> None:
-        """Score the ranking `sids` for session `i` of the examples `ex`."""
-        self._add(ex, i, sids, ranked_items(sids, self.index.skus_of))
+    def add(self, ex, i: int, sids: list[tuple[int, ...]], scores: list[float] | None = None) -> None:
+        """Score the ranking `sids` (with the model's log-probs `scores`, if any) for session `i` of `ex`."""
+        self._add(ex, i, sids, ranked_items(sids, self.index.skus_of, scores))
 
     def add_items(self, ex, i: int, items: list[str]) -> None:
         """Score an item ranking (a peer's): its SID ranking is the SIDs of its items, first seen first."""
@@ -338,7 +342,7 @@ def evaluate(
 
     scores = RankingScores(index, truth_targets(dataset.split(split), index), width)
     trie_beams = trie_invalid = 0
-    ranked: dict[int, list[tuple[int, ...]]] = {}
+    ranked: dict[int, tuple[list[tuple[int, ...]], list[float]]] = {}
     t0 = time.perf_counter()
     for batch in batches:
         res = beam_search(model, [ex.prompts[i] for i in batch], vocab, eos, width, constraint, pad_id=pad,
@@ -346,13 +350,13 @@ def evaluate(
         live = torch.isfinite(res.scores)  # res.valid: live and a SID of the index (checked, not assumed)
         trie_beams += int(live.sum())
         trie_invalid += int((live & ~res.valid).sum())
-        codes, keep = res.codes.cpu().numpy(), res.valid.cpu().numpy()
+        codes, keep, beam = res.codes.cpu().numpy(), res.valid.cpu().numpy(), res.scores.float().cpu().numpy()
         for row, i in enumerate(batch):
-            ranked[i] = [tuple(c) for c in codes[row][keep[row]].tolist()]
+            ranked[i] = [tuple(c) for c in codes[row][keep[row]].tolist()], beam[row][keep[row]].tolist()
     _sync(dev)
     decode_s = time.perf_counter() - t0
     for i in range(n):  # session order, so per-session values pair with every other system's
-        scores.add(ex, i, ranked[i])
+        scores.add(ex, i, *ranked[i])
 
     free: dict[str, Any] = {}
     if unconstrained:

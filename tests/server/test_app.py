@@ -56,14 +56,20 @@ def test_retrieve_ranks_skus_of_valid_sids(client, served, tiny_index, requests)
     items = body["items"]
     assert 0 < len(items) <= 30
     assert len({i["sku_id"] for i in items}) == len(items)
-    # The expected list, computed another way: the engine's SIDs expanded to their SKUs in index order.
+    # The expected list, computed another way: every SKU of the engine's SIDs with its SID's log-prob split
+    # evenly among the SKUs on it (p(SKU) = p(SID) / n), best first, ties in SID then index order.
     retriever = Retriever(served, tiny_index)
     hits = NativeEngine(served, tiny_index).search_many([retriever.prompt(query, history[:5])], 16)[0]
-    expected = [(sku, i) for i, c in enumerate(hits.codes.tolist()) for sku in tiny_index.skus_of(c)][:30]
+    pool = [(float(np.exp(hits.scores[i])) / len(tiny_index.skus_of(c)), -i, -j, sku, i)
+            for i, c in enumerate(hits.codes.tolist()) for j, sku in enumerate(tiny_index.skus_of(c))]
+    expected = [(sku, i) for *_, sku, i in sorted(pool, reverse=True)][:30]
     assert [(i["sku_id"], i["rank"]) for i in items] == expected
+    crowded = max(hits.codes.tolist()[:4], key=lambda c: len(tiny_index.skus_of(c)))
+    assert len(tiny_index.skus_of(crowded)) > 1  # the split is exercised on this request
     for item in items:
         assert format_sid(tiny_index.sid_of(item["sku_id"])) == item["sid"]
-        np.testing.assert_allclose(item["score"], hits.scores[item["rank"]], atol=1e-5)
+        n = len(tiny_index.skus_of(tiny_index.sid_of(item["sku_id"])))
+        np.testing.assert_allclose(item["score"], hits.scores[item["rank"]] - np.log(n), atol=1e-5)
 
 
 def test_response_names_sku_id_keeps_the_deprecated_alias_and_says_what_was_reachable(client):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import numpy as np
 import pytest
 
+from sid_index.index import scored_items
 from trainer.evaluate import (
     dedupe,
     mean_metrics,
@@ -79,6 +81,20 @@ def test_items_from_sids_by_hand():
     assert dedupe([3, 1, 3, 2, 1]) == [3, 1, 2]
     m = ranking_metrics(ranked, {"a", "d"}, (2, 3, 4))
     assert m == pytest.approx({"recall@2": 0, "recall@3": 0.5, "recall@4": 1.0, "mrr": 1 / 3})
+
+
+def test_items_from_scored_sids_share_each_sids_probability():
+    """A model's beam: each SKU gets log p(SID) - log |SKUs(SID)|. Worked by hand: p = 0.5 on a SID of 4 SKUs
+    (0.125 each), 0.3 on a SID of one (0.3), 0.2 on a SID of 2 (0.1 each)."""
+    skus = {(0,): ["a", "b", "c", "d"], (1,): ["e"], (2,): ["f", "g"]}
+    sids, logp = [(0,), (1,), (2,)], [math.log(0.5), math.log(0.3), math.log(0.2)]
+    assert ranked_items(sids, lambda sid: skus[sid], logp) == ["e", "a", "b", "c", "d", "f", "g"]
+    assert ranked_items(sids, lambda sid: skus[sid]) == ["a", "b", "c", "d", "e", "f", "g"]  # a fixed ranking
+    got = scored_items(sids, logp, lambda sid: skus[sid])
+    assert [(s, r) for s, r, _ in got] == [("e", 1), ("a", 0), ("b", 0), ("c", 0), ("d", 0), ("f", 2), ("g", 2)]
+    assert [math.exp(x) for *_, x in got] == pytest.approx([0.3, 0.125, 0.125, 0.125, 0.125, 0.1, 0.1])
+    assert ranked_items([(0,), (1,)], lambda sid: skus[sid], [math.log(0.5), math.log(0.125)]) == [
+        "a", "b", "c", "d", "e"]  # a tie keeps the SID order
 
 
 def test_mean_over_sessions():
