@@ -156,4 +156,3 @@ class Retriever:
         ranked = scored_items(codes, np.asarray(hits.scores).tolist(), self.index.skus_of)
         return [Item(sku=sku, sid=format_sid(codes[rank]), score=score, rank=rank)
                 for sku, rank, score in ranked[:top_k]]
-        return out

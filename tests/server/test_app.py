@@ -378,6 +378,11 @@ def test_auto_engine_is_vllm_only_for_block_aligned_prompts():
     assert resolve_engine("auto", 64) == ("vllm" if has_vllm else "native")
 
 
+def sid_order(items: list[dict]) -> list[str]:
+    """The served SIDs in beam order (their `rank`): the SKUs themselves are ranked by item share."""
+    return [sid for _, sid in sorted({(i["rank"], i["sid"]) for i in items})]
+
+
 def test_text_input_checkpoint_is_served_with_the_query_embedding(text_served_path, tiny_index):
     """The API's ranking equals beam search fed the query's MiniLM embedding computed here by other code."""
     import torch
@@ -400,7 +405,7 @@ def test_text_input_checkpoint_is_served_with_the_query_embedding(text_served_pa
         wait_ready(c)
         body = c.post("/v1/retrieve", json={"query": query, "top_k": 500}).json()
         assert body["engine"] == "native" and "text_embedding" in body["timing_ms"]
-        sids = list(dict.fromkeys(i["sid"] for i in body["items"]))
+        sids = sid_order(body["items"])
         assert sids == [format_sid(s) for s in want.sids(0)]
         again = c.post("/v1/retrieve", json={"query": query, "top_k": 500}).json()  # answered from the cache
         assert [i["sku_id"] for i in again["items"]] == [i["sku_id"] for i in body["items"]]
@@ -431,7 +436,7 @@ def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tin
             wait_ready(c)
             for ask in asks:
                 body = c.post("/v1/retrieve", json=ask | {"top_k": 1000}).json()
-                served_sids = list(dict.fromkeys(i["sid"] for i in body["items"]))
+                served_sids = sid_order(body["items"])
                 answers[weight, str(ask)] = served_sids
                 q = embed_texts([ask["query"]], progress=False)[0][0] if "query" in ask else None
                 vec = request_vector(centroids, q, history_codes(tiny_index, ask.get("history", []))[0])
@@ -452,7 +457,7 @@ def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tin
         wait_ready(c)
         for ask in asks:
             body = c.post("/v1/retrieve", json=ask | {"top_k": 1000}).json()
-            assert list(dict.fromkeys(i["sid"] for i in body["items"])) == answers[2.0, str(ask)]
+            assert sid_order(body["items"]) == answers[2.0, str(ask)]
 
 
 def test_damaged_weights_stop_the_server_before_it_binds(served_path, tiny_index, tmp_path):
