@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: test-fast quality-peers peers-homedepot peers-amazon best-homedepot floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
+.PHONY: test-fast quality-peers peers-homedepot peers-amazon best-homedepot best-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
 
 setup: $(STAMP)
 
@@ -184,28 +184,32 @@ floor-demo floor-homedepot floor-amazon: floor-%: $(STAMP)
 # Against standard baselines (issue 16): our models (PEERS_MODELS_<name>, with and without the index prior) beside
 # popularity, BM25, dense MiniLM, next-item co-occurrence, history text and SASRec (RecBole, in its own virtual
 # environment: it needs numpy < 2), on the same test sessions. Results: bench/results/peers_<name>.{md,json};
-# Amazon also peers_amazon_full.md (the peers alone on all 8,442 test sessions; the models take ~8 min per
-# 1,000 sessions on 2 CPUs, so their table uses the first 2,000).
+# Amazon also peers_amazon_full.md (the peers alone on all 8,442 test sessions); the models are scored on all
+# test sessions too (~11 min per model row on Amazon on one thread).
 RECBOLE_VENV ?= .venv-recbole
 PEERS = runs/peers
 BEST = runs/best
-# Home Depot's model: text inputs with the query as its embedding only (short prompts), 2 item-text examples per
-# session, 3,000 steps of 64 (~1 h on 2 CPUs).
-BEST_SFT_homedepot ?= --steps 3000 --batch-size 64 --lr 2e-3 --index-ratio 2 --text-inputs --max-query-tokens 0
-PEERS_MODELS_homedepot ?= --model $(BEST)/homedepot
-PEERS_MODELS_amazon    ?= --model $(FLOOR)/amazon/text-inputs
-PEERS_EVAL_homedepot   ?= --index-prior 0 --index-prior 20
-PEERS_EVAL_amazon      ?= --index-prior 0 --index-prior 50 --max-sessions 2000 --rankings $(PEERS)/sasrec-amazon.json
+# The best recipes (bench/results/model_vs_index.md), validated every 500 steps, the best checkpoint kept in
+# out/best. Home Depot: the query as its embedding only (short prompts), 2 item-text examples per session,
+# 3,000 steps of 64 (~30 min on one thread). Amazon: up to 20 epochs of 64, stopped after 3 validations without a
+# better item R@10 (stopped at 6.6 epochs, ~70 min on one thread). The prior weights were chosen on valid.
+BEST_SFT_homedepot ?= --steps 3000 --batch-size 64 --lr 2e-3 --index-ratio 2 --text-inputs --max-query-tokens 0 \
+	--eval-every 500 --eval-sessions 300 --eval-metric "item recall@100"
+BEST_SFT_amazon    ?= --epochs 20 --batch-size 64 --lr 2e-3 --text-inputs --eval-every 500 --eval-sessions 600 \
+	--patience 3 --eval-metric "item recall@10"
+PEERS_MODELS_homedepot ?= --model $(BEST)/homedepot/best
+PEERS_MODELS_amazon    ?= --model $(BEST)/amazon/best
+PEERS_EVAL_homedepot   ?= --index-prior 0 --index-prior 50
+PEERS_EVAL_amazon      ?= --index-prior 0 --index-prior 50 --rankings $(PEERS)/sasrec-amazon.json
 quality-peers: peers-homedepot peers-amazon
-best-homedepot: $(STAMP)
-	test -f runs/homedepot/index/manifest.json || $(MAKE) real-data
-	resume=; test -f $(BEST)/homedepot/model/radgr.json && resume=--resume; \
-	$(BIN)/radgr train sft --data runs/homedepot/data --index runs/homedepot/index --out $(BEST)/homedepot \
-	  $(BEST_SFT_homedepot) --no-progress $$resume
+best-homedepot best-amazon: best-%: $(STAMP)
+	test -f runs/$*/index/manifest.json || $(MAKE) real-data
+	resume=; test -f $(BEST)/$*/model/radgr.json && resume=--resume; \
+	$(BIN)/radgr train sft --data runs/$*/data --index runs/$*/index --out $(BEST)/$* \
+	  $(BEST_SFT_$*) --no-progress $$resume
 peers-homedepot peers-amazon: peers-%: $(STAMP)
 	test -f runs/$*/index/manifest.json || $(MAKE) real-data
-	$(if $(filter homedepot,$*),test -f $(BEST)/homedepot/model/radgr.json || $(MAKE) best-homedepot)
-	$(if $(filter amazon,$*),test -f $(FLOOR)/amazon/text-inputs/model/radgr.json || $(MAKE) floor-amazon)
+	test -f $(BEST)/$*/best/radgr.json || $(MAKE) best-$*
 	$(if $(filter amazon,$*),test -f $(PEERS)/sasrec-amazon.json || $(MAKE) $(PEERS)/sasrec-amazon.json)
 	$(if $(filter amazon,$*),$(BIN)/radgr bench peers --index runs/amazon/index --data runs/amazon/data \
 	  --rankings $(PEERS)/sasrec-amazon.json --out bench/results/peers_amazon_full.json \
