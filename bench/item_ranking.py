@@ -23,9 +23,9 @@ import torch
 
 from server.beam_search import IndexPrior, beam_search
 from sid_index.data.schema import load_dataset
-from sid_index.index import load_centroids, load_index
+from sid_index.index import load_index
 from trainer.data import build_examples, embed_prompt_texts
-from trainer.evaluate import bootstrap_ci, dedupe, paired_difference, ranked_items, ranking_metrics, request_vectors
+from trainer.evaluate import bootstrap_ci, paired_difference, prior_request_vectors, ranked_items, ranking_metrics
 from trainer.model import load_checkpoint
 
 COLUMNS = ("recall@10", "recall@50", "recall@100", "ndcg@10")
@@ -49,12 +49,8 @@ def main() -> None:
     if ckpt.text_model is not None:
         ex.texts[n:] = [""] * (len(ex) - n)
     embed_prompt_texts(ex, ckpt.text_model)
-    centroids = prior_vectors = None
-    if weight > 0:
-        centroids = load_centroids(index)
-        zero = np.zeros(centroids[0].shape[1], dtype=np.float32)
-        prior_vectors = np.stack([zero if v is None else v
-                                  for v in request_vectors(ex, n, dataset, args.split, index, centroids)])
+    centroids, prior_vectors = (prior_request_vectors(ex, n, dataset, args.split, index)
+                                if weight > 0 else (None, None))
     model, constraint = ckpt.decoder.eval(), index.constraint("cpu")
     rows: dict[str, list[dict[str, float]]] = {"SID order": [], "item share": []}
     for start in range(0, n, 16):
@@ -69,7 +65,7 @@ def main() -> None:
             gains = dict(zip(ex.pos_skus[i], ex.pos_sku_grades[i], strict=True))
             for name, ranked in (("SID order", ranked_items(sids, index.skus_of)),
                                  ("item share", ranked_items(sids, index.skus_of, scores[row][keep[row]].tolist()))):
-                rows[name].append(ranking_metrics(dedupe(ranked), ex.pos_skus[i], (10, 50, 100), gains))
+                rows[name].append(ranking_metrics(ranked, ex.pos_skus[i], (10, 50, 100), gains))
     print(f"{args.model} on {n:,} {args.split} sessions, width {args.width}, index prior {weight:g}\n")
     print("| items of a SID | " + " | ".join(f"item {c}" for c in COLUMNS) + " |")
     print("|---|" + "---|" * len(COLUMNS))

@@ -99,8 +99,9 @@ def scored_items(sids: Sequence[Sequence[int]], scores: Sequence[float], skus_of
     out = []
     for rank, (sid, score) in enumerate(zip(sids, scores, strict=True)):
         skus = skus_of(sid)
-        share = float(score) - float(np.log(len(skus))) if skus else 0.0
-        out.extend((sku, rank, share) for sku in skus)
+        if skus:
+            share = float(score) - float(np.log(len(skus)))
+            out.extend((sku, rank, share) for sku in skus)
     out.sort(key=lambda item: -item[2])  # stable: ties stay in SID order, then the index's order
     return out
 

@@ -306,14 +306,14 @@ def denoise_command(
     from sid_index.build import IndexConfig, build_index
     from sid_index.data.synthetic import config_from_options, write_synthetic
     from sid_index.errors import RadgrError
-    from trainer.quality import denoise_report, finished_sft, run_quality
+    from trainer.quality import RAD_DPO, denoise_report, finished_sft, run_quality
 
     try:
         share_list = [float(s) for s in shares.split(",")]
         sizes = [int(c) for c in codebooks.split(",")]
     except ValueError:
         raise RadgrError(f"--shares {shares!r} / --codebooks {codebooks!r}: expected comma-separated numbers") from None
-    variants = ["sft", "rad-dpo-softmax", "rad-dpo-softmax w/o RDRW"]
+    variants = ["sft", RAD_DPO, f"{RAD_DPO} w/o RDRW"]
     seed_list = _seeds(seeds)
     # the catalog is the same at every share: one index, --sft-from's when its SFT runs are reused
     index = Path(finished_sft(sft_from, seed_list[0])[1]["index"]) if sft_from else out / "index"

@@ -282,6 +282,20 @@ def evaluate_index_only(
     return _fixed_rankings(INDEX_ONLY, index, dataset, split, width, max_sessions, rank, True)
 
 
+def prior_request_vectors(ex, n: int, dataset: Dataset, split: str, index: SidIndex,
+                          embedding_model: Path | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """The index's centroids and the request vectors [n, D] the index prior scores SIDs against (zeros for a
+    session with neither query nor history: no prior); refuses an index without RQ-KMeans centroids."""
+    from sid_index.index import load_centroids
+
+    centroids = load_centroids(index)
+    if len(centroids) != index.levels:
+        raise RadgrError(f"--index-prior: index {index.root} has no RQ-KMeans centroids (built from given codes)")
+    zero = np.zeros(centroids[0].shape[1], dtype=np.float32)
+    vectors = request_vectors(ex, n, dataset, split, index, centroids, embedding_model)
+    return centroids, np.stack([zero if v is None else v for v in vectors])
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -326,16 +340,8 @@ def evaluate(
     def vectors(batch: list[int]) -> torch.Tensor | None:
         return None if ex.text_vectors is None else torch.from_numpy(ex.text_vectors[batch])
 
-    prior_vectors = centroids = None
-    if index_prior > 0:
-        from sid_index.index import load_centroids
-
-        centroids = load_centroids(index)
-        if len(centroids) != index.levels:
-            raise RadgrError(f"--index-prior: index {index.root} has no RQ-KMeans centroids (built from given codes)")
-        zero = np.zeros(centroids[0].shape[1], dtype=np.float32)
-        prior_vectors = np.stack([zero if v is None else v
-                                  for v in request_vectors(ex, n, dataset, split, index, centroids, embedding_model)])
+    centroids, prior_vectors = (prior_request_vectors(ex, n, dataset, split, index, embedding_model)
+                                if index_prior > 0 else (None, None))
 
     def prior(batch: list[int]) -> IndexPrior | None:
         return None if prior_vectors is None else IndexPrior.of(centroids, prior_vectors[batch], index_prior, dev)

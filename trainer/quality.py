@@ -30,11 +30,12 @@ from sid_index.atomic import atomic_file, write_json
 from sid_index.errors import RadgrError
 from trainer.evaluate import POPULAR_SIDS
 
-# not in the paper: RDRW weights from the index's SID vectors instead of EOS states (bench/rdrw_signal.py)
-SID_SIGNAL = "rad-dpo-softmax, RDRW on SID vectors"
 # RAD-DPO's list-wise term in its two forms (trainer/losses.py), each row named by its form:
-# the paper's eq. 7 and the softmax-DPO form (ours; the default of `radgr train pref`)
-RAD_FORMS = {"rad-dpo-softmax": "softmax", "rad-dpo-paper": "paper"}
+# the softmax-DPO form (ours; the default of `radgr train pref`) and the paper's eq. 7
+RAD_DPO = "rad-dpo-softmax"  # the default form's row, the reference of the comparisons
+RAD_FORMS = {RAD_DPO: "softmax", "rad-dpo-paper": "paper"}
+# not in the paper: RDRW weights from the index's SID vectors instead of EOS states (bench/rdrw_signal.py)
+SID_SIGNAL = f"{RAD_DPO}, RDRW on SID vectors"
 ABLATIONS = {"w/o TLGD": {"tlgd": False}, "w/o RDRW": {"rdrw": False},
              "w/o multi-label SFT": {"multi_label_sft": False}}
 # name -> PrefConfig switches (None: the SFT checkpoint itself)
@@ -291,7 +292,7 @@ def beyond_spread(a: Sequence[float], b: Sequence[float]) -> bool:
     return abs(diff) > 2 * se if se > 0 else diff != 0
 
 
-def aggregate(found: dict[str, list[dict]], refs: Sequence[str] = ("sft", "rad-dpo-softmax")) -> dict[str, Any]:
+def aggregate(found: dict[str, list[dict]], refs: Sequence[str] = ("sft", RAD_DPO)) -> dict[str, Any]:
     """Per variant: seeds, mean and std of every column, recall curves (mean), and the seed-paired
     comparisons of KEY_METRICS against each variant of `refs`."""
     rows: dict[str, Any] = {}
@@ -416,7 +417,7 @@ def denoise_report(out: Path, shares: Sequence[float], variants: Sequence[str], 
     cols = ["SID R@8", "SID R@128", "SID MRR", "truth SID R@128", "truth SID MRR"]
     lines = ["| pseudo-negative share | method | seeds | " + " | ".join(cols) + " | SID MRR vs w/o RDRW |",
              "|---|---|---|" + "---|" * (len(cols) + 1)]
-    no_rdrw = "rad-dpo-softmax w/o RDRW"
+    no_rdrw = f"{RAD_DPO} w/o RDRW"
     table: dict[str, Any] = {}
     for share in shares:
         rows = aggregate(collect(out / f"share_{share:g}", variants, seeds), refs=(no_rdrw,))
@@ -424,7 +425,7 @@ def denoise_report(out: Path, shares: Sequence[float], variants: Sequence[str], 
         for v, row in rows.items():
             cells = [f"{share:.0%}", v, str(len(row["seeds"]))]
             cells += [f"{row['mean'][c]:.4f} ± {row['std'][c]:.4f}" for c in cols]
-            cmp = row["vs"].get(no_rdrw, {}).get("SID MRR") if v == "rad-dpo-softmax" else None
+            cmp = row["vs"].get(no_rdrw, {}).get("SID MRR") if v == RAD_DPO else None
             cells.append("–" if cmp is None else f"{cmp['diff']:+.4f}{' *' if cmp['beyond_spread'] else ''}")
             lines.append("| " + " | ".join(cells) + " |")
     md = "\n".join(lines) + "\n"
