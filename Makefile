@@ -189,16 +189,21 @@ floor-demo floor-homedepot floor-amazon: floor-%: $(STAMP)
 RECBOLE_VENV ?= .venv-recbole
 PEERS = runs/peers
 BEST = runs/best
-# The best recipes (bench/results/model_vs_index.md), validated every 500 steps, the best checkpoint kept in
+# The best recipes (bench/results/model_vs_index.md), validated during training, the best checkpoint kept in
 # out/best. Home Depot: the query as its embedding only (short prompts), 2 item-text examples per session,
-# 3,000 steps of 64 (~30 min on one thread). Amazon: up to 20 epochs of 64, stopped after 3 validations without a
-# better item R@10 (stopped at 6.6 epochs, ~70 min on one thread). The prior weights were chosen on valid.
-BEST_SFT_homedepot ?= --steps 3000 --batch-size 64 --lr 2e-3 --index-ratio 2 --text-inputs --max-query-tokens 0 \
-	--eval-every 500 --eval-sessions 300 --eval-metric "item recall@100"
+# 8,000 steps of 64 (~75 min on one thread). Amazon: up to 20 epochs of 64, stopped after 3 validations without a
+# better item R@10 (~70 min on one thread), then its best checkpoint annealed: 300 steps of 16 at LR 1e-4
+# (BEST_ANNEAL_amazon, ~3 min). The final model of each: BEST_MODEL_<name>. The prior weights were chosen on valid.
+BEST_SFT_homedepot ?= --steps 8000 --batch-size 64 --lr 2e-3 --index-ratio 2 --text-inputs --max-query-tokens 0 \
+	--eval-every 1000 --eval-sessions 300 --eval-metric "item recall@100"
 BEST_SFT_amazon    ?= --epochs 20 --batch-size 64 --lr 2e-3 --text-inputs --eval-every 500 --eval-sessions 600 \
 	--patience 3 --eval-metric "item recall@10"
-PEERS_MODELS_homedepot ?= --model $(BEST)/homedepot/best
-PEERS_MODELS_amazon    ?= --model $(BEST)/amazon/best
+BEST_ANNEAL_amazon ?= --steps 300 --batch-size 16 --lr 1e-4 --eval-every 100 --eval-sessions 600 \
+	--eval-metric "item recall@10"
+BEST_MODEL_homedepot = $(BEST)/homedepot/best
+BEST_MODEL_amazon    = $(BEST)/amazon/annealed/best
+PEERS_MODELS_homedepot ?= --model $(BEST_MODEL_homedepot)
+PEERS_MODELS_amazon    ?= --model $(BEST_MODEL_amazon)
 PEERS_EVAL_homedepot   ?= --index-prior 0 --index-prior 50
 PEERS_EVAL_amazon      ?= --index-prior 0 --index-prior 50 --rankings $(PEERS)/sasrec-amazon.json
 quality-peers: peers-homedepot peers-amazon
@@ -207,9 +212,12 @@ best-homedepot best-amazon: best-%: $(STAMP)
 	resume=; test -f $(BEST)/$*/model/radgr.json && resume=--resume; \
 	$(BIN)/radgr train sft --data runs/$*/data --index runs/$*/index --out $(BEST)/$* \
 	  $(BEST_SFT_$*) --no-progress $$resume
+	$(if $(BEST_ANNEAL_$*),resume=; test -f $(BEST)/$*/annealed/model/radgr.json && resume=--resume; \
+	$(BIN)/radgr train sft --data runs/$*/data --index runs/$*/index --init $(BEST)/$*/best \
+	  --out $(BEST)/$*/annealed $(BEST_ANNEAL_$*) --no-progress $$resume)
 peers-homedepot peers-amazon: peers-%: $(STAMP)
 	test -f runs/$*/index/manifest.json || $(MAKE) real-data
-	test -f $(BEST)/$*/best/radgr.json || $(MAKE) best-$*
+	test -f $(BEST_MODEL_$*)/radgr.json || $(MAKE) best-$*
 	$(if $(filter amazon,$*),test -f $(PEERS)/sasrec-amazon.json || $(MAKE) $(PEERS)/sasrec-amazon.json)
 	$(if $(filter amazon,$*),$(BIN)/radgr bench peers --index runs/amazon/index --data runs/amazon/data \
 	  --rankings $(PEERS)/sasrec-amazon.json --out bench/results/peers_amazon_full.json \

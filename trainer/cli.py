@@ -116,6 +116,9 @@ def sft(
     data: DataOpt, index: IndexOpt, out: OutOpt,
     base: Annotated[Path | None, typer.Option(help="Local HF checkpoint (e.g. Qwen3-1.7B); default: scratch Qwen3.")]
     = None,
+    init: Annotated[Path | None, typer.Option(
+        help="A radgr checkpoint to continue under a fresh LR schedule (e.g. annealing an early-stopped model at a "
+             "low LR); its model, tokenizer, prompt and text inputs are kept.")] = None,
     steps: StepsOpt = None, epochs: EpochsOpt = None, batch_size: BatchOpt = 16,
     lr: Annotated[float, typer.Option(help="Peak learning rate (scratch 1e-3; pretrained ~1e-5).")] = 1e-3,
     warmup_ratio: WarmupOpt = 0.05, max_positives: MaxPosOpt = 8,

@@ -63,6 +63,9 @@ class SFTConfig(RunConfig):
     """Stage 1: next-token loss on positive paths, optional DSI indexing examples."""
 
     base: Path | None = Field(None, description="local HF checkpoint to start from; default: a scratch Qwen3")
+    init: Path | None = Field(None, description="a radgr checkpoint to continue under a fresh LR schedule (a "
+                              "second SFT phase, e.g. annealing an early-stopped model at a low LR); its model, "
+                              "tokenizer, prompt and text inputs are kept")
     index_ratio: float | None = Field(None, ge=0, description="indexing examples (item text -> SID) per session "
                                       "example; None: `default_index_ratio` of the data")
     text_inputs: bool = Field(False, description="feed the index's text embeddings to the decoder: the query's as "
@@ -72,6 +75,12 @@ class SFTConfig(RunConfig):
 
     @model_validator(mode="after")
     def _text_somewhere(self) -> SFTConfig:
+        if self.init is not None:
+            if self.base is not None or self.text_inputs or self.scratch != ScratchModelConfig() \
+                    or self.prompt != PromptConfig():
+                raise ValueError("init continues a radgr checkpoint with its own model, tokenizer, prompt and text "
+                                 "inputs: base, text_inputs and the scratch/prompt options do not apply")
+            return self
         if self.prompt.max_query_tokens == 0 and not self.text_inputs:
             raise ValueError("max_query_tokens 0 drops the query text: only with text_inputs (its embedding)")
         return self

@@ -273,7 +273,7 @@ def _start(cfg: RunConfig, index: SidIndex, dataset) -> tuple[Checkpoint, dict[s
         return load_checkpoint(cfg.out / "model", dtype=torch.float32), state
     if (cfg.out / "model").exists():
         raise RadgrError(f"{cfg.out / 'model'} exists: pass --resume to continue it, or choose another --out")
-    if isinstance(cfg, SFTConfig):
+    if isinstance(cfg, SFTConfig) and cfg.init is None:
         train = dataset.split(cfg.split)
         texts = item_texts(dataset.catalog) + [q for q in train["query"].to_pylist() if q]
         ckpt = new_model(index, texts, base=cfg.base, scratch=cfg.scratch, prompt=cfg.prompt, seed=cfg.seed,
@@ -359,6 +359,10 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
         start = int(state["step"])
         if start >= total:
             acc.print(f"{cfg.out}: already trained for {start} of {total} steps")
+            return cfg.out / "model"
+        if cfg.patience is not None and (state.get("best") or {}).get("stale", 0) >= cfg.patience:
+            acc.print(f"{cfg.out}: stopped early at step {start} (no better valid {cfg.eval_metric} in "
+                      f"{cfg.patience} validations)")
             return cfg.out / "model"
 
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -278,6 +278,10 @@ def test_validation_keeps_the_best_checkpoint_and_stops_on_patience(tiny_dataset
         valid = [(int(r["step"]), float(r["valid"])) for r in csv.DictReader(fh) if r["valid"]]
     assert valid == [(1, 0.2), (2, 0.5), (3, 0.4), (4, 0.3)]
     assert (tmp_path / "loss.png").stat().st_size > 0
+    before = load_checkpoint(tmp_path / "model").model.state_dict()
+    train(cfg.model_copy(update={"resume": True}))  # a rerun (make's --resume) does not train past the stop
+    assert load_state(tmp_path / "model")["step"] == 4
+    assert all(torch.equal(before[k], v) for k, v in load_checkpoint(tmp_path / "model").model.state_dict().items())
 
 
 def test_validation_metric_is_radgr_evals(sft_run, tiny_dataset, tiny_index, tmp_path):

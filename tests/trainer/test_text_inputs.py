@@ -180,3 +180,33 @@ def test_sft_with_text_inputs_resumes_exactly_and_evaluates(tiny_dataset, tiny_i
     assert json.loads((full / "radgr.json").read_text())["text_inputs"]["file"] == TEXT_INPUTS_FILE
     res = evaluate(a, tiny_index, tiny_dataset, width=8, batch_size=4, max_sessions=6, unconstrained=False)
     assert res["sessions"] == 6 and res["constrained"]["invalid_rate"] == 0
+
+
+def test_sft_init_continues_a_checkpoint_with_its_own_model_and_text_inputs(tiny_dataset, tiny_index, tmp_path):
+    """A second SFT phase (--init): starts from the checkpoint's weights, keeps its tokenizer, prompt and text
+    inputs, and records both phases; model-shaping options are refused rather than ignored."""
+    from trainer.config import SFTConfig
+    from trainer.loop import train
+    from trainer.model import load_checkpoint
+
+    from .test_loop import sft_cfg
+
+    first = train(sft_cfg(tiny_dataset, tiny_index, tmp_path / "first", index_ratio=0.5, text_inputs=True))
+
+    def cont(out, lr):
+        return SFTConfig(data=tiny_dataset.root, index=tiny_index.root, out=out, init=first, steps=3, batch_size=8,
+                         lr=lr, index_ratio=0.5, device="cpu", progress=False)
+
+    a = load_checkpoint(first)
+    still = load_checkpoint(train(cont(tmp_path / "still", 1e-12)))
+    moved = load_checkpoint(train(cont(tmp_path / "moved", 1e-3)))
+    for x, y, z in ((a.model, still.model, moved.model), (a.text_inputs, still.text_inputs, moved.text_inputs)):
+        sx, sy, sz = x.state_dict(), y.state_dict(), z.state_dict()
+        assert all(torch.allclose(sx[k], sy[k], atol=1e-6) for k in sx)  # it started from the checkpoint
+        assert any(not torch.allclose(sx[k], sz[k], atol=1e-6) for k in sx)  # and it trained
+    assert moved.tokenizer.get_vocab() == a.tokenizer.get_vocab() and moved.meta["prompt"] == a.meta["prompt"]
+    assert [s["stage"] for s in moved.meta["stages"]] == ["sft", "sft"]
+    assert [s["steps"] for s in moved.meta["stages"]] == [6, 3]
+    for bad in ({"text_inputs": True}, {"base": tmp_path}, {"prompt": {"max_history": 5}}):
+        with pytest.raises(ValueError, match="init continues a radgr checkpoint"):
+            SFTConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "x", init=first, **bad)
