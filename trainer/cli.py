@@ -38,6 +38,10 @@ def eval_command(
              "0 = the model alone; default: the weight the checkpoint was trained with, else 0).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write every model's metrics as JSON here.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the results table (markdown) here.")] = None,
+    pick_prior: Annotated[str | None, typer.Option(
+        help="After scoring the --index-prior weights of one model on valid, write into its checkpoint the weight "
+             "surest to beat the index-only row on this metric (e.g. 'item recall@10'; the highest lower end of "
+             "the paired 95% interval): radgr eval and serve then fuse it by default.")] = None,
 ) -> None:
     """Trie-constrained beam search over a split: SID and item Recall@K / MRR, invalid-SID rate, speed."""
     from trainer.evaluate import EvalConfig, evaluate_models, markdown_table
@@ -46,10 +50,31 @@ def eval_command(
         EvalConfig, "eval", model=model, index=index, data=data, split=split, beam_width=beam_width,
         batch_size=batch_size, max_sessions=max_sessions, device=device, unconstrained=not no_unconstrained,
         baselines=not no_baselines, embedding_model=embedding_model, index_prior=index_prior or None,
-        out=out, markdown=markdown,
+        out=out, markdown=markdown, pick_prior=pick_prior,
     )
     results = evaluate_models(cfg, log=lambda msg: typer.echo(msg, err=True))
     _write_results(cfg, "models", results, markdown_table(results))
+    if cfg.pick_prior is not None:
+        _record_picked_prior(cfg, results)
+
+
+def _record_picked_prior(cfg, results: list) -> None:
+    """--pick-prior: the chosen weight (and how it was chosen) into the checkpoint's metadata, atomically."""
+    from trainer.evaluate import pick_prior
+    from trainer.model import load_checkpoint, resolve_checkpoint, save_checkpoint
+
+    weight, margins = pick_prior(results, cfg.pick_prior)
+    for w, d in sorted(margins.items()):
+        typer.echo(f"index prior {w:g}: {cfg.pick_prior} {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] "
+                   "vs index only", err=True)
+    path = resolve_checkpoint(cfg.model[0])
+    ckpt = load_checkpoint(path)
+    ckpt.meta["index_prior"] = weight
+    ckpt.meta["index_prior_picked"] = {"split": cfg.split, "sessions": results[0]["sessions"],
+                                       "metric": cfg.pick_prior, "weights": sorted(margins),
+                                       "margin": margins[weight]}
+    save_checkpoint(ckpt, path)
+    typer.echo(f"picked index prior {weight:g} ({cfg.pick_prior}); written to {path}", err=True)
 
 
 def _write_results(cfg, key: str, results: list, table: str) -> None:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sid_index.data.schema import RELEVANT_GRADE, Dataset
 from sid_index.errors import RadgrError
@@ -426,6 +426,21 @@ class EvalConfig(BaseModel):
     embedding_model: Path | None = Field(None, description="the index's text model, when not where the index says")
     out: Path | None = None
     markdown: Path | None = None
+    pick_prior: str | None = Field(None, description="metric on which to pick the index-prior weight of one "
+                                   "model (`pick_prior`) and write it into its checkpoint")
+
+    @model_validator(mode="after")
+    def _picking(self) -> EvalConfig:
+        if self.pick_prior is None:
+            return self
+        names = [f"{level} {key}" for level, key in HEADLINE]
+        if self.pick_prior not in names:
+            raise ValueError(f"pick_prior must be one of {', '.join(names)}")
+        if self.split == "test":
+            raise ValueError("pick_prior on the test split would choose on the sessions it is judged on: use valid")
+        if len(self.model) != 1 or not self.baselines:
+            raise ValueError("pick_prior needs exactly one model and the baselines (the index-only row)")
+        return self
 
     @field_validator("index_prior")
     @classmethod
@@ -478,6 +493,26 @@ def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:
             res["name"] = res["model"]
             results.append(res)
     return results
+
+
+def pick_prior(results: Sequence[dict[str, Any]], metric: str) -> tuple[float, dict[float, dict[str, float]]]:
+    """The index-prior weight whose margin over the index-only row on `metric` is surest: the highest lower
+    end of the paired 95% interval (ties: the higher mean). Why not the highest mean: on a few hundred or
+    thousand valid sessions the means of nearby weights sit inside each other's noise, and the one chosen
+    should be the weight that beats the floor, not a coin toss between weights.
+
+    `results`: one model's rows (one per weight, `index_prior` set) and the index-only row, same sessions.
+    Returns the weight and, per weight, its paired difference to the floor."""
+    floor = next((r for r in results if r["model"] == INDEX_ONLY and r.get("per_session")), None)
+    rows = [r for r in results if r.get("device") and r.get("per_session")]
+    if floor is None or not rows:
+        raise RadgrError("--pick-prior needs the model's rows and the index-only row (no --no-baselines)")
+    if metric not in floor["per_session"]:
+        raise RadgrError(f"--pick-prior: unknown metric '{metric}'")
+    margins = {float(r["index_prior"]): paired_difference(r["per_session"][metric], floor["per_session"][metric])
+               for r in rows}
+    best = max(margins, key=lambda w: (margins[w]["lo"], margins[w]["mean"]))
+    return best, margins
 
 
 def _precheck_index(path: Path, index: SidIndex) -> None:

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from sid_index.errors import RadgrError
 from sid_index.index import scored_items
 from trainer.evaluate import (
     dedupe,
@@ -19,7 +20,7 @@ from trainer.evaluate import (
     recall_at_k,
     reciprocal_rank,
 )
-from trainer.model import META_FILE, save_checkpoint
+from trainer.model import META_FILE, load_checkpoint, save_checkpoint
 
 # ----------------------------------------------------------------------------- metric functions
 
@@ -355,3 +356,50 @@ def test_index_prior_with_a_huge_weight_is_the_index_only_ranking(tiny_ckpt, tin
     for key in ("sid mrr", "item recall@10", "item mrr"):
         assert fused["per_session"][key] == pytest.approx(floor["per_session"][key]), key
     assert alone["per_session"]["sid mrr"] != pytest.approx(floor["per_session"]["sid mrr"])
+
+
+def test_pick_prior_takes_the_surest_margin_over_the_index_not_the_highest_mean():
+    """Weight 0 has the best mean but a wide spread; weight 20 a smaller but steady margin: 20 is picked."""
+    from trainer.evaluate import INDEX_ONLY, paired_difference, pick_prior
+
+    rng = np.random.default_rng(0)
+    floor = rng.random(1000)
+    spread = rng.normal(size=1000)
+    noisy = floor + 0.03 + (spread - spread.mean())  # margin 0.03, sd 1: interval about +-0.06
+    steady = floor + 0.02 + 0.01 * (spread - spread.mean())  # margin 0.02, sd 0.01
+    row = lambda name, w, v, dev="cpu": {"model": name, "index_prior": w, "device": dev,  # noqa: E731
+                                         "per_session": {"item recall@10": list(v)}}
+    results = [row("m", 0.0, noisy), row("m", 20.0, steady), row(INDEX_ONLY, 0.0, floor, None)]
+    assert noisy.mean() > steady.mean()
+    weight, margins = pick_prior(results, "item recall@10")
+    assert weight == 20.0
+    assert margins[0.0] == paired_difference(noisy, floor) and margins[20.0] == paired_difference(steady, floor)
+    assert margins[20.0]["lo"] > margins[0.0]["lo"]
+    with pytest.raises(RadgrError, match="index-only row"):
+        pick_prior(results[:2], "item recall@10")
+
+
+def test_cli_pick_prior_writes_the_weight_into_the_checkpoint(tiny_ckpt, tiny_index, tiny_dataset, tmp_path,
+                                                             monkeypatch, capsys):
+    from trainer.evaluate import evaluate, evaluate_index_only, paired_difference
+
+    ck = save_checkpoint(tiny_ckpt, tmp_path / "ck")
+    args = ["eval", "--model", ck, "--index", tiny_index.root, "--data", tiny_dataset.root, "--beam-width", 8,
+            "--max-sessions", 12, "--no-unconstrained", "--index-prior", 0, "--index-prior", 1e4]
+    code, _, stderr = run_cli(monkeypatch, capsys, *args, "--split", "valid", "--pick-prior", "sid mrr")
+    assert code == 0, stderr
+    # the same choice computed from evaluate() directly
+    ckpt = load_checkpoint(ck)
+    floor = evaluate_index_only(tiny_index, tiny_dataset, "valid", 8, 12)["per_session"]["sid mrr"]
+    margin = {w: paired_difference(evaluate(ckpt, tiny_index, tiny_dataset, "valid", 8, 16, 12,
+                                            unconstrained=False, index_prior=w)["per_session"]["sid mrr"], floor)
+              for w in (0.0, 1e4)}
+    want = max(margin, key=lambda w: (margin[w]["lo"], margin[w]["mean"]))
+    assert ckpt.index_prior == want and f"picked index prior {want:g}" in stderr
+    picked = ckpt.meta["index_prior_picked"]
+    assert picked["split"] == "valid" and picked["sessions"] == 12 and picked["weights"] == [0.0, 1e4]
+    code, _, stderr = run_cli(monkeypatch, capsys, *args, "--split", "test", "--pick-prior", "sid mrr")
+    assert code == 2 and "choose on the sessions it is judged on" in stderr
+    code, _, stderr = run_cli(monkeypatch, capsys, *args, "--split", "valid", "--pick-prior", "sid mrr",
+                              "--no-baselines")
+    assert code == 2 and "index-only row" in stderr
