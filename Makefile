@@ -192,20 +192,26 @@ BEST = runs/best
 # The best recipes (bench/results/model_vs_index.md), validated during training, the best checkpoint kept in
 # out/best. Home Depot: the query as its embedding only (short prompts), 2 item-text examples per session,
 # 8,000 steps of 64 (~75 min on one thread). Amazon: up to 20 epochs of 64, stopped after 3 validations without a
-# better item R@10 (~70 min on one thread), then its best checkpoint annealed: 300 steps of 16 at LR 1e-4
-# (BEST_ANNEAL_amazon, ~3 min). The final model of each: BEST_MODEL_<name>. The prior weights were chosen on valid.
+# better item R@10 (~70 min on one thread), then its best checkpoint annealed: 300 steps of 16 at LR 1e-4,
+# cosine to 0 (BEST_ANNEAL_amazon, ~5 min). The final model of each: BEST_MODEL_<name>.
 BEST_SFT_homedepot ?= --steps 8000 --batch-size 64 --lr 2e-3 --index-ratio 2 --text-inputs --max-query-tokens 0 \
 	--eval-every 1000 --eval-sessions 300 --eval-metric "item recall@100"
 BEST_SFT_amazon    ?= --epochs 20 --batch-size 64 --lr 2e-3 --text-inputs --eval-every 500 --eval-sessions 600 \
 	--patience 3 --eval-metric "item recall@10"
 BEST_ANNEAL_amazon ?= --steps 300 --batch-size 16 --lr 1e-4 --eval-every 100 --eval-sessions 600 \
 	--eval-metric "item recall@10"
+# Last, the index-prior weight surest to beat the index-only row on valid is written into the final model
+# (radgr eval --pick-prior; served by default): ~8 min (Home Depot, all valid) / ~12 min (Amazon, 3,000 valid).
+BEST_PICK_homedepot ?= --index-prior 0 --index-prior 5 --index-prior 20 --index-prior 50 \
+	--pick-prior "item recall@100"
+BEST_PICK_amazon    ?= --max-sessions 3000 --index-prior 0 --index-prior 20 --index-prior 50 \
+	--pick-prior "item recall@10"
 BEST_MODEL_homedepot = $(BEST)/homedepot/best
 BEST_MODEL_amazon    = $(BEST)/amazon/annealed/best
 PEERS_MODELS_homedepot ?= --model $(BEST_MODEL_homedepot)
 PEERS_MODELS_amazon    ?= --model $(BEST_MODEL_amazon)
 PEERS_EVAL_homedepot   ?= --index-prior 0 --index-prior 50
-PEERS_EVAL_amazon      ?= --index-prior 0 --index-prior 50 --rankings $(PEERS)/sasrec-amazon.json
+PEERS_EVAL_amazon      ?= --index-prior 0 --index-prior 20 --rankings $(PEERS)/sasrec-amazon.json
 quality-peers: peers-homedepot peers-amazon
 best-homedepot best-amazon: best-%: $(STAMP)
 	test -f runs/$*/index/manifest.json || $(MAKE) real-data
@@ -215,6 +221,8 @@ best-homedepot best-amazon: best-%: $(STAMP)
 	$(if $(BEST_ANNEAL_$*),resume=; test -f $(BEST)/$*/annealed/model/radgr.json && resume=--resume; \
 	$(BIN)/radgr train sft --data runs/$*/data --index runs/$*/index --init $(BEST)/$*/best \
 	  --out $(BEST)/$*/annealed $(BEST_ANNEAL_$*) --no-progress $$resume)
+	test -f $(BEST)/$*/pick_prior.json || $(BIN)/radgr eval --model $(BEST_MODEL_$*) --index runs/$*/index \
+	  --data runs/$*/data --split valid --no-unconstrained $(BEST_PICK_$*) --out $(BEST)/$*/pick_prior.json --markdown $(BEST)/$*/pick_prior.md
 peers-homedepot peers-amazon: peers-%: $(STAMP)
 	test -f runs/$*/index/manifest.json || $(MAKE) real-data
 	test -f $(BEST_MODEL_$*)/radgr.json || $(MAKE) best-$*
