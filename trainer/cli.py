@@ -61,19 +61,15 @@ def eval_command(
 def _record_picked_prior(cfg, results: list) -> None:
     """--pick-prior: the chosen weight (and how it was chosen) into the checkpoint's metadata, atomically."""
     from trainer.evaluate import pick_prior
-    from trainer.model import load_checkpoint, resolve_checkpoint, save_checkpoint
+    from trainer.model import update_checkpoint_meta
 
     weight, margins = pick_prior(results, cfg.pick_prior)
     for w, d in sorted(margins.items()):
         typer.echo(f"index prior {w:g}: {cfg.pick_prior} {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] "
                    "vs index only", err=True)
-    path = resolve_checkpoint(cfg.model[0])
-    ckpt = load_checkpoint(path)
-    ckpt.meta["index_prior"] = weight
-    ckpt.meta["index_prior_picked"] = {"split": cfg.split, "sessions": results[0]["sessions"],
-                                       "metric": cfg.pick_prior, "weights": sorted(margins),
-                                       "margin": margins[weight]}
-    save_checkpoint(ckpt, path)
+    picked = {"split": cfg.split, "sessions": results[0]["sessions"], "metric": cfg.pick_prior,
+              "weights": sorted(margins), "margin": margins[weight]}
+    path = update_checkpoint_meta(cfg.model[0], {"index_prior": weight, "index_prior_picked": picked})
     typer.echo(f"picked index prior {weight:g} ({cfg.pick_prior}); written to {path}", err=True)
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainer.evaluate import HEADLINE
+from trainer.evaluate import HEADLINE_NAMES
 from trainer.model import ScratchModelConfig
 from trainer.prompt import PromptConfig
 
@@ -51,9 +51,8 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _validation(self) -> RunConfig:
-        names = [f"{level} {key}" for level, key in HEADLINE]
-        if self.eval_metric not in names:
-            raise ValueError(f"eval_metric must be one of {', '.join(names)}")
+        if self.eval_metric not in HEADLINE_NAMES:
+            raise ValueError(f"eval_metric must be one of {', '.join(HEADLINE_NAMES)}")
         if self.patience is not None and self.eval_every is None:
             raise ValueError("patience needs eval_every (validation) to know when to stop")
         return self

@@ -45,6 +45,7 @@ NDCG_KS = (10, 50)
 CURVE_KS = tuple(2**i for i in range(10))  # recall-vs-K curves (plots), 1 ... 512
 HEADLINE = (("sid", "recall@128"), ("sid", "mrr"), ("item", "recall@10"), ("item", "recall@50"), ("item", "recall@100"),
             ("item", "ndcg@10"), ("item", "ndcg@50"), ("item", "mrr"))
+HEADLINE_NAMES = tuple(f"{level} {key}" for level, key in HEADLINE)  # per-session metrics: intervals, picking
 BOOTSTRAP_SAMPLES = 1000
 
 
@@ -433,9 +434,8 @@ class EvalConfig(BaseModel):
     def _picking(self) -> EvalConfig:
         if self.pick_prior is None:
             return self
-        names = [f"{level} {key}" for level, key in HEADLINE]
-        if self.pick_prior not in names:
-            raise ValueError(f"pick_prior must be one of {', '.join(names)}")
+        if self.pick_prior not in HEADLINE_NAMES:
+            raise ValueError(f"pick_prior must be one of {', '.join(HEADLINE_NAMES)}")
         if self.split == "test":
             raise ValueError("pick_prior on the test split would choose on the sessions it is judged on: use valid")
         if len(self.model) != 1 or not self.baselines:
@@ -503,8 +503,7 @@ def pick_prior(results: Sequence[dict[str, Any]], metric: str) -> tuple[float, d
 
     `results`: one model's rows (one per weight, `index_prior` set) and the index-only row, same sessions.
     Returns the weight and, per weight, its paired difference to the floor."""
-    floor = next((r for r in results if r["model"] == INDEX_ONLY and r.get("per_session")), None)
-    rows = [r for r in results if r.get("device") and r.get("per_session")]
+    floor, rows = floor_and_models(results)
     if floor is None or not rows:
         raise RadgrError("--pick-prior needs the model's rows and the index-only row (no --no-baselines)")
     if metric not in floor["per_session"]:
@@ -527,6 +526,12 @@ def _precheck_index(path: Path, index: SidIndex) -> None:
         raise RadgrError(
             f"checkpoint {path} was trained for index {trained_for}, but index {index.root} is {index.index_id}"
         )
+
+
+def floor_and_models(results: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The index-only row (None when absent) and the trained checkpoints' rows, those with per-session scores."""
+    floor = next((r for r in results if r["model"] == INDEX_ONLY and r.get("per_session")), None)
+    return floor, [r for r in results if r.get("per_session") and r.get("device")]
 
 
 def metric_cell(r: dict[str, Any], level: str, key: str) -> str:
@@ -562,13 +567,11 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
         cells += ["-" if free is None else f"{free:.2%}", f"{r['constrained']['invalid_rate']:.2%}"]
         cells += ["-" if r.get("sessions_per_s") is None else f"{r['sessions_per_s']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    floor = next((r for r in results if r["model"] == INDEX_ONLY and r.get("per_session")), None)
-    models = [r for r in results if r.get("per_session") and r.get("device")]  # trained checkpoints only
+    floor, models = floor_and_models(results)
     if floor is not None and models:
-        names = [f"{level} {key}" for level, key in HEADLINE]
         lines += ["", f"Paired difference to {INDEX_ONLY} on the same sessions (mean [95% interval]; * excludes 0):",
-                  "", "| model | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+                  "", "| model | " + " | ".join(HEADLINE_NAMES) + " |", "|" + "---|" * (len(HEADLINE_NAMES) + 1)]
         for r in models:
-            cells = [difference_cell(r, floor, name) for name in names]
+            cells = [difference_cell(r, floor, name) for name in HEADLINE_NAMES]
             lines.append(f"| {r.get('name') or r['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from sid_index.atomic import atomic_dir, complete_leftover, verify_checksums
+from sid_index.atomic import CHECKSUMS, atomic_dir, complete_leftover, verify_checksums
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex
 from sid_index.tokens import SidVocab, add_sid_tokens
@@ -235,6 +237,27 @@ def save_checkpoint(
             torch.save(state, tmp / STATE_FILE)
     ckpt.path = out
     return out
+
+
+def update_checkpoint_meta(path: str | Path, changes: dict[str, Any]) -> Path:
+    """Merge `changes` into a checkpoint's radgr.json without rewriting its weights (a 1.7B model is GBs):
+    the replacement folder hard-links every other file (copies them where links fail), then takes the old
+    one's place atomically, with fresh checksums. The folder is verified first: a damaged one stays as it is."""
+    path = resolve_checkpoint(path)
+    verify_checkpoint(path)
+    meta = {**json.loads((path / META_FILE).read_text()), **changes}
+    with atomic_dir(path, checksums=True) as tmp:
+        for src in path.rglob("*"):
+            rel = src.relative_to(path)
+            if src.is_dir() or rel.as_posix() in (META_FILE, CHECKSUMS):
+                continue
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, tmp / rel)
+            except OSError:
+                shutil.copy2(src, tmp / rel)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return path
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

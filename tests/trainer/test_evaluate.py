@@ -386,8 +386,10 @@ def test_cli_pick_prior_writes_the_weight_into_the_checkpoint(tiny_ckpt, tiny_in
     ck = save_checkpoint(tiny_ckpt, tmp_path / "ck")
     args = ["eval", "--model", ck, "--index", tiny_index.root, "--data", tiny_dataset.root, "--beam-width", 8,
             "--max-sessions", 12, "--no-unconstrained", "--index-prior", 0, "--index-prior", 1e4]
+    inode = (ck / "model.safetensors").stat().st_ino
     code, _, stderr = run_cli(monkeypatch, capsys, *args, "--split", "valid", "--pick-prior", "sid mrr")
     assert code == 0, stderr
+    assert (ck / "model.safetensors").stat().st_ino == inode  # the metadata changed, the weights were not rewritten
     # the same choice computed from evaluate() directly
     ckpt = load_checkpoint(ck)
     floor = evaluate_index_only(tiny_index, tiny_dataset, "valid", 8, 12)["per_session"]["sid mrr"]

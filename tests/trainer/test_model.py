@@ -1,5 +1,7 @@
 """Checkpoints round-trip; prompts are the same after a reload; a mismatched index is refused."""
 
+import json
+
 import pytest
 
 from sid_index.errors import RadgrError
@@ -44,3 +46,23 @@ def test_a_bad_index_prior_in_the_metadata_is_refused(tiny_ckpt, tmp_path, bad):
     save_checkpoint(tiny_ckpt, tmp_path / "ok")
     assert load_checkpoint(tmp_path / "ok").index_prior == 2.5
     del tiny_ckpt.meta["index_prior"]
+
+
+def test_a_metadata_update_keeps_the_weights_and_verifies(tiny_ckpt, tmp_path):
+    """update_checkpoint_meta changes radgr.json only: the weight file is the same inode (not rewritten), the
+    folder still passes its checksums, the other metadata is kept; a damaged folder is refused untouched."""
+    from trainer.model import update_checkpoint_meta
+
+    ck = save_checkpoint(tiny_ckpt, tmp_path / "ck")
+    weights = ck / "model.safetensors"
+    inode = weights.stat().st_ino
+    assert update_checkpoint_meta(ck, {"index_prior": 7.5, "note": {"a": 1}}) == ck
+    assert weights.stat().st_ino == inode
+    back = load_checkpoint(ck)  # verifies every checksum
+    assert back.index_prior == 7.5 and back.meta["note"] == {"a": 1}
+    assert back.meta["index_id"] == tiny_ckpt.meta["index_id"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # no temporary or old sibling left
+    (ck / "tokenizer.json").write_text("{}")
+    with pytest.raises(RadgrError, match="tokenizer.json: damaged"):
+        update_checkpoint_meta(ck, {"index_prior": 1.0})
+    assert json.loads((ck / "radgr.json").read_text())["index_prior"] == 7.5
