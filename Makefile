@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: test-fast quality-peers peers-homedepot peers-amazon best-homedepot best-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
+.PHONY: test-fast quality-peers peers-homedepot peers-amazon best-homedepot best-amazon grid-homedepot grid-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
 
 setup: $(STAMP)
 
@@ -192,13 +192,13 @@ BEST = runs/best
 # The best recipes (bench/results/model_vs_index.md), validated during training, the best checkpoint kept in
 # out/best. Home Depot: the query as its embedding only (short prompts), 2 item-text examples per session,
 # 8,000 steps of 64 (~75 min on one thread). Amazon: up to 20 epochs of 64, stopped after 3 validations without a
-# better item R@10 (~70 min on one thread), then its best checkpoint annealed: 300 steps of 16 at LR 1e-4,
-# cosine to 0 (BEST_ANNEAL_amazon, ~5 min). The final model of each: BEST_MODEL_<name>.
+# better item R@10 (~70 min on one thread), then its best checkpoint annealed: 1,000 steps of 64 at LR 1e-4,
+# cosine to 0 (BEST_ANNEAL_amazon, ~40 min). The final model of each: BEST_MODEL_<name>.
 BEST_SFT_homedepot ?= --steps 8000 --batch-size 64 --lr 2e-3 --index-ratio 2 --text-inputs --max-query-tokens 0 \
 	--eval-every 1000 --eval-sessions 300 --eval-metric "item recall@100"
 BEST_SFT_amazon    ?= --epochs 20 --batch-size 64 --lr 2e-3 --text-inputs --eval-every 500 --eval-sessions 600 \
 	--patience 3 --eval-metric "item recall@10"
-BEST_ANNEAL_amazon ?= --steps 300 --batch-size 16 --lr 1e-4 --eval-every 100 --eval-sessions 600 \
+BEST_ANNEAL_amazon ?= --steps 1000 --batch-size 64 --lr 1e-4 --eval-every 250 --eval-sessions 3000 \
 	--eval-metric "item recall@10"
 # Last, the index-prior weight surest to beat the index-only row on valid is written into the final model
 # (radgr eval --pick-prior; served by default): ~8 min (Home Depot, all valid) / ~12 min (Amazon, 3,000 valid).
@@ -206,21 +206,41 @@ BEST_PICK_homedepot ?= --index-prior 0 --index-prior 5 --index-prior 20 --index-
 	--pick-prior "item recall@100"
 BEST_PICK_amazon    ?= --max-sessions 3000 --index-prior 0 --index-prior 20 --index-prior 50 \
 	--pick-prior "item recall@10"
-BEST_MODEL_homedepot = $(BEST)/homedepot/best
-BEST_MODEL_amazon    = $(BEST)/amazon/annealed/best
+SEED ?= 0
+BEST_FINAL_homedepot = homedepot/best
+BEST_FINAL_amazon    = amazon/annealed/best
+BEST_MODEL_homedepot = $(BEST)/$(BEST_FINAL_homedepot)
+BEST_MODEL_amazon    = $(BEST)/$(BEST_FINAL_amazon)
 PEERS_MODELS_homedepot ?= --model $(BEST_MODEL_homedepot)
 PEERS_MODELS_amazon    ?= --model $(BEST_MODEL_amazon)
 PEERS_EVAL_homedepot   ?= --index-prior 0 --index-prior 50
 PEERS_EVAL_amazon      ?= --index-prior 0 --index-prior 20 --rankings $(PEERS)/sasrec-amazon.json
 quality-peers: peers-homedepot peers-amazon
+
+# The paper's comparison (issues 17, 20) from the converged recipe: `make best-<name>` for seeds 0-2 (seed 0
+# is $(BEST)'s run; seeds 1, 2 under $(GRID)/seed<n>), then every method and ablation from each seed's final
+# checkpoint, evaluated as the model alone (index prior 0) on the first $(GRID_SESSIONS) test sessions (Home
+# Depot: all 975). Resumable: run it again after an interruption. Results: $(GRID)/<name>/quality.md
+GRID = runs/grid
+GRID_SESSIONS ?= 2000
+GRID_SEED_DIRS = $(BEST) $(GRID)/seed1 $(GRID)/seed2
+GRID_SET_amazon    ?= --set pref.steps=200
+GRID_SET_homedepot ?= --set pref.steps=200
+grid-homedepot grid-amazon: grid-%: $(STAMP)
+	$(MAKE) best-$* SEED=0
+	$(MAKE) best-$* BEST=$(GRID)/seed1 SEED=1
+	$(MAKE) best-$* BEST=$(GRID)/seed2 SEED=2
+	$(BIN)/radgr bench quality --name "$* (converged SFT, model alone)" --data runs/$*/data --index runs/$*/index \
+	  --out $(GRID)/$* --preset real --seeds 0,1,2 $(foreach d,$(GRID_SEED_DIRS),--sft-checkpoint $(d)/$(BEST_FINAL_$*)) \
+	  --set eval.max_sessions=$(GRID_SESSIONS) --set "eval.index_prior=[0]" $(GRID_SET_$*)
 best-homedepot best-amazon: best-%: $(STAMP)
 	test -f runs/$*/index/manifest.json || $(MAKE) real-data
 	resume=; test -f $(BEST)/$*/model/radgr.json && resume=--resume; \
 	$(BIN)/radgr train sft --data runs/$*/data --index runs/$*/index --out $(BEST)/$* \
-	  $(BEST_SFT_$*) --no-progress $$resume
+	  $(BEST_SFT_$*) --seed $(SEED) --no-progress $$resume
 	$(if $(BEST_ANNEAL_$*),resume=; test -f $(BEST)/$*/annealed/model/radgr.json && resume=--resume; \
 	$(BIN)/radgr train sft --data runs/$*/data --index runs/$*/index --init $(BEST)/$*/best \
-	  --out $(BEST)/$*/annealed $(BEST_ANNEAL_$*) --no-progress $$resume)
+	  --out $(BEST)/$*/annealed $(BEST_ANNEAL_$*) --seed $(SEED) --no-progress $$resume)
 	test -f $(BEST)/$*/pick_prior.json || $(BIN)/radgr eval --model $(BEST_MODEL_$*) --index runs/$*/index \
 	  --data runs/$*/data --split valid --no-unconstrained $(BEST_PICK_$*) --out $(BEST)/$*/pick_prior.json --markdown $(BEST)/$*/pick_prior.md
 peers-homedepot peers-amazon: peers-%: $(STAMP)

@@ -301,12 +301,16 @@ def quality_command(
     name: Annotated[str, typer.Option(help="table title")] = "quality",
     preset: PresetOpt = "demo", seeds: SeedsOpt = "0,1,2", variant: VariantOpt = None, set_: SetOpt = None,
     sft_from: SftFromOpt = None, device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    sft_checkpoint: Annotated[list[Path] | None, typer.Option(
+        "--sft-checkpoint", help="the SFT checkpoint of each seed, in --seeds order (repeat; e.g. "
+        "`make best-<name> SEED=<n>`'s): the sft row and the preference runs' start, instead of training")] = None,
 ) -> None:
     """Every method and ablation from one SFT checkpoint per seed; mean ± std table. Re-run to continue."""
     from trainer.quality import PAPER_VARIANTS, run_quality
 
     cfg = _quality_config(preset, set_, name=name, data=data, index=index, out=out, seeds=_seeds(seeds),
-                          variants=variant or list(PAPER_VARIANTS), device=device, sft_from=sft_from)
+                          variants=variant or list(PAPER_VARIANTS), device=device, sft_from=sft_from,
+                          sft_checkpoints=sft_checkpoint or [])
     run_quality(cfg, log=lambda m: typer.echo(m, err=True))
     typer.echo((out / "quality.md").read_text(), nl=False)
     typer.echo(f"wrote {out / 'quality.json'}, {out / 'quality.md'}, {out / 'recall.png'}", err=True)

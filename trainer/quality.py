@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sid_index.atomic import atomic_file, write_json
 from sid_index.errors import RadgrError
@@ -81,6 +81,17 @@ class QualityConfig(BaseModel):
     baseline: bool = Field(True, description=f"add the '{POPULAR}' row")
     sft_from: Path | None = Field(None, description="experiment folder whose finished seed<n>/sft runs to start "
                                   "from instead of training one (same SFT examples and index required)")
+    sft_checkpoints: list[Path] = Field(default_factory=list, description="one SFT checkpoint per seed, in seed "
+                                        "order, trained elsewhere (e.g. `make best-<name> SEED=<n>`): the sft row "
+                                        "and every preference run's start")
+
+    @model_validator(mode="after")
+    def _one_sft_source(self) -> QualityConfig:
+        if self.sft_checkpoints and self.sft_from is not None:
+            raise ValueError("give sft_from or sft_checkpoints, not both")
+        if self.sft_checkpoints and len(self.sft_checkpoints) != len(self.seeds):
+            raise ValueError(f"{len(self.sft_checkpoints)} sft_checkpoints for {len(self.seeds)} seeds: one per seed")
+        return self
 
     @field_validator("variants")
     @classmethod
@@ -176,6 +187,17 @@ def _shared_sft(cfg: QualityConfig, seed: int, fingerprint: str) -> dict[str, An
     return json.loads((run / "train_done.json").read_text())
 
 
+def _given_sft(cfg: QualityConfig, seed: int) -> dict[str, Any]:
+    """The SFT checkpoint given for `seed` (sft_checkpoints), after checking it was trained for this index."""
+    from trainer.model import META_FILE, resolve_checkpoint
+
+    path = resolve_checkpoint(cfg.sft_checkpoints[cfg.seeds.index(seed)])
+    trained_for = json.loads((path / META_FILE).read_text()).get("index_id")
+    if trained_for != _index_id(cfg.index):
+        raise RadgrError(f"{path} was trained for index {trained_for}, not {cfg.index}")
+    return {"checkpoint": str(path), "seconds": None}
+
+
 def with_overrides(options: dict[str, dict[str, Any]], assignments: Sequence[str]) -> dict[str, dict[str, Any]]:
     """`stage.key=value` assignments (stage: sft, pref or eval; `key` may be dotted, e.g.
     sft.scratch.hidden_size=512; the value is read as JSON, else kept as text) applied to copies of
@@ -224,10 +246,17 @@ def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[
     _stage_configs(cfg, cfg.seeds[0], cfg.out, cfg.out)  # every option checked before anything trains
     popular = None
     fingerprint = sft_fingerprint(cfg.data) if cfg.sft_from else None
+    for seed in cfg.seeds:  # every given checkpoint checked before anything trains
+        if cfg.sft_checkpoints:
+            _given_sft(cfg, seed)
     for seed in cfg.seeds:
         root = cfg.out / f"seed{seed}"
-        sft = (_shared_sft(cfg, seed, fingerprint) if cfg.sft_from else
-               _train_once(_stage_configs(cfg, seed, root, root)["sft"], root / "sft", log))
+        if cfg.sft_checkpoints:
+            sft = _given_sft(cfg, seed)
+        elif cfg.sft_from:
+            sft = _shared_sft(cfg, seed, fingerprint)
+        else:
+            sft = _train_once(_stage_configs(cfg, seed, root, root)["sft"], root / "sft", log)
         configs = _stage_configs(cfg, seed, root, Path(sft["checkpoint"]))
         if cfg.baseline and not (root / slug(POPULAR) / "eval.json").is_file():
             popular = popular or _evaluate_popular(configs["eval"])  # the same for every seed

@@ -138,6 +138,20 @@ def test_tiny_grid_runs_resumes_and_reports(tiny_dataset, tiny_index, tmp_path):
         run_quality(twin.model_copy(update={"sft_from": tmp_path / "q3", "out": tmp_path / "q4"}))
     assert not (tmp_path / "q3" / "seed1" / "rad-dpo-softmax").exists()
 
+    # checkpoints trained elsewhere, one per seed: the sft row is that checkpoint, the preference runs start there
+    given = [tmp_path / "q" / f"seed{s}" / "sft" / "model" for s in (0, 1)]
+    elsewhere = cfg.model_copy(update={"out": tmp_path / "q5", "variants": ["sft", "dpo"], "sft_checkpoints": given})
+    logs.clear()
+    given_rows = run_quality(elsewhere, log=logs.append)
+    assert [m for m in logs if m.startswith("training")] == [f"training {tmp_path / 'q5' / f'seed{s}' / 'dpo'}"
+                                                              for s in (0, 1)]
+    assert given_rows["sft"]["values"]["SID MRR"] == rows["sft"]["values"]["SID MRR"]
+    assert json.loads((tmp_path / "q5" / "seed0" / "sft" / "eval.json").read_text())["train_s"] is None
+    with pytest.raises(RadgrError, match="was trained for index"):
+        run_quality(elsewhere.model_copy(update={"index": index, "out": tmp_path / "q6"}))
+    with pytest.raises(ValueError, match="one per seed"):
+        QualityConfig(**{**elsewhere.model_dump(), "seeds": [0]})
+
     # runs made with other settings are neither reused nor resumed into a changed experiment
     changed = cfg.model_copy(update={"pref": pref | {"steps": 3}})
     with pytest.raises(RadgrError, match=r"seed0/rad-dpo-softmax was trained with other settings \(steps 2 -> 3\)"):
@@ -187,6 +201,10 @@ def test_cli_rejects_unknown_variants_and_seeds(tiny_dataset, tiny_index, tmp_pa
     assert "Traceback" not in res.stderr and not (tmp_path / "q" / "seed0").exists()
     res = subprocess.run(base + ["--sft-from", str(tmp_path / "elsewhere")], capture_output=True, text=True)
     assert res.returncode == 2 and "elsewhere/seed0/sft: no finished SFT run to start from" in res.stderr
+    res = subprocess.run(base + ["--seeds", "0,1", "--sft-checkpoint", str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 2 and "1 sft_checkpoints for 2 seeds: one per seed" in res.stderr
+    res = subprocess.run(base + ["--seeds", "0", "--sft-checkpoint", str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 2 and "not a radgr checkpoint" in res.stderr and "Traceback" not in res.stderr
 
 
 @pytest.mark.slow
