@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: test-fast quality-peers peers-homedepot peers-amazon best-homedepot best-amazon grid-homedepot grid-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
+.PHONY: test-fast quality-peers peers-homedepot peers-amazon best-homedepot best-amazon grid-homedepot grid-amazon pref-budget-homedepot pref-budget-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
 
 setup: $(STAMP)
 
@@ -224,6 +224,13 @@ quality-peers: peers-homedepot peers-amazon
 GRID = runs/grid
 GRID_SESSIONS ?= 2000
 GRID_SEED_DIRS = $(BEST) $(GRID)/seed1 $(GRID)/seed2
+# The preference budget (issue 17): RAD-DPO and DPO from seed 0's final checkpoint, the model alone validated on
+# 1,000 valid sessions every 100 steps (bench/pref_budget.py; ~1 h per dataset on one thread). Its best step is
+# the pref.steps of GRID_SET_<name>. Results: bench/results/pref_budget_<name>.md
+pref-budget-homedepot pref-budget-amazon: pref-budget-%: $(STAMP)
+	test -f $(BEST_MODEL_$*)/radgr.json || $(MAKE) best-$*
+	$(BIN)/python bench/pref_budget.py --init $(BEST_MODEL_$*) --data runs/$*/data --index runs/$*/index \
+	  --out $(GRID)/curve/$* --markdown bench/results/pref_budget_$*.md
 GRID_SET_amazon    ?= --set pref.steps=200
 GRID_SET_homedepot ?= --set pref.steps=200
 grid-homedepot grid-amazon: grid-%: $(STAMP)

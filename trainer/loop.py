@@ -42,14 +42,17 @@ from trainer.data import (
     sample_negatives,
     session_rng,
 )
+from trainer.evaluate import HEADLINE, HEADLINE_NAMES
 from trainer.losses import common_prefix, dpo_loss, orpo_loss, rad_dpo_loss, sft_loss, simpo_loss
 from trainer.model import Checkpoint, load_checkpoint, load_state, new_model, save_checkpoint
 from trainer.packing import Packed, candidate_logps, pack
 from trainer.rdrw import QuantileTracker, SidVectors, eos_similarity
 
+VALIDATION_FIELDS = ["step", *HEADLINE_NAMES]
 METRICS = ["step", "epoch", "loss", "sft", "pref", "margin", "accuracy", "weight_mean", "lr", "grad_norm",
            "sessions_per_s", "valid"]
 BEST = "best"  # out/best: the checkpoint with the best validation metric (with eval_every)
+VALIDATION_FILE = "validation.csv"  # every headline metric at each validation: the curves beyond eval_metric
 
 
 @dataclass
@@ -176,18 +179,20 @@ class MetricsLog:
 
     def __init__(self, out: Path, resume_step: int, enabled: bool):
         self.path = out / "metrics.csv"
+        self.valid_path = out / VALIDATION_FILE
         self.enabled = enabled
         self.writer = None
         if not enabled:
             return
-        rows = []
-        if resume_step and self.path.is_file():
-            with open(self.path, newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
-        with atomic_file(self.path, "w") as fh:
-            w = csv.DictWriter(fh, fieldnames=METRICS)
-            w.writeheader()
-            w.writerows(rows)
+        for path, fields in ((self.path, METRICS), (self.valid_path, VALIDATION_FIELDS)):
+            rows = []
+            if resume_step and path.is_file():
+                with open(path, newline="") as fh:
+                    rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+            with atomic_file(path, "w") as fh:
+                w = csv.DictWriter(fh, fieldnames=fields)
+                w.writeheader()
+                w.writerows(rows)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -205,14 +210,19 @@ class MetricsLog:
                 if k != "step" and v != "":
                     self.writer.add_scalar(f"train/{k}", v, int(row["step"]))
 
-    def valid(self, step: int, value: float) -> None:
-        """The validation metric at `step`: its own metrics.csv row (the other columns empty) and TensorBoard."""
+    def valid(self, step: int, value: float, metrics: dict[str, float]) -> None:
+        """The validation metric at `step`: its own metrics.csv row (the other columns empty) and TensorBoard;
+        every headline metric (`metrics`) as a row of validation.csv."""
         if not self.enabled:
             return
         with open(self.path, "a", newline="") as fh:
             csv.DictWriter(fh, fieldnames=METRICS).writerow({"step": step, "valid": value})
+        with open(self.valid_path, "a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=VALIDATION_FIELDS).writerow({"step": step, **metrics})
         if self.writer is not None:
             self.writer.add_scalar("valid/metric", value, step)
+            for name, v in metrics.items():
+                self.writer.add_scalar(f"valid/{name}", v, step)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -404,7 +414,8 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
         """Score the current weights on valid; keep them in out/best when better. True: stop now (patience)."""
         stop = torch.zeros(1, device=acc.device)
         if acc.is_main_process:
-            value = _validation_metric(cfg, ckpt, index, dataset, acc.device)
+            metrics = _validation_metrics(cfg, ckpt, index, dataset, acc.device)
+            value = metrics[cfg.eval_metric]
             model.train()
             if best["value"] is None or value > best["value"]:
                 best.update(step=step, value=value, stale=0)
@@ -415,7 +426,7 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
                 best["stale"] += 1
             acc.print(f"step {step}: valid {cfg.eval_metric} {value:.4f} (best {best['value']:.4f} at {best['step']})")
             stop[0] = float(cfg.patience is not None and best["stale"] >= cfg.patience)
-            log.valid(step, value)
+            log.valid(step, value, metrics)
         return bool(acc.reduce(stop, reduction="sum").item() > 0)
 
     bar = tqdm(total=total, initial=start, disable=not (cfg.progress and acc.is_main_process), desc=stage)
@@ -485,15 +496,14 @@ def _record_prior(ckpt: Checkpoint, cfg: RunConfig) -> None:
         ckpt.meta["index_prior"] = weight
 
 
-def _validation_metric(cfg: RunConfig, ckpt, index: SidIndex, dataset, device) -> float:
-    """`cfg.eval_metric` of the current weights on the first `eval_sessions` valid sessions (trie beam search,
-    fused with the index prior the model is trained on)."""
+def _validation_metrics(cfg: RunConfig, ckpt, index: SidIndex, dataset, device) -> dict[str, float]:
+    """Every headline metric (`cfg.eval_metric` among them) of the current weights on the first `eval_sessions`
+    valid sessions (trie beam search, fused with the index prior the model is trained on)."""
     from trainer.evaluate import evaluate
 
     res = evaluate(ckpt, index, dataset, "valid", cfg.eval_width, 16, cfg.eval_sessions, str(device),
                    unconstrained=False, index_prior=getattr(cfg, "index_prior", 0.0))
-    level, key = cfg.eval_metric.split(" ", 1)
-    return float(res[level][key])
+    return {f"{level} {key}": float(res[level][key]) for level, key in HEADLINE}
 
 
 def _loss(cfg, stage, model, ref, batch: Batch, tracker, acc, sid_vectors: SidVectors | None = None

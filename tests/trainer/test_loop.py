@@ -262,9 +262,11 @@ def test_validation_keeps_the_best_checkpoint_and_stops_on_patience(tiny_dataset
 
     def scripted(cfg, ckpt, index, dataset, device):
         seen.append(ckpt.decoder.training)
-        return next(values)
+        value = next(values)
+        # the metric that picks (item recall@10, the default) scripted, every other one offset by its column
+        return {name: value + (name != "item recall@10") * i for i, name in enumerate(loop.HEADLINE_NAMES)}
 
-    monkeypatch.setattr(loop, "_validation_metric", scripted)
+    monkeypatch.setattr(loop, "_validation_metrics", scripted)
     cfg = sft_cfg(tiny_dataset, tiny_index, tmp_path, eval_every=1, patience=2)
     snapshots = {}
     train(cfg, on_step=lambda done, row: snapshots.setdefault(done, {
@@ -277,6 +279,11 @@ def test_validation_keeps_the_best_checkpoint_and_stops_on_patience(tiny_dataset
     with open(tmp_path / "metrics.csv") as fh:
         valid = [(int(r["step"]), float(r["valid"])) for r in csv.DictReader(fh) if r["valid"]]
     assert valid == [(1, 0.2), (2, 0.5), (3, 0.4), (4, 0.3)]
+    with open(tmp_path / "validation.csv") as fh:  # every headline metric, one row per validation
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert [float(r["sid mrr"]) for r in rows] == [0.2 + 1, 0.5 + 1, 0.4 + 1, 0.3 + 1]
+    assert [float(r["item recall@10"]) for r in rows] == [0.2, 0.5, 0.4, 0.3]
     assert (tmp_path / "loss.png").stat().st_size > 0
     before = load_checkpoint(tmp_path / "model").model.state_dict()
     train(cfg.model_copy(update={"resume": True}))  # a rerun (make's --resume) does not train past the stop
@@ -287,13 +294,14 @@ def test_validation_keeps_the_best_checkpoint_and_stops_on_patience(tiny_dataset
 def test_validation_metric_is_radgr_evals(sft_run, tiny_dataset, tiny_index, tmp_path):
     """The number that picks the best checkpoint is `radgr eval`'s on the same valid sessions."""
     from trainer.evaluate import evaluate
-    from trainer.loop import _validation_metric
+    from trainer.loop import _validation_metrics
 
     cfg = sft_cfg(tiny_dataset, tiny_index, tmp_path, eval_every=1, eval_sessions=5, eval_width=8,
                   eval_metric="sid mrr")
     ckpt = load_checkpoint(sft_run)
-    want = evaluate(ckpt, tiny_index, tiny_dataset, "valid", 8, 4, 5, unconstrained=False)["sid"]["mrr"]
-    assert _validation_metric(cfg, ckpt, tiny_index, tiny_dataset, "cpu") == want
+    want = evaluate(ckpt, tiny_index, tiny_dataset, "valid", 8, 4, 5, unconstrained=False)
+    got = _validation_metrics(cfg, ckpt, tiny_index, tiny_dataset, "cpu")
+    assert got["sid mrr"] == want["sid"]["mrr"] and got["item recall@10"] == want["item"]["recall@10"]
     with pytest.raises(ValueError, match="eval_metric must be one of"):
         sft_cfg(tiny_dataset, tiny_index, tmp_path, eval_every=1, eval_metric="accuracy")
     with pytest.raises(ValueError, match="patience needs eval_every"):

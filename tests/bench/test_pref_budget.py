@@ -1,0 +1,53 @@
+"""bench/pref_budget.py: the budget rule on hand-worked curves, and a tiny run end to end (resumable): each
+method's validation rows are its own training run's, step 0 is the SFT checkpoint evaluated on the same sessions."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer.evaluate import evaluate
+from trainer.model import load_checkpoint
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "pref_budget.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_pref_budget", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_budget_is_the_first_best_step(bench):
+    curve = [{"step": 100, "m": 0.2}, {"step": 200, "m": 0.3}, {"step": 300, "m": 0.3}, {"step": 400, "m": 0.1}]
+    assert bench.budget(curve, {"m": 0.25}, "m") == 200  # ties: the earlier, cheaper step
+    assert bench.budget(curve, {"m": 0.3}, "m") == 0  # nothing beat the start: no preference steps
+    assert bench.budget(curve, {"m": 0.5}, "m") == 0
+
+
+def test_tiny_curves_end_to_end(bench, served_path, tiny_dataset, tiny_index, tmp_path, capsys):
+    args = ["--init", str(served_path), "--data", str(tiny_dataset.root), "--index", str(tiny_index.root),
+            "--out", str(tmp_path / "curve"), "--steps", "2", "--eval-every", "1", "--eval-sessions", "5",
+            "--markdown", str(tmp_path / "budget.md")]
+    bench.main(args)
+    text = (tmp_path / "budget.md").read_text()
+    start = evaluate(load_checkpoint(served_path), tiny_index, tiny_dataset, "valid", 128, 16, 5, unconstrained=False)
+    assert f"| 0 (SFT) | {start['item']['recall@10']:.4f} | {start['item']['mrr']:.4f} |" in text
+    for method in bench.METHODS:
+        rows = bench.read_curve(tmp_path / "curve" / method)
+        assert [r["step"] for r in rows] == [1, 2]
+        meta = json.loads((tmp_path / "curve" / method / "model" / "radgr.json").read_text())
+        assert meta["stages"][-1]["stage"] == "pref" and meta["stages"][-1]["steps"] == 2
+    assert "| 2 | " in text and "- dpo: item recall@10 at" in text
+    before = (tmp_path / "curve" / "dpo" / "validation.csv").read_text()
+    bench.main(args)  # a rerun trains nothing and writes the same table
+    assert (tmp_path / "curve" / "dpo" / "validation.csv").read_text() == before
+    assert (tmp_path / "budget.md").read_text().split("\n")[3:] == text.split("\n")[3:]
