@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sid_index.atomic import atomic_file, write_json
 from sid_index.errors import RadgrError
-from trainer.evaluate import POPULAR_SIDS
+from trainer.evaluate import HEADLINE_NAMES, POPULAR_SIDS, bootstrap_ci, paired_difference
 
 # RAD-DPO's list-wise term in its two forms (trainer/losses.py), each row named by its form:
 # the softmax-DPO form (ours; the default of `radgr train pref`) and the paper's eq. 7
@@ -53,13 +53,14 @@ PAPER_VARIANTS = [v for v in VARIANTS if v != SID_SIGNAL]
 # (column, path in an eval result, format)
 COLUMNS = [
     ("SID R@8", ("sid", "recall@8")), ("SID R@64", ("sid", "recall@64")), ("SID R@128", ("sid", "recall@128")),
-    ("SID MRR", ("sid", "mrr")), ("item R@10", ("item", "recall@10")), ("item R@100", ("item", "recall@100")),
-    ("item R@500", ("item", "recall@500")), ("item MRR", ("item", "mrr")),
+    ("SID MRR", ("sid", "mrr")), ("item R@10", ("item", "recall@10")), ("item R@50", ("item", "recall@50")),
+    ("item R@100", ("item", "recall@100")), ("item R@500", ("item", "recall@500")),
+    ("item NDCG@10", ("item", "ndcg@10")), ("item MRR", ("item", "mrr")),
     ("invalid, free decode", ("unconstrained", "invalid_rate")), ("invalid, trie", ("constrained", "invalid_rate")),
     # synthetic data only: against every truly relevant exposed item (evaluate's "truth")
     ("truth SID R@128", ("truth", "recall@128")), ("truth SID MRR", ("truth", "mrr")),
 ]
-KEY_METRICS = ("SID R@128", "SID MRR")  # the columns compared against SFT and RAD-DPO
+KEY_METRICS = ("item R@10", "item NDCG@10", "SID MRR")  # the columns compared against SFT and RAD-DPO
 POPULAR = POPULAR_SIDS  # the baseline row: one ranking for every request (evaluate_popular)
 
 
@@ -321,9 +322,24 @@ def beyond_spread(a: Sequence[float], b: Sequence[float]) -> bool:
     return abs(diff) > 2 * se if se > 0 else diff != 0
 
 
+def seed_mean_sessions(results: Sequence[dict], column: str) -> np.ndarray | None:
+    """`column`'s per-session values averaged over the results' seeds (the same sessions in each); None when
+    a result lacks them (no per-session values kept, or a metric without them) or the sessions differ."""
+    level, key = dict(COLUMNS)[column]
+    name = f"{level} {key}"
+    per = [r.get("per_session") or {} for r in results]
+    if not results or name not in HEADLINE_NAMES or not all(name in p and "session_ids" in p for p in per):
+        return None
+    if len({tuple(p["session_ids"]) for p in per}) != 1:
+        return None
+    return np.mean([np.asarray(p[name], dtype=float) for p in per], axis=0)
+
+
 def aggregate(found: dict[str, list[dict]], refs: Sequence[str] = ("sft", RAD_DPO)) -> dict[str, Any]:
-    """Per variant: seeds, mean and std of every column, recall curves (mean), and the seed-paired
-    comparisons of KEY_METRICS against each variant of `refs`."""
+    """Per variant: seeds, mean and std of every column, the 95% bootstrap interval over sessions of the
+    seed-averaged metric (`ci95`, where per-session values were kept), recall curves (mean), and the
+    comparisons of KEY_METRICS against each variant of `refs`: the seed-paired difference (`beyond_spread`)
+    and the session-paired interval of the seed-averaged difference (`lo`, `hi`, `clear`)."""
     rows: dict[str, Any] = {}
     for v, results in found.items():
         if not results:
@@ -333,13 +349,16 @@ def aggregate(found: dict[str, list[dict]], refs: Sequence[str] = ("sft", RAD_DP
         for level in ("sid", "item"):
             ks = sorted({int(k) for r in results for k in r.get("curves", {}).get(level, {})})
             curves[level] = {k: float(np.mean([r["curves"][level][str(k)] for r in results])) for k in ks}
+        per_session = {c: seed_mean_sessions(results, c) for c, _ in COLUMNS}
         rows[v] = {
             "seeds": [r["seed"] for r in results],
             "train_s": [r["train_s"] for r in results if r.get("train_s") is not None],
             "eval_s": [r["wall_s"] for r in results if r.get("wall_s") is not None],
+            "sessions": results[0].get("sessions"),
             "values": vals,
             "mean": {c: float(np.mean(x)) for c, x in vals.items()},
             "std": {c: float(np.std(x, ddof=1)) if len(x) > 1 else 0.0 for c, x in vals.items()},
+            "ci95": {c: bootstrap_ci(x) for c, x in per_session.items() if x is not None},
             "curves": curves,
         }
     for v, row in rows.items():
@@ -347,21 +366,39 @@ def aggregate(found: dict[str, list[dict]], refs: Sequence[str] = ("sft", RAD_DP
         for ref in refs:
             if ref in rows and ref != v:
                 common = [s for s in row["seeds"] if s in rows[ref]["seeds"]]  # pairs: the same seed's runs
+                mine = [r for r in found[v] if r["seed"] in common]
+                theirs = [r for r in found[ref] if r["seed"] in common]
                 row["vs"][ref] = {}
                 for c in KEY_METRICS:
                     a = [row["values"][c][row["seeds"].index(s)] for s in common]
                     b = [rows[ref]["values"][c][rows[ref]["seeds"].index(s)] for s in common]
-                    row["vs"][ref][c] = {"diff": float(np.mean(a) - np.mean(b)) if common else float("nan"),
-                                         "seeds": len(common), "beyond_spread": beyond_spread(a, b)}
+                    cmp = {"diff": float(np.mean(a) - np.mean(b)) if common else float("nan"),
+                           "seeds": len(common), "beyond_spread": beyond_spread(a, b)}
+                    sa, sb = seed_mean_sessions(mine, c), seed_mean_sessions(theirs, c)
+                    if sa is not None and sb is not None and sa.shape == sb.shape:
+                        d = paired_difference(sa, sb)
+                        cmp |= {"lo": d["lo"], "hi": d["hi"], "clear": d["clear"]}
+                    row["vs"][ref][c] = cmp
     return rows
+
+
+def difference_text(cmp: dict[str, Any]) -> str:
+    """A comparison as a cell: the difference, its session interval where known, * when it is beyond both the
+    seed spread and the session interval (only the seed spread where no interval is known)."""
+    if "lo" not in cmp:
+        return f"{cmp['diff']:+.4f}{' *' if cmp['beyond_spread'] else ''}"
+    sure = cmp["clear"] and (cmp["beyond_spread"] or cmp["seeds"] < 2)
+    return f"{cmp['diff']:+.4f} [{cmp['lo']:+.4f}, {cmp['hi']:+.4f}]{' *' if sure else ''}"
 
 
 def markdown(rows: dict[str, Any], title: str) -> str:
     # columns no result has (the truth columns on real data) are left out
     columns = [(c, p) for c, p in COLUMNS if any(not math.isnan(r["mean"][c]) for r in rows.values())]
     head = ["method", "seeds"] + [c for c, _ in columns] + [f"{m} vs SFT" for m in KEY_METRICS] + ["train min"]
-    lines = [f"{title}: mean ± std over seeds; \"vs SFT\": mean of the per-seed differences (each seed's runs "
-             "start from that seed's SFT checkpoint), * when larger than twice its standard error", "",
+    lines = [f"{title}: mean over seeds ± half its 95% bootstrap interval over sessions (± the std over seeds "
+             "where no per-session values were kept). \"vs SFT\": the difference to the SFT row, each seed's runs "
+             "paired with that seed's SFT checkpoint, [95% interval over sessions]; * when the interval excludes "
+             "0 and the mean of the per-seed differences is beyond twice its standard error", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v, row in rows.items():
         cells = [v, str(len(row["seeds"]))]
@@ -370,13 +407,20 @@ def markdown(rows: dict[str, Any], title: str) -> str:
             if math.isnan(row["mean"][c]):  # not measured for this row (the baseline decodes nothing)
                 cells.append("–")
                 continue
-            cells.append(fmt.format(row["mean"][c]) + (f" ± {fmt.format(row['std'][c])}" if len(row["seeds"]) > 1
-                                                     else ""))
+            ci = row["ci95"].get(c)
+            spread = (ci[1] - ci[0]) / 2 if ci is not None else row["std"][c] if len(row["seeds"]) > 1 else None
+            cells.append(fmt.format(row["mean"][c]) + ("" if spread is None else f" ± {fmt.format(spread)}"))
         for m in KEY_METRICS:
             cmp = row["vs"].get("sft", {}).get(m)
-            cells.append("–" if cmp is None else f"{cmp['diff']:+.4f}{' *' if cmp['beyond_spread'] else ''}")
+            cells.append("–" if cmp is None else difference_text(cmp))
         cells.append(f"{np.mean(row['train_s']) / 60:.1f}" if row["train_s"] else "–")
         lines.append("| " + " | ".join(cells) + " |")
+    seeded = {v: r for v, r in rows.items() if len(r["seeds"]) > 1}
+    if seeded:
+        lines += ["", "Spread over seeds (std of each seed's value): "
+                  + "; ".join(f"{v} " + ", ".join(f"{m} {r['std'][m]:.4f}" for m in KEY_METRICS
+                                                  if not math.isnan(r["std"][m]))
+                              for v, r in seeded.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,7 @@ from sid_index.errors import RadgrError
 from trainer.quality import (
     POPULAR,
     PRESETS,
+    RAD_DPO,
     QualityConfig,
     aggregate,
     beyond_spread,
@@ -62,15 +63,52 @@ def test_aggregate_means_stds_and_comparisons():
     assert rad["mean"]["SID MRR"] == pytest.approx(0.3) and rad["std"]["SID MRR"] == pytest.approx(0.1)
     assert rad["curves"]["sid"] == {1: pytest.approx(0.3), 128: pytest.approx(0.9)}
     vs = rad["vs"]["sft"]
-    # per seed: R@128 0.4, 0.3, 0.2 -> mean 0.3, se 0.0577; MRR 0.1, 0.2, 0.3 -> mean 0.2, se 0.0577
-    assert vs["SID R@128"]["diff"] == pytest.approx(0.3) and vs["SID R@128"]["beyond_spread"]
+    # per seed: item R@10 equal -> 0, not beyond; MRR 0.1, 0.2, 0.3 -> mean 0.2, se 0.0577 -> beyond
+    assert vs["item R@10"]["diff"] == pytest.approx(0.0) and not vs["item R@10"]["beyond_spread"]
     assert vs["SID MRR"]["diff"] == pytest.approx(0.2) and vs["SID MRR"]["beyond_spread"]
+    assert "lo" not in vs["SID MRR"] and rad["ci95"] == {}  # no per-session values kept: no session interval
     assert vs["SID MRR"]["seeds"] == 3
     assert "sft" not in sft["vs"] and sft["vs"]["rad-dpo-softmax"]["SID MRR"]["diff"] == pytest.approx(-0.2)
     table = markdown(rows, "t")
-    assert "| rad-dpo-softmax | 3 | 0.4500 ± 0.0000 |" in table and "+0.3000 *" in table and "50.00% ± 0.00%" in table
-    assert table.rstrip().endswith("| – |")  # no training time in these results
+    assert "| rad-dpo-softmax | 3 | 0.4500 ± 0.0000 |" in table and "+0.2000 *" in table and "50.00% ± 0.00%" in table
+    assert "rad-dpo-softmax item R@10 0.0000, SID MRR 0.1000" in table  # the seed spread (NDCG: not measured)
+    assert [line for line in table.splitlines() if line.startswith("|")][-1].endswith("| – |")  # no train time
     assert "truth" not in table  # no result knows the truth: its columns are left out
+
+
+def with_sessions(result: dict, values: dict[str, list[float]]) -> dict:
+    """`result` with per-session values of some metrics (and those metrics' means to match)."""
+    for name, v in values.items():
+        level, key = name.split(" ")
+        result[level][key] = float(np.mean(v))
+    return result | {"per_session": {"session_ids": ["a", "b", "c", "d"], **values}}
+
+
+def test_aggregate_intervals_over_sessions_of_the_seed_mean():
+    """ci95: the bootstrap interval of the per-session values averaged over seeds; vs SFT: the paired interval
+    of the seed-averaged per-session differences, * only when it excludes 0 and the seeds agree."""
+    from trainer.evaluate import bootstrap_ci, paired_difference
+
+    sft_r10 = {0: [0, 1, 0, 0], 1: [0, 1, 1, 0]}
+    rad_r10 = {0: [1, 1, 1, 0], 1: [1, 1, 1, 1]}
+    found = {
+        "sft": [with_sessions(fake_result(s, "sft", 0.5, 0.1), {"item recall@10": v}) for s, v in sft_r10.items()],
+        RAD_DPO: [with_sessions(fake_result(s, RAD_DPO, 0.5, 0.1), {"item recall@10": v}) for s, v in rad_r10.items()],
+    }
+    rows = aggregate(found)
+    sft_mean, rad_mean = np.array([0, 1, 0.5, 0]), np.array([1, 1, 1, 0.5])
+    assert rows["sft"]["ci95"]["item R@10"] == bootstrap_ci(sft_mean)
+    assert set(rows["sft"]["ci95"]) == {"item R@10"}  # the other columns kept no per-session values
+    cmp = rows[RAD_DPO]["vs"]["sft"]["item R@10"]
+    want = paired_difference(rad_mean, sft_mean)
+    assert (cmp["lo"], cmp["hi"], cmp["clear"]) == (want["lo"], want["hi"], want["clear"])
+    table = markdown(rows, "t")
+    lo, hi = rows[RAD_DPO]["ci95"]["item R@10"]
+    assert f"| {RAD_DPO} | 2 |" in table and f"{rad_mean.mean():.4f} ± {(hi - lo) / 2:.4f}" in table
+    assert f"{cmp['diff']:+.4f} [{cmp['lo']:+.4f}, {cmp['hi']:+.4f}]" in table
+    # seeds scored on other sessions are not averaged session by session
+    found["sft"][1]["per_session"]["session_ids"] = ["a", "b", "c", "e"]
+    assert "item R@10" not in aggregate(found)["sft"]["ci95"]
 
 
 @pytest.mark.slow
