@@ -230,7 +230,10 @@ GRID_SEED_DIRS = $(BEST) $(GRID)/seed1 $(GRID)/seed2
 pref-budget-homedepot pref-budget-amazon: pref-budget-%: $(STAMP)
 	test -f $(BEST_MODEL_$*)/radgr.json || $(MAKE) best-$*
 	$(BIN)/python bench/pref_budget.py --init $(BEST_MODEL_$*) --data runs/$*/data --index runs/$*/index \
-	  --out $(GRID)/curve/$* --markdown bench/results/pref_budget_$*.md
+	  --out $(GRID)/curve/$* --markdown bench/results/pref_budget_$*.md $(GRID_PREF)
+# The preference options of the grid (and its budget curve): the real preset's, at the LR and batch of the
+# beta sweep on the converged Amazon model (bench/results/beta_sweep_amazon.md).
+GRID_PREF = --set pref.lr=1e-4 --set pref.batch_size=16 --set pref.rdrw_warmup=1024
 GRID_SET_amazon    ?= --set pref.steps=200
 GRID_SET_homedepot ?= --set pref.steps=200
 grid-homedepot grid-amazon: grid-%: $(STAMP)
@@ -239,7 +242,7 @@ grid-homedepot grid-amazon: grid-%: $(STAMP)
 	$(MAKE) best-$* BEST=$(GRID)/seed2 SEED=2
 	$(BIN)/radgr bench quality --name "$* (converged SFT, model alone)" --data runs/$*/data --index runs/$*/index \
 	  --out $(GRID)/$* --preset real --seeds 0,1,2 $(foreach d,$(GRID_SEED_DIRS),--sft-checkpoint $(d)/$(BEST_FINAL_$*)) \
-	  --set eval.max_sessions=$(GRID_SESSIONS) --set "eval.index_prior=[0]" $(GRID_SET_$*)
+	  --set eval.max_sessions=$(GRID_SESSIONS) --set "eval.index_prior=[0]" $(GRID_PREF) $(GRID_SET_$*)
 best-homedepot best-amazon: best-%: $(STAMP)
 	test -f runs/$*/index/manifest.json || $(MAKE) real-data
 	resume=; test -f $(BEST)/$*/model/radgr.json && resume=--resume; \

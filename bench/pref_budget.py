@@ -3,8 +3,9 @@
     python bench/pref_budget.py --init runs/best/amazon/annealed/best --data runs/amazon/data \\
         --index runs/amazon/index --out runs/grid/curve/amazon --markdown bench/results/pref_budget_amazon.md
 
-Each method trains with the options `radgr bench quality --preset real` gives every preference run (only
-the step count and the validation differ), validating the model alone on the first --eval-sessions valid
+Each method trains with the options `radgr bench quality --preset real` gives every preference run, changed
+by the same --set pref.KEY=VALUE options the grid passes (only the step count and the validation differ),
+validating the model alone on the first --eval-sessions valid
 sessions every --eval-every steps (every headline metric lands in <run>/validation.csv). Step 0 is the SFT
 checkpoint itself on the same sessions. The table: item R@10 and MRR and SID MRR against the step, and the
 step count where validation stopped improving (the budget `make grid-<name>` uses for every method).
@@ -27,12 +28,13 @@ SHOWN = ("item recall@10", "item mrr", "sid mrr")
 def train_curve(args: argparse.Namespace, variant: str) -> Path:
     from trainer.config import PrefConfig
     from trainer.loop import train
-    from trainer.quality import PRESETS, VARIANTS, slug
+    from trainer.quality import PRESETS, VARIANTS, slug, with_overrides
 
     out = args.out / slug(variant)
     if (out / "train_done.json").is_file():
         return out
-    opts = {**PRESETS["real"][1], **VARIANTS[variant], "steps": args.steps, "eval_every": args.eval_every,
+    pref = with_overrides({"pref": PRESETS["real"][1]}, args.set or [])["pref"]
+    opts = {**pref, **VARIANTS[variant], "steps": args.steps, "eval_every": args.eval_every,
             "eval_sessions": args.eval_sessions, "eval_metric": "item recall@10"}
     resume = (out / "model" / "trainer_state.pt").is_file()
     train(PrefConfig(data=args.data, index=args.index, init=args.init, out=out, seed=args.seed, progress=False,
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--eval-sessions", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", help="pref.KEY=VALUE: as radgr bench quality --set (repeatable)")
     p.add_argument("--markdown", type=Path)
     args = p.parse_args(argv)
     from sid_index.atomic import atomic_file

@@ -36,7 +36,7 @@ def test_budget_is_the_first_best_step(bench):
 def test_tiny_curves_end_to_end(bench, served_path, tiny_dataset, tiny_index, tmp_path, capsys):
     args = ["--init", str(served_path), "--data", str(tiny_dataset.root), "--index", str(tiny_index.root),
             "--out", str(tmp_path / "curve"), "--steps", "2", "--eval-every", "1", "--eval-sessions", "5",
-            "--markdown", str(tmp_path / "budget.md")]
+            "--markdown", str(tmp_path / "budget.md"), "--set", "pref.lr=3e-4", "--set", "pref.num_negatives=5"]
     bench.main(args)
     text = (tmp_path / "budget.md").read_text()
     start = evaluate(load_checkpoint(served_path), tiny_index, tiny_dataset, "valid", 128, 16, 5, unconstrained=False)
@@ -46,6 +46,8 @@ def test_tiny_curves_end_to_end(bench, served_path, tiny_dataset, tiny_index, tm
         assert [r["step"] for r in rows] == [1, 2]
         meta = json.loads((tmp_path / "curve" / method / "model" / "radgr.json").read_text())
         assert meta["stages"][-1]["stage"] == "pref" and meta["stages"][-1]["steps"] == 2
+        trained = json.loads((tmp_path / "curve" / method / "train_config.json").read_text())
+        assert (trained["lr"], trained["num_negatives"], trained["batch_size"]) == (3e-4, 5, 8)  # --set over the preset
     assert "| 2 | " in text and "- dpo: item recall@10 at" in text
     before = (tmp_path / "curve" / "dpo" / "validation.csv").read_text()
     bench.main(args)  # a rerun trains nothing and writes the same table
