@@ -46,7 +46,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from server.engine import BatchingEngine  # noqa: E402
 from server.settings import ServerSettings  # noqa: E402
-from sid_index.index import SidIndex, load_index, write_index  # noqa: E402
+from sid_index.index import MANIFEST_FILE, SidIndex, load_index, write_index  # noqa: E402
 from trainer.model import ScratchModelConfig, load_checkpoint, new_model, save_checkpoint  # noqa: E402
 from trainer.prompt import PromptConfig  # noqa: E402
 
@@ -61,7 +61,7 @@ HISTORY = 50
 
 
 def build_index(root: Path, n_sids: int, seed: int = 0) -> SidIndex:
-    if (root / "manifest.json").is_file():
+    if (root / MANIFEST_FILE).is_file():
         return load_index(root)
     rng = np.random.default_rng(seed)
     codes = np.unique(np.stack([rng.integers(0, k, n_sids * 2) for k in CODEBOOKS], 1), axis=0)
@@ -108,7 +108,7 @@ class HFGenerate:
         self.model = ckpt.model.eval()
 
     def run(self, prompts: list[list[int]], width: int) -> list[np.ndarray]:
-        from server.beam_search import left_pad
+        from sid_index.decoding import left_pad
 
         ck, vocab, con = self.ckpt, self.ckpt.vocab, self.con
         ids, mask, _ = left_pad(prompts, ck.pad_id, next(self.model.parameters()).device)

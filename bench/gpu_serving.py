@@ -43,7 +43,7 @@ from bench.beam import HFGenerate, is_valid, make_prompts  # noqa: E402
 from bench.index_scale import skewed_codes  # noqa: E402
 from loadtest.report import RunSummary, capacity_search, format_runs, summarize  # noqa: E402
 from server.engine import BatchingEngine, BatchStats, DeadlineExceeded, Hits, QueueFull  # noqa: E402
-from sid_index.index import SidIndex, load_index, write_index  # noqa: E402
+from sid_index.index import MANIFEST_FILE, SidIndex, load_index, write_index  # noqa: E402
 from trainer.model import ScratchModelConfig, load_checkpoint, new_model, save_checkpoint  # noqa: E402
 from trainer.prompt import PromptConfig  # noqa: E402
 
@@ -60,7 +60,7 @@ SIZES = {
 
 
 def build_index(root: Path, n_sids: int, sizes: tuple[int, ...]) -> SidIndex:
-    if (root / "manifest.json").is_file():
+    if (root / MANIFEST_FILE).is_file():
         return load_index(root)
     codes = skewed_codes(n_sids, sizes)
     return load_index(write_index(root, [f"B{i:09d}" for i in range(len(codes))], codes, list(sizes)))

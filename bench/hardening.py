@@ -32,6 +32,9 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server.client import RetrievalClient  # noqa: E402
+
 BODY = {"query": "garden chair", "top_k": 5}
 
 
@@ -48,15 +51,13 @@ def start(model: str, index: str, log: Path, **env) -> tuple[subprocess.Popen, s
     proc = subprocess.Popen([str(Path(sys.executable).with_name("radgr")), "serve"], env=environ,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    client = RetrievalClient(url, timeout_s=2)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
+        if client.ready()[0] is not None:
+            return proc, url
         time.sleep(0.5)
     proc.kill()
     raise SystemExit("server not ready after 240 s")
@@ -85,7 +86,7 @@ def huge_body(url: str) -> dict[str, float]:
     t.start()
     payload = b'{"query": "a", "top_k": 3, "user": {"k": "' + b"v " * 5_000_000 + b'"}}'
     t0 = time.perf_counter()
-    r = httpx.post(f"{url}/v1/retrieve", content=payload, headers={"content-type": "application/json"}, timeout=60)
+    r = RetrievalClient(url).retrieve_response(content=payload)
     answer_ms = (time.perf_counter() - t0) * 1e3
     time.sleep(0.2)
     stop.set()

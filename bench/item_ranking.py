@@ -21,8 +21,8 @@ import argparse
 import numpy as np
 import torch
 
-from server.beam_search import IndexPrior, beam_search
 from sid_index.data.schema import load_dataset
+from sid_index.decoding import IndexPrior, beam_search
 from sid_index.index import load_index
 from trainer.data import build_examples, embed_prompt_texts
 from trainer.evaluate import bootstrap_ci, paired_difference, prior_request_vectors, ranked_items, ranking_metrics

@@ -26,6 +26,8 @@ from locust import HttpUser, events, task
 from locust.exception import StopUser
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
+from server.api import RETRIEVE_PATH
+
 REQUESTS_FILE = os.environ.get("RADGR_LOAD_REQUESTS", "")
 USER_RATE = float(os.environ.get("RADGR_LOAD_USER_RATE", "1"))
 DURATION_S = float(os.environ.get("RADGR_LOAD_DURATION_S", "60"))
@@ -33,7 +35,7 @@ LOG_FILE = os.environ.get("RADGR_LOAD_LOG", "")
 TIMEOUT_S = float(os.environ.get("RADGR_LOAD_TIMEOUT_S", "30"))
 SEED = int(os.environ.get("RADGR_LOAD_SEED", "0"))
 TOKEN = os.environ.get("RADGR_API_TOKEN", "")
-ENDPOINT = "/v1/retrieve"
+ENDPOINT = RETRIEVE_PATH
 
 
 def _read_mix(path: str) -> list[dict]:

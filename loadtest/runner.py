@@ -17,14 +17,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from loadtest.report import RunSummary, summarize
+from server.client import RetrievalClient
 from sid_index.atomic import write_json
 from sid_index.errors import RadgrError
 
@@ -68,19 +67,7 @@ def is_loopback(url: str) -> bool:
 
 def wait_ready(url: str, wait_s: float = 0.0, token: str | None = None) -> dict:
     """The server's /readyz answer once it is ready; a clear error if it is not within `wait_s`."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            resp = httpx.get(url.rstrip("/") + "/readyz", headers=headers, timeout=5)
-            if resp.status_code == 200:
-                return resp.json()
-            why = f"/readyz answered {resp.status_code}: {resp.text[:200]}"
-        except httpx.HTTPError as exc:
-            why = f"cannot connect ({type(exc).__name__}: {exc})"
-        if time.monotonic() >= deadline:
-            raise RadgrError(f"server {url} is not ready: {why}")
-        time.sleep(0.5)
+    return RetrievalClient(url, token).wait_ready(wait_s)
 
 
 def run_load(cfg: LoadConfig) -> RunSummary:

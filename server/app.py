@@ -11,7 +11,6 @@ uvicorn's graceful shutdown lets in-flight requests finish before the engine is 
 import asyncio
 import json
 import logging
-import re
 import secrets
 import time
 import uuid
@@ -24,161 +23,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictInt,
-    StrictStr,
-    StringConstraints,
-    create_model,
-    model_validator,
-)
 from starlette.concurrency import run_in_threadpool
 
+from server.api import (
+    HEALTH_PATH,
+    METRICS_PATH,
+    READY_PATH,
+    RETRIEVE_PATH,
+    ErrorResponse,
+    Hit,
+    RetrieveResponse,
+    request_model,
+)
 from server.engine import BatchingEngine, DeadlineExceeded, QueueFull
 from server.metrics import ServerMetrics
+from server.middleware import REQUEST_ID, BodyLimit, ClientSlots
 from server.retriever import Retriever, UnknownSkus, model_version
 from server.settings import ServerSettings, with_checkpoint_prior
+from sid_index.index import load_index
+from trainer.model import load_checkpoint
 
 log = logging.getLogger("radgr.server")
 DRAIN_MARGIN_S = 0.5  # before the shutdown grace period ends, requests still running answer 503
-
-
-class RetrieveBase(BaseModel):
-    """Fields and rules shared by every server's request model (limits come from its settings)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="after")
-    def _not_empty(self):
-        if not (self.query and self.query.strip()) and not self.history:
-            raise ValueError("a request needs a non-empty query or a history (or both)")
-        return self
-
-
-def request_model(s: ServerSettings) -> type[BaseModel]:
-    """The request schema with this server's limits in it, so the OpenAPI spec states them. Types are strict
-    ("5" is not a number, 5 is not a text) and every string and list is bounded."""
-    sku = Annotated[StrictStr, StringConstraints(min_length=1, max_length=s.max_sku_chars)]
-    user_text = Annotated[StrictStr, StringConstraints(max_length=s.max_user_chars)]
-    return create_model(
-        "RetrieveRequest",
-        __base__=RetrieveBase,
-        query=(StrictStr | None, Field(None, max_length=s.max_query_chars, description="search query text")),
-        history=(
-            list[sku],
-            Field(default_factory=list, max_length=s.max_history, description="SKU ids the user saw, oldest first"),
-        ),
-        user=(
-            dict[user_text, user_text],
-            Field(default_factory=dict, max_length=s.max_user_features, description="user features, name -> value"),
-        ),
-        top_k=(StrictInt, Field(100, ge=1, le=s.max_top_k, description="SKUs to return")),
-        beam_width=(StrictInt | None, Field(None, ge=1, le=s.max_beam_width, description=f"default {s.beam_width}")),
-    )
-
-
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # a client's X-Request-ID is echoed only when it looks like one
-
-
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets 413 before the app reads it (by its
-    Content-Length, or, when streamed, as soon as the running total passes the limit); POST bodies
-    that are not JSON get 415. Nothing else is parsed or buffered here."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if ctype != b"application/json":
-            return await _reject(send, 415, "the request body must be JSON (Content-Type: application/json)")
-        try:
-            declared = int(headers.get(b"content-length", b"0") or 0)
-        except ValueError:
-            return await _reject(send, 400, "bad Content-Length")
-        if declared > self.limit:
-            return await _reject(send, 413, f"request body over {self.limit} bytes")
-        seen = 0
-        state = {"replied": False, "rejected": False}
-
-        async def bounded_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit and not state["replied"]:
-                    state["replied"] = state["rejected"] = True
-                    await _reject(send, 413, f"request body over {self.limit} bytes")
-                    return {"type": "http.disconnect"}  # the app stops reading; its own answer is dropped
-            return message
-
-        async def guarded_send(message):
-            if state["rejected"]:
-                return
-            state["replied"] = state["replied"] or message["type"] == "http.response.start"
-            await send(message)
-
-        await self.app(scope, bounded_receive, guarded_send)
-
-
-async def _reject(send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
-class Hit(BaseModel):
-    sku_id: str = Field(description="the SKU, as `sku_id` in the data schema")
-    sku: str = Field(description="deprecated alias of `sku_id` (removed in the next release)", deprecated=True)
-    sid: str = Field(description="Semantic ID, e.g. <a_3><b_17><c_5>")
-    score: float = Field(description="log-probability of the SKU: its SID's under the model (fused with the "
-                         "index prior when one is set) minus log of the number of SKUs sharing that SID; items "
-                         "are ranked by it")
-    rank: int = Field(description="rank of the SID among the decoded ones (0 = best)")
-
-
-class RetrieveResponse(BaseModel):
-    request_id: str
-    items: list[Hit]
-    beam_width: int
-    reachable: int = Field(description="distinct SKUs the decoded SIDs hold; below top_k, only that many items "
-                           "could be returned at this beam width")
-    model: str
-    index: str
-    engine: str
-    timing_ms: dict[str, float]
-
-
-class ErrorResponse(BaseModel):
-    detail: Any
-
-
-class ClientSlots:
-    """Requests in flight per client address (uvicorn's, after trusted X-Forwarded-For): one client, a flood
-    or a runaway batch job, cannot take every `max_pending` slot and starve the others; past its share it
-    gets 429 at once, before any work."""
-
-    def __init__(self, limit: int | None):
-        self.limit = limit
-        self.counts: dict[str, int] = {}
-
-    def take(self, client: str) -> bool:
-        n = self.counts.get(client, 0)
-        if self.limit is not None and n >= self.limit:
-            return False
-        self.counts[client] = n + 1
-        return True
-
-    def give_back(self, client: str) -> None:
-        n = self.counts.pop(client) - 1
-        if n:
-            self.counts[client] = n
 
 
 @dataclass
@@ -191,9 +57,6 @@ class Loaded:
 
 def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
     """Checkpoint + index + engine, checked against each other (raises RadgrError on a mismatch)."""
-    from sid_index.index import load_index
-    from trainer.model import load_checkpoint
-
     index = load_index(settings.index)
     ckpt = load_checkpoint(settings.model, with_model=False)
     settings = with_checkpoint_prior(settings, ckpt.index_prior)
@@ -203,7 +66,7 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
     retriever = Retriever(ckpt, index, index_prior=settings.index_prior)  # checks the pair before any engine starts
     common = dict(max_batch=settings.max_batch_requests, max_pending=settings.max_pending,
                   on_batch=metrics.observe_batch)
-    if native:
+    if native:  # the engine chosen is imported, not both: importing vLLM costs seconds
         from server.native_engine import NativeEngine
 
         engine: BatchingEngine = NativeEngine(ckpt, index, settings.device, settings.score_eos, settings.index_prior,
@@ -314,7 +177,7 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
         response = await call_next(request)
         ms = (time.perf_counter() - start) * 1e3
         response.headers["x-request-id"] = rid
-        if request.url.path == "/v1/retrieve":
+        if request.url.path == RETRIEVE_PATH:
             metrics.requests.labels(str(response.status_code)).inc()
             if response.status_code >= 400:
                 metrics.errors.labels(str(response.status_code)).inc()
@@ -338,7 +201,7 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
 
     per_client = ClientSlots(settings.max_pending_per_client)
 
-    @app.post("/v1/retrieve", response_model=RetrieveResponse, responses=responses, dependencies=[Depends(authorize)])
+    @app.post(RETRIEVE_PATH, response_model=RetrieveResponse, responses=responses, dependencies=[Depends(authorize)])
     async def retrieve(body: Req, request: Request):  # type: ignore[valid-type]
         """The best `top_k` SKUs for a query and/or a history, from trie-constrained beam search."""
         start = time.perf_counter()
@@ -384,7 +247,8 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
         metrics.latency.observe(total)
         return RetrieveResponse(
             request_id=request.state.request_id,
-            items=[Hit(sku_id=i.sku, sku=i.sku, sid=i.sid, score=i.score, rank=i.rank) for i in items],
+            items=[Hit(sku_id=i.sku, sku=i.sku, sid=i.sid, score=i.score, rank=i.rank,
+                       title=loaded.retriever.title_of(i.sku) if body.with_titles else None) for i in items],
             beam_width=width,
             reachable=reachable,
             model=loaded.model_version,
@@ -394,12 +258,12 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
                        **({} if embed_s is None else {"text_embedding": round(embed_s * 1e3, 3)})},
         )
 
-    @app.get("/healthz")
+    @app.get(HEALTH_PATH)
     async def healthz():
         """Alive (the process answers); says nothing about the model."""
         return {"status": "ok"}
 
-    @app.get("/readyz", responses={503: {"model": ErrorResponse}})
+    @app.get(READY_PATH, responses={503: {"model": ErrorResponse}})
     async def readyz():
         """Ready: model and index loaded and warmed up; 503 while loading, after a failed start-up or when draining."""
         if state["error"] is not None:
@@ -410,7 +274,7 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
         return {"status": "ready", "model": loaded.model_version, "index": loaded.index_id,
                 "engine": loaded.engine.name}
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get(METRICS_PATH, include_in_schema=False)
     async def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -101,60 +101,42 @@ def query_command(
     ),
     top_k: Annotated[int, typer.Option(help="SKUs to return")] = 10,
     beam_width: Annotated[int | None, typer.Option(help="beam width (server default when omitted)")] = None,
+    titles: Annotated[bool, typer.Option(help="show each item's catalog title (indexes built with titles)")] = True,
     url: Annotated[str, typer.Option(help="server URL")] = "http://127.0.0.1:8000",
     wait_s: Annotated[float, typer.Option(help="wait up to this long for the server to be ready")] = 0.0,
     token: Annotated[str | None, typer.Option(envvar="RADGR_API_TOKEN", help="bearer token")] = None,
 ) -> None:
-    """Send one retrieval request to a running server and print the ranked SKUs."""
-    import time
-
-    import httpx
+    """Send one retrieval request to a running server and print the ranked SKUs (with their titles)."""
+    from server.client import RetrievalClient
 
     if not (query and query.strip()) and not history:
         raise RadgrError("give a query, or at least one --history SKU (or both)")
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() >= deadline:
-            raise RadgrError(f"server at {url} is not ready")
-        time.sleep(0.5)
     features = {}
     for item in user or []:
         name, sep, value = item.partition("=")
         if not sep:
             raise RadgrError(f"--user {item!r}: expected name=value")
         features[name] = value
-    body = {"query": query, "history": history or [], "user": features, "top_k": top_k}
-    if beam_width is not None:
-        body["beam_width"] = beam_width
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    r = httpx.post(f"{url}/v1/retrieve", json=body, headers=headers, timeout=60)
-    if r.status_code != 200:
-        raise RadgrError(f"server answered {r.status_code}: {_reason(r)}")
-    out = r.json()
-    typer.echo(f"request {body}")
+    client = RetrievalClient(url, token)
+    client.wait_ready(wait_s)
+    out = client.retrieve(query, history, features, top_k, beam_width, with_titles=titles)
+    typer.echo(f"query {query!r}" + (f"  history {history}" if history else "") + (f"  user {features}" if features
+                                                                                     else ""))
     typer.echo(f"model {out['model']}  index {out['index']}  engine {out['engine']}  beam width {out['beam_width']}  "
                f"{out['timing_ms']['total']:.1f} ms")
-    for i, item in enumerate(out["items"]):
-        typer.echo(f"{i + 1:4d}  {item['sku_id']:<16} {item['sid']:<24} {item['score']:9.3f}")
+    typer.echo(results_table(out["items"]))
     if out.get("reachable", top_k) < top_k:
         typer.echo(f"(only {out['reachable']} SKUs were reachable from {out['beam_width']} beams; "
                    "a wider --beam-width reaches more)")
 
 
-def _reason(response) -> str:
-    """One line out of an error response: FastAPI's `detail`, as a message or a list of field errors."""
-    try:
-        detail = response.json().get("detail")
-    except ValueError:
-        return response.text[:300]
-    if isinstance(detail, list):
-        return "; ".join(f"{'.'.join(str(x) for x in e.get('loc', [])[1:]) or 'request'}: {e.get('msg')}"
-                         for e in detail if isinstance(e, dict))
-    if isinstance(detail, dict):
-        return str(detail.get("msg") or detail)
-    return str(detail)
+def results_table(items: list[dict]) -> str:
+    """Ranked items as aligned columns: rank, SKU, SID, score, and the title where there is one."""
+    sku_w = max([len("SKU")] + [len(i["sku_id"]) for i in items])
+    sid_w = max([len("SID")] + [len(i["sid"]) for i in items])
+    has_titles = any(i.get("title") for i in items)
+    lines = [f"{'#':>4}  {'SKU':<{sku_w}}  {'SID':<{sid_w}}  {'score':>9}" + ("  title" if has_titles else "")]
+    for n, i in enumerate(items, 1):
+        title = f"  {i.get('title') or ''}" if has_titles else ""
+        lines.append(f"{n:4d}  {i['sku_id']:<{sku_w}}  {i['sid']:<{sid_w}}  {i['score']:9.3f}{title}")
+    return "\n".join(lines)

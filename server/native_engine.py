@@ -14,9 +14,9 @@ import time
 import numpy as np
 import torch
 
-from server.beam_search import IndexPrior, beam_search
 from server.engine import BatchingEngine, BatchStats, Hits
-from sid_index.index import SidIndex
+from sid_index.decoding import IndexPrior, beam_search
+from sid_index.index import SidIndex, load_centroids
 from trainer.model import Checkpoint
 
 
@@ -31,10 +31,9 @@ class NativeEngine(BatchingEngine):
         self.constraint = index.constraint(device)
         self.score_eos = score_eos
         self.device = device
-        self.index_prior = index_prior  # weight of the index's retrieval score (server.beam_search.IndexPrior)
+        self.index_prior = index_prior  # weight of the index's retrieval score (sid_index.decoding.IndexPrior)
         self.centroids = None
         if index_prior > 0:
-            from sid_index.index import load_centroids
 
             self.centroids = load_centroids(index)
 

@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from server.engine import Hits
+from sid_index.atomic import CHECKSUMS
+from sid_index.embed import CachedEncoder, resolve_model
 from sid_index.errors import RadgrError
-from sid_index.index import SidIndex, scored_items
+from sid_index.index import SidIndex, load_centroids, scored_items
+from sid_index.retrieve import embedding_model_of, request_vector
 from sid_index.tokens import format_sid, sid_tokens
 from trainer.data import history_codes
 from trainer.model import Checkpoint
@@ -62,7 +65,6 @@ def check_compatible(ckpt: Checkpoint, index: SidIndex) -> None:
 def model_version(ckpt: Checkpoint) -> str:
     """Folder name plus a short fingerprint of its files: of its checksums.json (the SHA-256 of every file,
     verified when it was loaded), else of the metadata and weight files' sizes and first MiB."""
-    from sid_index.atomic import CHECKSUMS
 
     root = Path(ckpt.path)
     name = root.parent.name if root.name == "model" else root.name
@@ -97,14 +99,11 @@ class Retriever:
         self.encoder = None  # the index's text model: for checkpoints with text inputs and for the index prior
         self.centroids = None  # the index's RQ-KMeans centroids, for the index prior
         if index_prior > 0:
-            from sid_index.index import load_centroids
 
             self.centroids = load_centroids(index)
             if len(self.centroids) != index.levels:
                 raise RadgrError(f"index prior: index {index.root} has no RQ-KMeans centroids (built from given codes)")
         if ckpt.text_model is not None or index_prior > 0:
-            from sid_index.embed import CachedEncoder, resolve_model
-            from sid_index.retrieve import embedding_model_of
 
             text = ckpt.text_model
             model = (resolve_model(text.get("embedding_model"), text.get("embedding_fingerprint")) if text
@@ -123,7 +122,6 @@ class Retriever:
         of one request; raises `UnknownSkus` like `prompt`."""
         import time
 
-        from sid_index.retrieve import request_vector
 
         codes = self._history_codes(history)
         prompt = self.prompts.request(query, codes, dict(user) if user else None)
@@ -148,6 +146,10 @@ class Retriever:
     def reachable(self, hits: Hits) -> int:
         """Distinct SKUs of all decoded SIDs: the most `items` can return."""
         return len({sku for codes in hits.codes.tolist() for sku in self.index.skus_of(codes)})
+
+    def title_of(self, sku: str) -> str | None:
+        """The SKU's catalog title, where the index keeps titles."""
+        return self.index.title_of(sku)
 
     def items(self, hits: Hits, top_k: int) -> list[Item]:
         """The best `top_k` SKUs of the beam, each scored by its share of its SID's probability (log p(SID) -

@@ -25,7 +25,7 @@ vector in its slot) and submits them as a mixed-mode `EmbedsPrompt` whose token 
 ones, every position taken from the embeddings; the logits processor still reads the beam's SID
 prefix from those ids, and vLLM's prefix cache hashes the embeddings block by block.
 
-With an index prior (`server.beam_search.IndexPrior`) the driver adds each candidate code's prior
+With an index prior (`sid_index.decoding.IndexPrior`) the driver adds each candidate code's prior
 gain, weight * (2 r.c - |c|^2) with r the request vector minus the beam's prefix centroids, to
 its log-prob before picking beams: every allowed code of a beam comes back (k = the level's
 largest fan-out), so this is the same search as the native engine's.
@@ -43,7 +43,7 @@ import torch
 
 from server.engine import BatchingEngine, BatchStats, Hits
 from server.settings import ServerSettings, with_checkpoint_prior
-from sid_index.index import SidIndex
+from sid_index.index import SidIndex, load_centroids, load_index
 from trainer.model import Checkpoint
 
 LEVEL_ARG = "radgr_level"
@@ -53,8 +53,6 @@ CONFIG_KEY = "radgr"
 def _processor_class():
     """Defined lazily: importing vllm costs seconds and is not needed by the native engine."""
     from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
-
-    from sid_index.index import load_index
 
     class TrieLogitsProcessor(LogitsProcessor):
         """Masked log-softmax over the SID trie for requests tagged with a SID level (others untouched)."""
@@ -164,7 +162,6 @@ class VllmEngine(BatchingEngine):
         self.token_embedding = _token_embedding(ckpt.path) if self.text_inputs is not None else None
         self.centroids = None  # per level [K, D] float64, when the server fuses the index prior
         if settings.index_prior > 0:
-            from sid_index.index import load_centroids
 
             self.centroids = [np.asarray(c, dtype=np.float64) for c in load_centroids(index)]
         self.llm = None

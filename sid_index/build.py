@@ -114,4 +114,5 @@ def build_index(cfg: IndexConfig, progress: bool = True) -> Path:
         centroids=rq.centroids,
         meta=meta,
         overwrite=cfg.overwrite,
+        titles=catalog["title"].to_pylist(),
     )

@@ -7,6 +7,8 @@
     trie_l{l}_offsets.npy   CSR trie of valid SIDs, level by level (see sid_index.trie)
     trie_l{l}_codes.npy
     centroids_l{l}.npy      RQ-KMeans codebooks (when built from embeddings)
+    sku_titles.marisa       marisa BytesTrie: sku_id -> catalog title, cut to TITLE_CHARS (when given):
+                            what a person reads next to a result (`radgr query`, `with_titles`)
 
 `index_id` (a hash of the file checksums) names the index; checkpoints trained for it
 record it, and the server refuses a checkpoint trained for another index.
@@ -33,6 +35,9 @@ from sid_index.trie import TrieArrays, build_trie, unique_sids
 FORMAT = "radgr-sid-index"
 FORMAT_VERSION = 1
 SKU_SEP = "\t"
+MANIFEST_FILE = "manifest.json"
+TITLES_FILE = "sku_titles.marisa"
+TITLE_CHARS = 200  # a title as shown next to a result; the full text stays in the catalog
 
 
 def sid_key(codes: Iterable[int]) -> str:
@@ -46,6 +51,7 @@ class SidIndex:
     trie: TrieArrays
     sku_to_sid: marisa_trie.RecordTrie
     sid_to_skus: marisa_trie.BytesTrie
+    titles: marisa_trie.BytesTrie | None = None  # indexes built without titles have none
 
     @property
     def index_id(self) -> str:
@@ -74,6 +80,13 @@ class SidIndex:
         hit = self.sku_to_sid.get(sku_id)
         return tuple(hit[0]) if hit else None
 
+    def title_of(self, sku_id: str) -> str | None:
+        """The SKU's catalog title (cut to TITLE_CHARS), or None: unknown SKU, or an index without titles."""
+        if self.titles is None or "\x00" in sku_id:
+            return None
+        hit = self.titles.get(sku_id)
+        return hit[0].decode("utf-8") if hit else None
+
     def skus_of(self, codes: Sequence[int]) -> list[str]:
         """SKUs sharing a SID, most popular first; [] for a SID not in the index."""
         hit = self.sid_to_skus.get(sid_key(codes))
@@ -83,7 +96,7 @@ class SidIndex:
         return [self.skus_of(row) for row in np.asarray(codes).tolist()]
 
     def constraint(self, device: str = "cpu", **kwargs):
-        from sid_index.constraint import SidConstraint
+        from sid_index.constraint import SidConstraint  # torch: only the decoders need it, not data or index tools
 
         return SidConstraint(self.trie, device=device, **kwargs)
 
@@ -115,8 +128,10 @@ def write_index(
     centroids: Sequence[np.ndarray] | None = None,
     meta: dict[str, Any] | None = None,
     overwrite: bool = True,
+    titles: Sequence[str] | None = None,
 ) -> Path:
-    """Write an index for SKUs with their codes [N, L]; SKUs sharing a SID are ordered by popularity."""
+    """Write an index for SKUs with their codes [N, L]; SKUs sharing a SID are ordered by popularity;
+    `titles` (one per SKU) are kept for display."""
     codes = np.asarray(codes, dtype=np.int64)
     n = len(sku_ids)
     if codes.shape != (n, len(codebook_sizes)):
@@ -145,6 +160,11 @@ def write_index(
         for level in range(trie.levels):
             np.save(tmp / f"trie_l{level}_offsets.npy", trie.offsets[level])
             np.save(tmp / f"trie_l{level}_codes.npy", trie.codes[level])
+        if titles is not None:
+            if len(titles) != n:
+                raise ValueError(f"{len(titles)} titles for {n} SKUs")
+            marisa_trie.BytesTrie((sku, str(t)[:TITLE_CHARS].encode("utf-8"))
+                                  for sku, t in zip(sku_ids, titles, strict=True)).save(str(tmp / TITLES_FILE))
         for level, c in enumerate(centroids or []):
             np.save(tmp / f"centroids_l{level}.npy", np.asarray(c, dtype=np.float32))
         files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir())}
@@ -165,18 +185,18 @@ def write_index(
             "files": files,
         }
         manifest.pop("recon", None)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return Path(out)
 
 
 def load_index(path: str | Path, verify: bool = True, mmap: bool = True) -> SidIndex:
     """Open an index directory; refuses a missing, damaged or other-version artifact with a clear message."""
     root = Path(path)
-    mpath = root / "manifest.json"
+    mpath = root / MANIFEST_FILE
     if not root.is_dir():
         raise IndexFormatError(f"{root}: no such index directory")
     if not mpath.exists():
-        raise IndexFormatError(f"{root}: not a SID index (no manifest.json)")
+        raise IndexFormatError(f"{root}: not a SID index (no {MANIFEST_FILE})")
     try:
         manifest = json.loads(mpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -212,7 +232,14 @@ def load_index(path: str | Path, verify: bool = True, mmap: bool = True) -> SidI
     else:
         sku_map.load(str(root / "sku_to_sid.marisa"))
         sid_map.load(str(root / "sid_to_skus.marisa"))
-    return SidIndex(root=root, manifest=manifest, trie=trie, sku_to_sid=sku_map, sid_to_skus=sid_map)
+    titles = None
+    if TITLES_FILE in manifest["files"]:
+        titles = marisa_trie.BytesTrie()
+        if mmap:
+            titles.mmap(str(root / TITLES_FILE))
+        else:
+            titles.load(str(root / TITLES_FILE))
+    return SidIndex(root=root, manifest=manifest, trie=trie, sku_to_sid=sku_map, sid_to_skus=sid_map, titles=titles)
 
 
 def load_centroids(index: SidIndex) -> list[np.ndarray]:

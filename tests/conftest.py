@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import torch
 
+from server.client import RetrievalClient
 from sid_index.build import IndexConfig, build_index
 from sid_index.data.schema import load_dataset, write_dataset
 from sid_index.data.synthetic import make_synthetic
@@ -98,16 +98,14 @@ def serve_process(model, index, log_path: Path, timeout: float = 240.0, command:
     with log_path.open("w") as log:
         proc = subprocess.Popen(argv, env=environ, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    client = RetrievalClient(url, timeout_s=2)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
                 raise AssertionError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+            if client.ready()[0] is not None:
+                break
             if time.monotonic() > deadline:
                 raise AssertionError(f"server not ready after {timeout} s:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.5)

@@ -334,6 +334,7 @@ def denoise_command(
     from sid_index.build import IndexConfig, build_index
     from sid_index.data.synthetic import config_from_options, write_synthetic
     from sid_index.errors import RadgrError
+    from sid_index.index import MANIFEST_FILE
     from trainer.quality import RAD_DPO, denoise_report, finished_sft, run_quality
 
     try:
@@ -350,7 +351,7 @@ def denoise_command(
         if not (root / "data" / "sessions.parquet").is_file():
             write_synthetic(root / "data", config_from_options(items=items, sessions=sessions, seed=0,
                                                                pseudo_negative_share=share), overwrite=True)
-        if not (index / "manifest.json").is_file():
+        if not (index / MANIFEST_FILE).is_file():
             build_index(IndexConfig(dataset=root / "data", out=index, codebook_sizes=sizes), progress=False)
         cfg = _quality_config(preset, set_, name=f"pseudo-negative share {share:g}", data=root / "data", index=index,
                               out=root, seeds=seed_list, variants=variants, device=device, sft_from=sft_from,

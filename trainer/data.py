@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from sid_index.data.schema import Dataset
-from sid_index.embed import item_texts
+from sid_index.embed import embed_texts, item_texts, resolve_model
 from sid_index.index import SidIndex
 from trainer.prompt import PromptBuilder
 
@@ -117,7 +117,6 @@ def embed_prompt_texts(ex: Examples, text_model: dict | None, override: str | Pa
     """Fill `ex.text_vectors` with the text model's embeddings of `ex.texts` (nothing when `text_model`
     is None: a checkpoint without text inputs). Item texts are embedded as the whole catalog, in one
     call, so that the index build's embedding cache answers them."""
-    from sid_index.embed import embed_texts, resolve_model
 
     if text_model is None:
         return ex

@@ -35,9 +35,14 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sid_index.data.schema import RELEVANT_GRADE, Dataset
+from sid_index.data.schema import RELEVANT_GRADE, Dataset, load_dataset
+from sid_index.decoding import IndexPrior, beam_search
+from sid_index.embed import embed_texts
 from sid_index.errors import RadgrError
-from sid_index.index import SidIndex, scored_items
+from sid_index.index import SidIndex, load_centroids, load_index, scored_items
+from sid_index.retrieve import IndexRetriever, embedding_model_of, request_vector
+from trainer.data import build_examples, embed_prompt_texts, history_codes
+from trainer.model import META_FILE, load_checkpoint, resolve_checkpoint
 
 SID_KS = (8, 64, 128)
 ITEM_KS = (10, 50, 100, 500)
@@ -206,7 +211,6 @@ def _fixed_rankings(name: str, index: SidIndex, dataset: Dataset, split: str, wi
                     max_sessions: int | None, rank, timed: bool) -> dict[str, Any]:
     """Metrics of rankings made without a model, `rank(ex, n)` -> one SID list per session, on the sessions
     `evaluate` scores (the split's sessions with a positive in the index, in order). `timed`: report sessions/s."""
-    from trainer.data import build_examples
 
     start = time.perf_counter()
     ex = build_examples(dataset, index, None, split)
@@ -243,9 +247,6 @@ def request_vectors(ex, n: int, dataset: Dataset, split: str, index: SidIndex, c
                     embedding_model: Path | None = None) -> list[np.ndarray | None]:
     """The index-only request vector of the first `n` sessions of `ex` (`sid_index.retrieve.request_vector`):
     the query's embedding by the index's text model, else the history's SID vectors, else None."""
-    from sid_index.embed import embed_texts
-    from sid_index.retrieve import embedding_model_of, request_vector
-    from trainer.data import history_codes
 
     table = dataset.split(split)
     requests = {s: (q, h) for s, q, h in zip(table["session_id"].to_pylist(), table["query"].to_pylist(),
@@ -270,7 +271,6 @@ def evaluate_index_only(
     Each session's request vector (query embedding, else recency-weighted history SID vectors) is
     matched against every SID's centroid sum; the `width` nearest SIDs are its ranking.
     """
-    from sid_index.retrieve import IndexRetriever
 
     def rank(ex, n: int) -> list[list[tuple[int, ...]]]:
         retriever = IndexRetriever(index)
@@ -287,7 +287,6 @@ def prior_request_vectors(ex, n: int, dataset: Dataset, split: str, index: SidIn
                           embedding_model: Path | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     """The index's centroids and the request vectors [n, D] the index prior scores SIDs against (zeros for a
     session with neither query nor history: no prior); refuses an index without RQ-KMeans centroids."""
-    from sid_index.index import load_centroids
 
     centroids = load_centroids(index)
     if len(centroids) != index.levels:
@@ -317,10 +316,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of one checkpoint (`trainer.model.Checkpoint`) on one split; see the module docstring.
 
-    `index_prior` > 0 fuses the index's own retrieval score into the search (`server.beam_search.IndexPrior`)
+    `index_prior` > 0 fuses the index's own retrieval score into the search (`sid_index.decoding.IndexPrior`)
     with that weight, from the same request vectors as the index-only row."""
-    from server.beam_search import IndexPrior, beam_search
-    from trainer.data import build_examples, embed_prompt_texts
 
     start = time.perf_counter()
     dev = torch.device(device)
@@ -463,9 +460,6 @@ class EvalConfig(BaseModel):
 
 def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:
     """Evaluate every checkpoint of `cfg` on one index and dataset; fails before any work on a bad path."""
-    from sid_index.data.schema import load_dataset
-    from sid_index.index import load_index
-    from trainer.model import load_checkpoint, resolve_checkpoint
 
     if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
         raise RadgrError(f"--device {cfg.device}: CUDA is not available on this machine")
@@ -516,7 +510,6 @@ def pick_prior(results: Sequence[dict[str, Any]], metric: str) -> tuple[float, d
 
 def _precheck_index(path: Path, index: SidIndex) -> None:
     """Refuse a checkpoint trained for another index from its metadata alone (`check_index` reruns after loading)."""
-    from trainer.model import META_FILE
 
     try:
         trained_for = json.loads((path / META_FILE).read_text()).get("index_id")

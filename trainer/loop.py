@@ -32,7 +32,7 @@ from sid_index.data.schema import load_dataset
 from sid_index.embed import item_texts
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids, load_index
-from sid_index.retrieve import prior_scores
+from sid_index.retrieve import IndexRetriever, prior_scores
 from trainer.config import MIN_DEFAULT_STEPS, RunConfig, SFTConfig
 from trainer.data import (
     Examples,
@@ -42,7 +42,7 @@ from trainer.data import (
     sample_negatives,
     session_rng,
 )
-from trainer.evaluate import HEADLINE, HEADLINE_NAMES
+from trainer.evaluate import HEADLINE, HEADLINE_NAMES, evaluate, request_vectors
 from trainer.losses import common_prefix, dpo_loss, orpo_loss, rad_dpo_loss, sft_loss, simpo_loss
 from trainer.model import Checkpoint, load_checkpoint, load_state, new_model, save_checkpoint
 from trainer.packing import Packed, candidate_logps, pack
@@ -92,7 +92,6 @@ class RequestPrior:
 
 def index_negatives(ex: Examples, prior: RequestPrior, index: SidIndex, pool: int) -> list[np.ndarray]:
     """The `pool` SIDs nearest each example's request vector, minus its positives, nearest first."""
-    from sid_index.retrieve import IndexRetriever
 
     retriever = IndexRetriever(index)
     found = [i for i, v in enumerate(prior.vectors) if v is not None]
@@ -480,7 +479,6 @@ def default_index_ratio(dataset, split: str = "train") -> float:
 
 def request_prior(ex: Examples, dataset, split: str, index: SidIndex, weight: float) -> RequestPrior:
     """`RequestPrior` of every example of `ex` (rows of `split`)."""
-    from trainer.evaluate import request_vectors
 
     centroids = load_centroids(index)
     if len(centroids) != index.levels:
@@ -499,7 +497,6 @@ def _record_prior(ckpt: Checkpoint, cfg: RunConfig) -> None:
 def _validation_metrics(cfg: RunConfig, ckpt, index: SidIndex, dataset, device) -> dict[str, float]:
     """Every headline metric (`cfg.eval_metric` among them) of the current weights on the first `eval_sessions`
     valid sessions (trie beam search, fused with the index prior the model is trained on)."""
-    from trainer.evaluate import evaluate
 
     res = evaluate(ckpt, index, dataset, "valid", cfg.eval_width, 16, cfg.eval_sessions, str(device),
                    unconstrained=False, index_prior=getattr(cfg, "index_prior", 0.0))

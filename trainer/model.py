@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sid_index.atomic import CHECKSUMS, atomic_dir, complete_leftover, verify_checksums
 from sid_index.errors import RadgrError
-from sid_index.index import SidIndex
+from sid_index.index import SidIndex, load_centroids
+from sid_index.retrieve import embedding_model_of
 from sid_index.tokens import SidVocab, add_sid_tokens
 from trainer.prompt import PromptBuilder, PromptConfig
 from trainer.text_inputs import TEXT_INPUTS_FILE, TEXT_VECTOR_TOKEN, TextInputLM, TextInputs
@@ -178,8 +179,6 @@ def new_model(
         model = scratch_model(tokenizer, scratch, seed)
     module, text_meta = None, None
     if text_inputs:
-        from sid_index.index import load_centroids
-        from sid_index.retrieve import embedding_model_of
 
         centroids = load_centroids(index)
         if len(centroids) != index.levels:

@@ -30,10 +30,24 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from sid_index.data.schema import Dataset
+from sid_index.data.schema import Dataset, load_dataset
+from sid_index.embed import embed_texts, item_texts
 from sid_index.errors import RadgrError
-from sid_index.index import SidIndex
-from trainer.evaluate import ITEM_KS, RankingScores, difference_cell, metric_cell, truth_targets
+from sid_index.index import SidIndex, load_index
+from sid_index.retrieve import embedding_model_of
+from trainer.data import build_examples
+from trainer.evaluate import (
+    ITEM_KS,
+    POPULAR_SIDS,
+    EvalConfig,
+    RankingScores,
+    difference_cell,
+    evaluate_index_only,
+    evaluate_models,
+    metric_cell,
+    truth_targets,
+)
+from trainer.model import META_FILE, resolve_checkpoint
 
 OURS_PREFIX = "radgr SFT: "  # our model rows in the peer tables (a checkpoint path follows)
 DEPTH = max(ITEM_KS)  # items each peer ranks per session
@@ -108,7 +122,6 @@ def bm25_peer(dataset: Dataset, req: Requests, depth: int = DEPTH) -> Peer:
         import Stemmer
     except ImportError:
         raise RadgrError("the BM25 peer needs `pip install bm25s PyStemmer` (the project's `peers` extra)") from None
-    from sid_index.embed import item_texts
 
     skus = dataset.catalog["sku_id"].to_pylist()
     stemmer = Stemmer.Stemmer("english")
@@ -130,8 +143,6 @@ def bm25_peer(dataset: Dataset, req: Requests, depth: int = DEPTH) -> Peer:
 
 def item_embeddings(dataset: Dataset, index: SidIndex, embedding_model: Path | None) -> tuple[np.ndarray, Path]:
     """MiniLM embeddings of every catalog item's text, by the index's text model (its build cache answers)."""
-    from sid_index.embed import embed_texts, item_texts
-    from sid_index.retrieve import embedding_model_of
 
     model = embedding_model_of(index, embedding_model)
     emb, _ = embed_texts(item_texts(dataset.catalog), model, progress=False)
@@ -150,7 +161,6 @@ def _inner_product_search(items: np.ndarray, queries: np.ndarray, depth: int) ->
 def dense_peer(dataset: Dataset, index: SidIndex, req: Requests, embedding_model: Path | None = None,
                depth: int = DEPTH) -> Peer:
     """The query's MiniLM embedding against every item's (not quantised: what the index's SIDs approximate)."""
-    from sid_index.embed import embed_texts
 
     skus = dataset.catalog["sku_id"].to_pylist()
 
@@ -260,7 +270,6 @@ def run_peers(index: SidIndex, dataset: Dataset, split: str = "test", width: int
               max_sessions: int | None = None, embedding_model: Path | None = None,
               rankings: Sequence[Path] = (), log=print) -> list[dict[str, Any]]:
     """Every peer that applies to the data, plus the external rankings, scored on the same sessions."""
-    from trainer.data import build_examples
 
     ex = build_examples(dataset, index, None, split)
     n = len(ex) if max_sessions is None else min(len(ex), max_sessions)
@@ -311,9 +320,6 @@ class PeersConfig(BaseModel):
 
 def compare(cfg: PeersConfig, log=print) -> list[dict[str, Any]]:
     """The models (with the most-popular-SID and index-only rows), every peer, and the published rows."""
-    from sid_index.data.schema import load_dataset
-    from sid_index.index import load_index
-    from trainer.evaluate import POPULAR_SIDS, EvalConfig, evaluate_index_only, evaluate_models
 
     for path in cfg.rankings:  # before any slow work
         if not path.is_file():
@@ -349,7 +355,6 @@ PEER_COLUMNS = (("item R@10", "recall@10"), ("item R@50", "recall@50"), ("item R
 
 def checkpoint_train_s(path: str | Path | None) -> float | None:
     """Training wall time of a checkpoint, summed over its stages (None when a stage did not record it)."""
-    from trainer.model import META_FILE, resolve_checkpoint
 
     try:
         stages = json.loads((resolve_checkpoint(Path(path)) / META_FILE).read_text()).get("stages") or []

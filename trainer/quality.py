@@ -27,8 +27,21 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sid_index.atomic import atomic_file, write_json
-from sid_index.errors import RadgrError
-from trainer.evaluate import HEADLINE_NAMES, POPULAR_SIDS, bootstrap_ci, paired_difference
+from sid_index.data.schema import load_dataset
+from sid_index.errors import RadgrError, make_config
+from sid_index.index import MANIFEST_FILE, load_index
+from trainer.config import PrefConfig, SFTConfig
+from trainer.evaluate import (
+    HEADLINE_NAMES,
+    POPULAR_SIDS,
+    EvalConfig,
+    bootstrap_ci,
+    evaluate_models,
+    evaluate_popular,
+    paired_difference,
+)
+from trainer.loop import train
+from trainer.model import META_FILE, resolve_checkpoint
 
 # RAD-DPO's list-wise term in its two forms (trainer/losses.py), each row named by its form:
 # the softmax-DPO form (ours; the default of `radgr train pref`) and the paper's eq. 7
@@ -136,7 +149,6 @@ def _same_eval(res: dict[str, Any], ev, path: Path) -> None:
 def _train_once(cfg, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """Train unless `out/train_done.json` says it is done; resume a run that was interrupted.
     Returns that record: the checkpoint and the training seconds."""
-    from trainer.loop import train
 
     done = out / "train_done.json"
     _same_settings(cfg, out)
@@ -166,7 +178,7 @@ def sft_fingerprint(data: Path) -> str:
 
 
 def _index_id(index: Path) -> str:
-    return json.loads((Path(index) / "manifest.json").read_text())["index_id"]
+    return json.loads((Path(index) / MANIFEST_FILE).read_text())["index_id"]
 
 
 def finished_sft(folder: Path, seed: int) -> tuple[Path, dict[str, Any]]:
@@ -190,7 +202,6 @@ def _shared_sft(cfg: QualityConfig, seed: int, fingerprint: str) -> dict[str, An
 
 def _given_sft(cfg: QualityConfig, seed: int) -> dict[str, Any]:
     """The SFT checkpoint given for `seed` (sft_checkpoints), after checking it was trained for this index."""
-    from trainer.model import META_FILE, resolve_checkpoint
 
     path = resolve_checkpoint(cfg.sft_checkpoints[cfg.seeds.index(seed)])
     trained_for = json.loads((path / META_FILE).read_text()).get("index_id")
@@ -224,9 +235,6 @@ def with_overrides(options: dict[str, dict[str, Any]], assignments: Sequence[str
 
 def _stage_configs(cfg: QualityConfig, seed: int, root: Path, sft_checkpoint: Path) -> dict[str, Any]:
     """The SFT, per-variant preference and eval configs of one seed; a bad option is one RadgrError line."""
-    from sid_index.errors import make_config
-    from trainer.config import PrefConfig, SFTConfig
-    from trainer.evaluate import EvalConfig
 
     common = dict(data=cfg.data, index=cfg.index, device=cfg.device, progress=False)
     configs: dict[str, Any] = {"sft": make_config(SFTConfig, "sft", out=root / "sft", seed=seed, **common, **cfg.sft),
@@ -242,7 +250,6 @@ def _stage_configs(cfg: QualityConfig, seed: int, root: Path, sft_checkpoint: Pa
 
 def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train and evaluate every (seed, variant) not done yet; return the aggregate (also written to out/)."""
-    from trainer.evaluate import evaluate_models
 
     _stage_configs(cfg, cfg.seeds[0], cfg.out, cfg.out)  # every option checked before anything trains
     popular = None
@@ -277,9 +284,6 @@ def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[
 
 
 def _evaluate_popular(ev) -> dict[str, Any]:
-    from sid_index.data.schema import load_dataset
-    from sid_index.index import load_index
-    from trainer.evaluate import evaluate_popular
 
     return evaluate_popular(load_index(ev.index), load_dataset(ev.data), ev.split, ev.beam_width,
                             ev.max_sessions)

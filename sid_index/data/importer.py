@@ -30,6 +30,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel, Field, model_validator
 
+from sid_index.data.homedepot import search_sessions, split_queries
 from sid_index.data.schema import SESSION_SCHEMA
 from sid_index.errors import DataError
 
@@ -165,7 +166,6 @@ def build(src: Path, cfg: ImportConfig, catalog: Path | None = None) -> tuple[pa
 
 
 def _search(table: pa.Table, cfg: ImportConfig, path: Path) -> tuple[dict[str, list], dict[str, Any]]:
-    from sid_index.data.homedepot import search_sessions, split_queries
 
     queries = _column(table, cfg.query_col, path)
     ids = _column(table, cfg.item_col, path)

@@ -387,7 +387,7 @@ def test_text_input_checkpoint_is_served_with_the_query_embedding(text_served_pa
     """The API's ranking equals beam search fed the query's MiniLM embedding computed here by other code."""
     import torch
 
-    from server.beam_search import beam_search
+    from sid_index.decoding import beam_search
     from sid_index.embed import embed_texts
     from trainer.model import load_checkpoint
 
@@ -417,7 +417,7 @@ def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tin
     width it is the index-only ranking. A checkpoint trained on top of the prior is served with its weight."""
     import torch
 
-    from server.beam_search import IndexPrior, beam_search
+    from sid_index.decoding import IndexPrior, beam_search
     from sid_index.embed import embed_texts
     from sid_index.index import load_centroids
     from sid_index.retrieve import IndexRetriever, request_vector

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from server.beam_search import score_sids
 from server.engine import BatchingEngine, BatchStats, DeadlineExceeded, Hits, QueueFull
 from server.native_engine import NativeEngine
 from server.settings import ServerSettings
+from sid_index.decoding import score_sids
 
 from .conftest import exact_width
 
@@ -100,8 +100,8 @@ def test_vllm_engine_exact_and_equal_to_native(served_path, served, tiny_index, 
 def test_both_engines_fuse_the_index_prior_exactly(served_path, served, tiny_index, requests):
     """With `index_prior` both engines return the brute-force ranking of model log-prob + the prior's score
     (`IndexPrior.score`, computed here over every SID), with the same scores."""
-    from server.beam_search import IndexPrior
     from server.retriever import Retriever
+    from sid_index.decoding import IndexPrior
     from sid_index.index import load_centroids
     from trainer.model import load_checkpoint
 

@@ -14,7 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..conftest import serve_process
+from server.client import RetrievalClient, ServerError
+from sid_index.errors import RadgrError
+
+from ..conftest import free_port, serve_process
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,7 @@ def native_url(served_path, tiny_index, tmp_path_factory):
 
 
 def retrieve(url, **body):
-    return httpx.post(f"{url}/v1/retrieve", json=body, timeout=60)
+    return RetrievalClient(url).retrieve_response(body)
 
 
 @pytest.mark.slow
@@ -62,13 +65,37 @@ def test_radgr_query_prints_items_and_turns_errors_into_one_line(native_url, tin
     radgr = Path(sys.executable).with_name("radgr")
     ok = subprocess.run([str(radgr), "query", "warm jacket", "--top-k", "3", "--url", native_url],
                         capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0 and len([line for line in ok.stdout.splitlines() if "<a_" in line]) == 3
+    rows = [line.split() for line in ok.stdout.splitlines() if "<a_" in line]
+    assert ok.returncode == 0 and len(rows) == 3 and [r[0] for r in rows] == ["1", "2", "3"]
+    for row in rows:  # rank, SKU, SID, score, then the SKU's catalog title
+        assert " ".join(row[4:]) == tiny_index.title_of(row[1]) and tiny_index.title_of(row[1])
+    plain = subprocess.run([str(radgr), "query", "warm jacket", "--top-k", "3", "--url", native_url, "--no-titles"],
+                           capture_output=True, text=True, timeout=120)
+    assert [line.split() for line in plain.stdout.splitlines() if "<a_" in line] == [r[:4] for r in rows]
     empty = subprocess.run([str(radgr), "query", "", "--url", native_url], capture_output=True, text=True, timeout=60)
     assert empty.returncode == 2 and "give a query" in empty.stderr  # refused locally, nothing sent
     bad = subprocess.run([str(radgr), "query", "x", "--history", "NOPE", "--url", native_url],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "unknown SKU ids in history: NOPE" in bad.stderr
     assert "{" not in bad.stderr  # a sentence, not the raw JSON
+
+
+def test_the_client_reports_errors_in_one_line_and_waits_with_a_reason(native_url, tiny_index):
+    client = RetrievalClient(native_url)
+    out = client.retrieve("warm jacket", top_k=4, with_titles=True)
+    assert [i["title"] for i in out["items"]] == [tiny_index.title_of(i["sku_id"]) for i in out["items"]]
+    assert all(i["title"] is None for i in client.retrieve("warm jacket", top_k=4)["items"])  # not asked: none
+    with pytest.raises(ServerError) as err:
+        client.retrieve("x", history=["NOPE"])
+    assert err.value.status == 422 and err.value.reason == "unknown SKU ids in history: NOPE"
+    with pytest.raises(ServerError, match="top_k: Input should be less than or equal to"):
+        client.retrieve("x", top_k=10**9)
+    assert client.wait_ready(0)["status"] == "ready" and client.healthy()
+    assert "radgr_requests_total" in client.metrics()
+    dead = RetrievalClient(f"http://127.0.0.1:{free_port()}")
+    assert dead.ready()[0] is None and "cannot connect" in dead.ready()[1] and not dead.healthy()
+    with pytest.raises(RadgrError, match="is not ready: cannot connect"):
+        dead.wait_ready(0.6)
 
 
 def test_no_5xx_for_generated_requests(native_url):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sid_index.errors import IndexFormatError
-from sid_index.index import load_index, write_index
+from sid_index.index import TITLE_CHARS, TITLES_FILE, load_index, write_index
 
 SIZES = (8, 4, 4)
 
@@ -40,6 +40,26 @@ def test_lookups_round_trip(built):
     assert idx.num_skus == len(skus)
     assert idx.num_sids == len(set(map(tuple, codes)))
     assert sorted(map(tuple, idx.trie.sids().tolist())) == sorted(set(map(tuple, codes.tolist())))
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_titles_round_trip_cut_and_checked(built, tmp_path, mmap):
+    """Titles (any text, cut to TITLE_CHARS) come back per SKU; an index built without them answers None;
+    the titles file is covered by the manifest's checksums like every other file."""
+    _, skus, codes, _ = built
+    titles = [f"Drill «{i}» 18 V, ünïcode" if i % 3 else "x" * (TITLE_CHARS + 50) for i in range(len(skus))]
+    path = write_index(tmp_path / "titled", skus, codes, SIZES, titles=titles)
+    idx = load_index(path, mmap=mmap)
+    assert [idx.title_of(s) for s in skus] == [t[:TITLE_CHARS] for t in titles]
+    assert idx.title_of("absent") is None and idx.title_of(skus[1] + "\x00") is None
+    assert load_index(built[0]).title_of(skus[1]) is None  # no titles given
+    with pytest.raises(ValueError, match="3 titles for 400 SKUs"):
+        write_index(tmp_path / "bad", skus, codes, SIZES, titles=titles[:3])
+    raw = bytearray((path / TITLES_FILE).read_bytes())
+    raw[-1] ^= 0xFF
+    (path / TITLES_FILE).write_bytes(bytes(raw))
+    with pytest.raises(IndexFormatError, match="sku_titles.marisa: damaged"):
+        load_index(path)
 
 
 def test_stats_are_consistent(built):

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from server.beam_search import beam_search
 from sid_index.constraint import SidConstraint
+from sid_index.decoding import beam_search
 from sid_index.errors import RadgrError
 from trainer.packing import candidate_logps, pack
 from trainer.text_inputs import TEXT_INPUTS_FILE, TextInputLM, TextInputs
 
-from ..server.test_beam_search import BASE, EOS, SIZES, VOCAB, make_model, make_trie
+from ..sid_index.test_decoding import BASE, EOS, SIZES, VOCAB, make_model, make_trie
 
 SLOT = 30  # an ordinary token id used as the text-vector slot
 DIM = 8

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from server.beam_search import beam_search, score_sids
 from sid_index.constraint import SidConstraint
+from sid_index.decoding import beam_search, score_sids
 from sid_index.tokens import SidVocab
 from sid_index.trie import build_trie, unique_sids
 
@@ -178,7 +178,7 @@ def test_score_sids_chunks_and_eos(peaked, trie):
 @pytest.mark.parametrize("include_eos", [True, False])
 def test_index_prior_exact_against_brute_force(peaked, trie, include_eos):
     """Model score + weight * (|q|^2 - |q - v_SID|^2), ranked over every SID, equals the fused search."""
-    from server.beam_search import IndexPrior
+    from sid_index.decoding import IndexPrior
 
     rng = np.random.default_rng(4)
     centroids = [rng.normal(size=(k, 8)) for k in SIZES]
