@@ -28,7 +28,8 @@ SHOWN = ("item recall@10", "item mrr", "sid mrr")
 def train_curve(args: argparse.Namespace, variant: str) -> Path:
     from trainer.config import PrefConfig
     from trainer.loop import train
-    from trainer.quality import PRESETS, VARIANTS, slug, with_overrides
+    from trainer.quality import PRESETS, with_overrides
+    from trainer.variants import VARIANTS, slug
 
     out = args.out / slug(variant)
     if (out / "train_done.json").is_file():

@@ -306,7 +306,8 @@ def quality_command(
         "`make best-<name> SEED=<n>`'s): the sft row and the preference runs' start, instead of training")] = None,
 ) -> None:
     """Every method and ablation from one SFT checkpoint per seed; mean ± std table. Re-run to continue."""
-    from trainer.quality import PAPER_VARIANTS, run_quality
+    from trainer.quality import run_quality
+    from trainer.variants import PAPER_VARIANTS
 
     cfg = _quality_config(preset, set_, name=name, data=data, index=index, out=out, seeds=_seeds(seeds),
                           variants=variant or list(PAPER_VARIANTS), device=device, sft_from=sft_from,
@@ -335,7 +336,9 @@ def denoise_command(
     from sid_index.data.synthetic import config_from_options, write_synthetic
     from sid_index.errors import RadgrError
     from sid_index.index import MANIFEST_FILE
-    from trainer.quality import RAD_DPO, denoise_report, finished_sft, run_quality
+    from trainer.quality import finished_sft, run_quality
+    from trainer.quality_report import denoise_report
+    from trainer.variants import RAD_DPO
 
     try:
         share_list = [float(s) for s in shares.split(",")]
