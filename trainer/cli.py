@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sid_index.config_cli import config_command
 from sid_index.errors import make_config
 
 # ============================================================================ radgr eval
@@ -96,130 +97,36 @@ train_app = typer.Typer(help="Train: SFT on positive paths, then preference alig
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Dataset directory (radgr data ...).")]
 IndexOpt = Annotated[Path, typer.Option("--index", help="SID index directory (radgr index build).")]
-OutOpt = Annotated[Path, typer.Option("--out", help="Output folder: model/, metrics.csv, tb/, loss.png.")]
-StepsOpt = Annotated[int | None, typer.Option(help="Optimizer steps (default: --epochs over the data).")]
-EpochsOpt = Annotated[float | None, typer.Option(
-    help="Passes over the training data when --steps is not given (default: one, and on small data at least "
-         "MIN_DEFAULT_STEPS of trainer/config.py).")]
-BatchOpt = Annotated[int, typer.Option(help="Sessions per step and process.")]
-SeedOpt = Annotated[int, typer.Option(help="Seed of the data order, negatives and initialisation.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda (several GPUs: accelerate launch / torchrun).")]
-PrecisionOpt = Annotated[str, typer.Option(help="no, bf16 or fp16 (autocast; weights stay float32).")]
-SaveOpt = Annotated[int, typer.Option(help="Steps between checkpoints (one is always written at the end).")]
-LogOpt = Annotated[int, typer.Option(help="Steps between metric rows.")]
-EvalEveryOpt = Annotated[int | None, typer.Option(
-    help="Steps between validation runs (valid split); the best checkpoint is kept in OUT/best.")]
-EvalSessionsOpt = Annotated[int, typer.Option(help="Valid sessions scored per validation (the first N).")]
-EvalWidthOpt = Annotated[int, typer.Option(help="Beam width of the validation search.")]
-EvalMetricOpt = Annotated[str, typer.Option(help="Metric that picks the best checkpoint, e.g. 'item recall@10', "
-                                                 "'item recall@100', 'sid recall@128'.")]
-PatienceOpt = Annotated[int | None, typer.Option(help="Stop after this many validations without improvement.")]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from OUT/model (optimizer, data position...).")]
-QuietOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bar.")]
-MaxPosOpt = Annotated[int, typer.Option(help="Positives kept per session (best grades first).")]
-WarmupOpt = Annotated[float, typer.Option(help="Share of steps with linear LR warm-up (then cosine decay).")]
 
 
-def _run(cfg_cls, what: str, **options) -> None:
+def _train(cfg) -> None:
     from accelerate import PartialState
 
     from trainer.loop import train
 
-    options["progress"] = not options.pop("no_progress")
-    cfg = make_config(cfg_cls, what, **{k: v for k, v in options.items() if v is not None})
     path = train(cfg)
     if PartialState().is_main_process:
         typer.echo(f"checkpoint written to {path}")
 
 
-@train_app.command("sft")
-def sft(
-    data: DataOpt, index: IndexOpt, out: OutOpt,
-    base: Annotated[Path | None, typer.Option(help="Local HF checkpoint (e.g. Qwen3-1.7B); default: scratch Qwen3.")]
-    = None,
-    init: Annotated[Path | None, typer.Option(
-        help="A radgr checkpoint to continue under a fresh LR schedule (e.g. annealing an early-stopped model at a "
-             "low LR); its model, tokenizer, prompt and text inputs are kept.")] = None,
-    steps: StepsOpt = None, epochs: EpochsOpt = None, batch_size: BatchOpt = 16,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (scratch 1e-3; pretrained ~1e-5).")] = 1e-3,
-    warmup_ratio: WarmupOpt = 0.05, max_positives: MaxPosOpt = 8,
-    index_ratio: Annotated[float | None, typer.Option(
-        help="DSI indexing examples (item text -> SID) per session (default: 1 on search data, 0 on histories).")
-    ] = None,
-    text_inputs: Annotated[bool, typer.Option(
-        "--text-inputs/--no-text-inputs",
-        help="Feed the index's text embeddings to the decoder (query vector, SID centroids).")] = False,
-    hidden_size: Annotated[int, typer.Option(help="Scratch model: hidden size.")] = 256,
-    layers: Annotated[int, typer.Option(help="Scratch model: layers.")] = 4,
-    tokenizer_vocab: Annotated[int, typer.Option(help="Scratch model: BPE vocabulary size.")] = 4096,
-    max_history: Annotated[int, typer.Option(help="History items in the prompt (most recent).")] = 20,
-    max_query_tokens: Annotated[int, typer.Option(
-        help="Query / item-text tokens in the prompt (0 with --text-inputs: the text enters as its embedding only)."
-    )] = 32,
-    prompt_align: Annotated[
-        int, typer.Option(help="Left-fill prompts with pad tokens to a multiple of this (32: vLLM reuses blocks).")
-    ] = 1,
-    seed: SeedOpt = 0, device: DeviceOpt = "auto", mixed_precision: PrecisionOpt = "no",
-    save_every: SaveOpt = 200, log_every: LogOpt = 10, resume: ResumeOpt = False, no_progress: QuietOpt = False,
-    eval_every: EvalEveryOpt = None, eval_sessions: EvalSessionsOpt = 300, eval_width: EvalWidthOpt = 128,
-    eval_metric: EvalMetricOpt = "item recall@10", patience: PatienceOpt = None,
-) -> None:
-    """Stage 1: supervised fine-tuning on every positive of every session (one packed pass per session)."""
-    opts = dict(locals())  # every flag, before anything else is bound here
+def _sft_command():
     from trainer.config import SFTConfig
 
-    scratch = {k: opts.pop(k) for k in ("hidden_size", "tokenizer_vocab")}
-    scratch |= {"num_layers": opts.pop("layers"), "intermediate_size": 3 * scratch["hidden_size"]}
-    prompt = {k: opts.pop(k) for k in ("max_history", "max_query_tokens")} | {"align": opts.pop("prompt_align")}
-    _run(SFTConfig, "sft", scratch=scratch, prompt=prompt, **opts)
+    return config_command(
+        SFTConfig, "sft", _train, "Stage 1: supervised fine-tuning on every positive of every session (one packed "
+        "pass per session).", flatten=("scratch", "prompt"),
+        rename={"scratch.num_layers": "layers", "prompt.align": "prompt_align"})
 
 
-@train_app.command("pref")
-def pref(
-    data: DataOpt, index: IndexOpt, out: OutOpt,
-    init: Annotated[Path, typer.Option(help="SFT checkpoint to align (and DPO's frozen reference).")],
-    method: Annotated[str, typer.Option(help="rad-dpo, dpo, simpo or orpo.")] = "rad-dpo",
-    steps: StepsOpt = None, epochs: EpochsOpt = None, batch_size: BatchOpt = 16,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
-    warmup_ratio: WarmupOpt = 0.05, max_positives: MaxPosOpt = 8,
-    num_negatives: Annotated[int, typer.Option(help="Negatives per session.")] = 16,
-    negatives: Annotated[str, typer.Option(
-        help="Where negatives come from: exposed (exposed-unclicked, then random) or index (the index's own "
-             "nearest SIDs to the request, a random subset of --index-pool).")] = "exposed",
-    index_pool: Annotated[int, typer.Option(help="Nearest SIDs the index negatives are drawn from.")] = 64,
-    index_prior: Annotated[float, typer.Option(
-        help="Add the index's retrieval score with this weight to every candidate's reward (rad-dpo): the model "
-             "learns what its index does not know; eval and serve fuse the same prior by default.")] = 0.0,
-    beta: Annotated[float | None, typer.Option(help="Default: rad-dpo 1, dpo 0.1, simpo 2, orpo 0.1 (lambda).")]
-    = None,
-    gamma: Annotated[float, typer.Option(help="SimPO target margin.")] = 1.0,
-    form: Annotated[str, typer.Option(help="RAD-DPO list-wise loss: softmax (ours, the "
-                                         "softmax-DPO form; tables: rad-dpo-softmax) or paper (eq. 7 as written; "
-                                         "tables: rad-dpo-paper).")]
-    = "softmax",
-    no_tlgd: Annotated[bool, typer.Option("--no-tlgd", help="Ablation: no token-level gradient detachment.")]
-    = False,
-    no_rdrw: Annotated[bool, typer.Option("--no-rdrw", help="Ablation: no dynamic reward weighting.")] = False,
-    no_multi_label_sft: Annotated[
-        bool, typer.Option("--no-multi-label-sft", help="Ablation: SFT term on y_w* only.")] = False,
-    sft_weight: Annotated[float, typer.Option(help="Weight of the SFT term of RAD-DPO.")] = 1.0,
-    rdrw_warmup: Annotated[int, typer.Option(help="Pairs collected before RDRW weights leave 1.")] = 4096,
-    rdrw_window: Annotated[int, typer.Option(help="Recent pairs whose quartiles set the RDRW weights.")] = 4096,
-    rdrw_lambda: Annotated[float, typer.Option(help="Slope of the RDRW weight (paper: 12).")] = 12.0,
-    rdrw_signal: Annotated[str, typer.Option(
-        help="RDRW similarity: eos (the model's EOS states, eq. 5) or sid (the index's SID vectors).")] = "eos",
-    seed: SeedOpt = 0, device: DeviceOpt = "auto", mixed_precision: PrecisionOpt = "no",
-    save_every: SaveOpt = 200, log_every: LogOpt = 10, resume: ResumeOpt = False, no_progress: QuietOpt = False,
-    eval_every: EvalEveryOpt = None, eval_sessions: EvalSessionsOpt = 300, eval_width: EvalWidthOpt = 128,
-    eval_metric: EvalMetricOpt = "item recall@10", patience: PatienceOpt = None,
-) -> None:
-    """Stage 2: preference alignment of an SFT checkpoint, one packed forward pass per session."""
-    opts = dict(locals())  # every flag, before anything else is bound here
+def _pref_command():
     from trainer.config import PrefConfig
 
-    for module in ("tlgd", "rdrw", "multi_label_sft"):  # --no-X flags -> X switches of the config
-        opts[module] = not opts.pop(f"no_{module}")
-    _run(PrefConfig, "pref", **opts)
+    return config_command(PrefConfig, "pref", _train, "Stage 2: preference alignment of an SFT checkpoint, one "
+                          "packed forward pass per session.")
+
+
+train_app.command("sft")(_sft_command())
+train_app.command("pref")(_pref_command())
 
 
 # ------------------------------------------------------------------ radgr bench quality | denoise

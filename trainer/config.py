@@ -23,23 +23,25 @@ class RunConfig(BaseModel):
     data: Path = Field(description="dataset directory (radgr data ...)")
     index: Path = Field(description="SID index directory (radgr index build)")
     out: Path = Field(description="output folder: model/ (the checkpoint), metrics.csv, tb/, loss.png")
-    split: str = "train"
+    split: str = Field("train", description="split the examples come from")
     steps: int | None = Field(None, ge=1, description="optimizer steps; default: `epochs` over the data")
     epochs: float | None = Field(None, gt=0, description="passes over the data when `steps` is not given; "
                                  f"default: one, and at least {MIN_DEFAULT_STEPS} steps (small datasets)")
     batch_size: int = Field(16, ge=1, description="sessions per step and process")
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    max_grad_norm: float = Field(1.0, gt=0)
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (scratch 1e-3; pretrained ~1e-5)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="share of steps with linear LR warm-up (then cosine "
+                                "decay to 0)")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     max_positives: int = Field(8, ge=1, description="positives per session kept (best grades first)")
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    seed: int = Field(0, ge=0, description="seed of the data order, negatives and initialisation")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train; several GPUs: accelerate "
+                                                   "launch / torchrun")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="autocast; weights stay float32")
     save_every: int = Field(200, ge=1, description="steps between checkpoints (and one at the end)")
-    log_every: int = Field(10, ge=1)
+    log_every: int = Field(10, ge=1, description="steps between metric rows (metrics.csv, TensorBoard)")
     resume: bool = Field(False, description="continue from out/model/trainer_state.pt")
-    progress: bool = True
+    progress: bool = Field(True, description="a progress bar")
     eval_every: int | None = Field(None, ge=1, description="steps between validation evaluations; the best "
                                    "checkpoint by `eval_metric` is kept in out/best (None: no validation)")
     eval_sessions: int = Field(300, ge=1, description="valid sessions scored each time (the first N)")
@@ -89,8 +91,8 @@ class PrefConfig(RunConfig):
     """Stage 2: preference alignment of an SFT checkpoint (RAD-DPO or a baseline)."""
 
     init: Path = Field(description="SFT checkpoint to start from (and DPO's frozen reference)")
-    method: Method = "rad-dpo"
-    lr: float = Field(1e-4, gt=0)
+    method: Method = Field("rad-dpo", description="the preference loss")
+    lr: float = Field(1e-4, gt=0, description="peak learning rate")
     num_negatives: int = Field(16, ge=1, description="negatives per session: exposed-unclicked, then random")
     negatives: Literal["exposed", "index"] = Field("exposed", description="where negatives come from: exposed = "
         "the session's exposed-unclicked SIDs, then random; index = the index's own nearest SIDs to the request "
@@ -110,7 +112,7 @@ class PrefConfig(RunConfig):
     sft_weight: float = Field(1.0, ge=0, description="weight of L_SFT in RAD-DPO")
     rdrw_warmup: int = Field(4096, ge=1, description="pairs collected before weights leave 1")
     rdrw_window: int = Field(4096, ge=1, description="recent pairs whose quartiles set the weights")
-    rdrw_lambda: float = Field(12.0, gt=0)
+    rdrw_lambda: float = Field(12.0, gt=0, description="slope of the RDRW weight (paper: 12)")
     rdrw_signal: Literal["eos", "sid"] = Field("eos", description="RDRW similarity: eos = the model's EOS hidden "
         "states (eq. 5); sid = the index's RQ-KMeans reconstructions of the two SIDs (bench/rdrw_signal.py)")
 

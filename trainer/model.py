@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sid_index.atomic import CHECKSUMS, atomic_dir, complete_leftover, verify_checksums
 from sid_index.errors import RadgrError
@@ -41,14 +41,22 @@ class ScratchModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    hidden_size: int = Field(256, ge=64)
-    num_layers: int = Field(4, ge=1)
-    num_heads: int = Field(4, ge=1)
-    num_kv_heads: int = Field(2, ge=1)
-    head_dim: int = Field(64, ge=8, description="64 or more for vLLM's CPU attention kernels")
-    intermediate_size: int = Field(768, ge=64)
-    max_positions: int = Field(1024, ge=64)
-    tokenizer_vocab: int = Field(4096, ge=300, description="BPE vocabulary trained on catalog and query text")
+    hidden_size: int = Field(256, ge=64, description="scratch model: hidden size")
+    num_layers: int = Field(4, ge=1, description="scratch model: decoder layers")
+    num_heads: int = Field(4, ge=1, description="scratch model: attention heads")
+    num_kv_heads: int = Field(2, ge=1, description="scratch model: key/value heads (grouped-query attention)")
+    head_dim: int = Field(64, ge=8, description="scratch model: head size (64 or more for vLLM's CPU kernels)")
+    intermediate_size: int | None = Field(None, ge=64, description="scratch model: MLP width (default 3 x "
+                                          "hidden size)")
+    max_positions: int = Field(1024, ge=64, description="scratch model: longest prompt + SID")
+    tokenizer_vocab: int = Field(4096, ge=300, description="scratch model: BPE vocabulary, trained on catalog and "
+                                 "query text")
+
+    @model_validator(mode="after")
+    def _mlp_width(self) -> ScratchModelConfig:
+        if self.intermediate_size is None:
+            self.intermediate_size = 3 * self.hidden_size
+        return self
 
 
 @dataclass
