@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: test-fast quality-peers peers-homedepot peers-amazon best-homedepot best-amazon grid-homedepot grid-amazon pref-budget-homedepot pref-budget-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
+.PHONY: test-fast quality-peers peers-homedepot peers-amazon best-homedepot best-amazon best-amazon-unique unique-index grid-homedepot grid-amazon pref-budget-homedepot pref-budget-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
 
 setup: $(STAMP)
 
@@ -198,6 +198,11 @@ BEST_SFT_homedepot ?= --steps 8000 --batch-size 64 --lr 2e-3 --index-ratio 2 --t
 	--eval-every 1000 --eval-sessions 300 --eval-metric "item recall@100"
 BEST_SFT_amazon    ?= --epochs 20 --batch-size 64 --lr 2e-3 --text-inputs --eval-every 500 --eval-sessions 600 \
 	--patience 3 --eval-metric "item recall@10"
+# Unique SIDs (issue 23's lever): the Amazon recipe on the same data, its index with a fourth level that tells
+# apart the SKUs sharing a SID (`radgr index build --unique-sids`; runs/amazon-unique, `make unique-index`).
+BEST_SFT_amazon-unique    ?= $(BEST_SFT_amazon)
+BEST_ANNEAL_amazon-unique ?= $(BEST_ANNEAL_amazon)
+BEST_PICK_amazon-unique   ?= $(BEST_PICK_amazon)
 BEST_ANNEAL_amazon ?= --steps 1000 --batch-size 64 --lr 1e-4 --eval-every 250 --eval-sessions 3000 \
 	--eval-metric "item recall@10"
 # Last, the index-prior weight surest to beat the index-only row on valid is written into the final model
@@ -211,6 +216,7 @@ BEST_FINAL_homedepot = homedepot/best
 BEST_FINAL_amazon    = amazon/annealed/best
 BEST_MODEL_homedepot = $(BEST)/$(BEST_FINAL_homedepot)
 BEST_MODEL_amazon    = $(BEST)/$(BEST_FINAL_amazon)
+BEST_MODEL_amazon-unique = $(BEST)/amazon-unique/annealed/best
 PEERS_MODELS_homedepot ?= --model $(BEST_MODEL_homedepot)
 PEERS_MODELS_amazon    ?= --model $(BEST_MODEL_amazon)
 PEERS_EVAL_homedepot   ?= --index-prior 0 --index-prior 50
@@ -243,8 +249,8 @@ grid-homedepot grid-amazon: grid-%: $(STAMP)
 	$(BIN)/radgr bench quality --name "$* (converged SFT, model alone)" --data runs/$*/data --index runs/$*/index \
 	  --out $(GRID)/$* --preset real --seeds 0,1,2 $(foreach d,$(GRID_SEED_DIRS),--sft-checkpoint $(d)/$(BEST_FINAL_$*)) \
 	  --set eval.max_sessions=$(GRID_SESSIONS) --set "eval.index_prior=[0]" $(GRID_PREF) $(GRID_SET_$*)
-best-homedepot best-amazon: best-%: $(STAMP)
-	test -f runs/$*/index/manifest.json || $(MAKE) real-data
+best-homedepot best-amazon best-amazon-unique: best-%: $(STAMP)
+	test -f runs/$*/index/manifest.json || $(MAKE) $(if $(filter amazon-unique,$*),unique-index,real-data)
 	resume=; test -f $(BEST)/$*/model/radgr.json && resume=--resume; \
 	$(BIN)/radgr train sft --data runs/$*/data --index runs/$*/index --out $(BEST)/$* \
 	  $(BEST_SFT_$*) --seed $(SEED) --no-progress $$resume
@@ -282,6 +288,12 @@ real-data: $(STAMP)
 	$(BIN)/radgr index build --data runs/homedepot/data --out runs/homedepot/index --codebooks 256,256,256
 	$(BIN)/radgr data amazon --src $(SHARED)/amazon-scientific --out runs/amazon/data --overwrite
 	$(BIN)/radgr index build --data runs/amazon/data --out runs/amazon/index --codebooks 64,64,64
+	$(MAKE) unique-index
+# The Amazon index with unique SIDs (a fourth level), on the same data (runs/amazon-unique/data links to it).
+unique-index: $(STAMP)
+	test -f runs/amazon/data/sessions.parquet || $(MAKE) real-data
+	mkdir -p runs/amazon-unique && ln -sfn ../amazon/data runs/amazon-unique/data
+	$(BIN)/radgr index build --data runs/amazon/data --out runs/amazon-unique/index --codebooks 64,64,64 --unique-sids
 
 # Every stage on the real data, briefly (a smoke run that shows the pipeline works; issue 6 sizes real runs).
 REAL_SFT  ?= --steps 150 --batch-size 16 --lr 2e-3 --index-ratio 0.5

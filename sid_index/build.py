@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from sid_index.data.schema import load_catalog
 from sid_index.embed import DEFAULT_CACHE, embed_texts, item_texts
+from sid_index.errors import RadgrError
 from sid_index.index import write_index
 from sid_index.rqkmeans import rq_kmeans
 from sid_index.tokens import LEVEL_LETTERS
@@ -32,6 +33,9 @@ class IndexConfig(BaseModel):
     cache_dir: Path | None = DEFAULT_CACHE
     device: str | None = None
     overwrite: bool = True
+    unique_sids: bool = Field(default=False, description="append a level that tells apart the SKUs sharing a SID "
+                              "(TIGER's extra code: the most popular SKU gets 0, the next 1, ...), so every SID "
+                              "names one SKU; that level's centroids are zeros (it adds nothing to a SID's vector)")
 
     @field_validator("codebook_sizes")
     @classmethod
@@ -56,6 +60,21 @@ def default_codebooks(num_skus: int, levels: int = 3) -> list[int]:
     need = max(num_skus, 1) * SID_SPACE_PER_SKU
     size = 2 ** int(np.ceil(np.log2(need ** (1 / levels)) - 1e-9))
     return [int(min(max(size, 16), 4096))] * levels
+
+
+def disambiguate(codes: np.ndarray, popularity: np.ndarray, sku_ids: list[str]) -> tuple[np.ndarray, int]:
+    """One more code per SKU: its rank among the SKUs sharing its SID, most popular first (ties by sku_id, the
+    index's own order inside a SID). Returns the codes [N, L + 1] and that level's size (at least 2)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    extra = np.zeros(len(codes), dtype=np.int64)
+    if len(codes):
+        _, group = np.unique(codes, axis=0, return_inverse=True)
+        group = group.reshape(-1)
+        order = np.lexsort((np.asarray(sku_ids, dtype=object), -np.asarray(popularity, dtype=np.float64), group))
+        starts = np.r_[0, np.flatnonzero(np.diff(group[order])) + 1]
+        first = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        extra[order] = np.arange(len(order)) - first
+    return np.hstack([codes, extra[:, None]]), max(int(extra.max(initial=0)) + 1, 2)
 
 
 def collision_warnings(stats: dict) -> list[str]:
@@ -105,13 +124,23 @@ def build_index(cfg: IndexConfig, progress: bool = True) -> Path:
         "recon": recon,
     }
     popularity = np.nan_to_num(catalog["popularity"].to_numpy(zero_copy_only=False).astype(np.float64))
+    sku_ids = catalog["sku_id"].to_pylist()
+    codes, centroids = rq.codes, list(rq.centroids)
+    if cfg.unique_sids:
+        if len(sizes) >= len(LEVEL_LETTERS):
+            raise RadgrError(f"--unique-sids adds a level: at most {len(LEVEL_LETTERS) - 1} codebooks")
+        codes, extra = disambiguate(codes, popularity, sku_ids)
+        sizes = [*sizes, extra]
+        centroids.append(np.zeros((extra, emb.shape[1]), dtype=np.float32))
+        meta["build"]["unique_sids"] = True
+        log.info("unique SIDs: a level of %d codes tells apart the SKUs sharing a SID", extra)
     return write_index(
         cfg.out,
-        catalog["sku_id"].to_pylist(),
-        rq.codes,
+        sku_ids,
+        codes,
         sizes,
         popularity=popularity,
-        centroids=rq.centroids,
+        centroids=centroids,
         meta=meta,
         overwrite=cfg.overwrite,
         titles=catalog["title"].to_pylist(),

@@ -40,6 +40,9 @@ def build(
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
     device: Annotated[str | None, typer.Option(help="Embedding device (cpu, cuda).")] = None,
+    unique_sids: Annotated[bool, typer.Option(
+        "--unique-sids", help="Append a level that tells apart the SKUs sharing a SID (most popular first), so "
+        "every SID names one SKU (TIGER's extra code).")] = False,
 ) -> None:
     """Embed the catalog, run RQ-KMeans, write the index and print its stats."""
     from sid_index.build import IndexConfig, build_index, collision_warnings
@@ -47,7 +50,7 @@ def build(
     kwargs = dict(
         dataset=dataset, out=out, codebook_sizes=parse_sizes(codebooks) if codebooks else None,
         embedding_model=embedding_model,
-        batch_size=batch_size, seed=seed, niter=niter, device=device,
+        batch_size=batch_size, seed=seed, niter=niter, device=device, unique_sids=unique_sids,
     )
     if no_cache:
         kwargs["cache_dir"] = None

@@ -3,9 +3,10 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from sid_index.build import IndexConfig, build_index, collision_warnings, default_codebooks
+from sid_index.build import IndexConfig, build_index, collision_warnings, default_codebooks, disambiguate
 from sid_index.data.schema import write_dataset
 from sid_index.data.synthetic import make_synthetic
 from sid_index.index import load_index
@@ -55,6 +56,42 @@ def test_cli_build_stats_lookup(dataset, tmp_path):
     lines = look.stdout.splitlines()
     assert lines[0] == f"S0000001\t{format_sid(sid)}"
     assert "S0000001" in lines[1].split("\t")[1].split()
+
+
+def test_disambiguate_ranks_skus_inside_a_sid_by_popularity():
+    codes = np.array([[1, 2], [0, 0], [1, 2], [1, 2], [0, 1]])
+    out, size = disambiguate(codes, np.array([5.0, 1.0, 9.0, 5.0, 0.0]), ["s0", "s1", "s2", "s3", "s4"])
+    assert out[:, :2].tolist() == codes.tolist()
+    assert out[:, 2].tolist() == [1, 0, 0, 2, 0]  # (1, 2): s2 (9) first, then s0 and s3 (5, ties by id)
+    assert size == 3
+    assert disambiguate(np.array([[0], [1]]), np.zeros(2), ["a", "b"])[1] == 2  # a level needs 2 codes
+
+
+def test_unique_sids_name_one_sku_each(dataset, tmp_path):
+    """--unique-sids: one more level; every SID holds one SKU, the index's order inside a SID becomes that
+    code; the level's centroids are zeros, so SID vectors (index prior, text inputs) are the 3-level ones."""
+    from sid_index.index import load_centroids
+
+    def build(name, **kw):
+        cfg = IndexConfig(dataset=dataset, out=tmp_path / name, codebook_sizes=[4, 4, 4],
+                          cache_dir=tmp_path / "cache", **kw)
+        return load_index(build_index(cfg, progress=False))
+
+    shared, unique = build("shared"), build("unique", unique_sids=True)
+    assert shared.num_sids < shared.num_skus and unique.levels == 4 and unique.num_sids == unique.num_skus == 300
+    for sku in ("S0000001", "S0000002", "S0000150"):
+        sid = unique.sid_of(sku)
+        assert unique.skus_of(sid) == [sku] and sid[:3] == shared.sid_of(sku)
+        assert shared.skus_of(sid[:3]).index(sku) == sid[3]  # the shared index's order inside the SID
+    assert unique.codebook_sizes[3] == max(len(shared.skus_of(s)) for s in shared.trie.sids().tolist())
+    cents = load_centroids(unique)
+    assert len(cents) == 4 and not cents[3].any() and all(np.array_equal(a, b) for a, b in
+                                                           zip(cents[:3], load_centroids(shared), strict=True))
+    run = subprocess.run(RADGR + ["index", "build", "--data", str(dataset), "--out", str(tmp_path / "cli"),
+                                  "--codebooks", "4,4,4", "--unique-sids", "--cache-dir", str(tmp_path / "cache")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert load_index(tmp_path / "cli").index_id == unique.index_id
 
 
 def test_default_codebooks_leave_room_for_unique_sids():

@@ -210,3 +210,28 @@ def test_sft_init_continues_a_checkpoint_with_its_own_model_and_text_inputs(tiny
     for bad in ({"text_inputs": True}, {"base": tmp_path}, {"prompt": {"max_history": 5}}):
         with pytest.raises(ValueError, match="init continues a radgr checkpoint"):
             SFTConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "x", init=first, **bad)
+
+
+def test_a_unique_sid_index_trains_evaluates_and_fuses_its_prior(tiny_dataset, tmp_path):
+    """An index built with --unique-sids (a fourth level, zero centroids) through SFT with text inputs and
+    eval with the index prior: every decoded SID is valid and names one SKU, so an item's score is its SID's."""
+    from sid_index.build import IndexConfig, build_index
+    from sid_index.index import load_index
+    from trainer.evaluate import evaluate
+    from trainer.loop import train
+    from trainer.model import load_checkpoint
+
+    from .test_loop import sft_cfg
+
+    index = load_index(build_index(IndexConfig(dataset=tiny_dataset.root, out=tmp_path / "index",
+                                               codebook_sizes=[8, 8, 8], cache_dir=tmp_path / "cache",
+                                               unique_sids=True), progress=False))
+    assert index.levels == 4 and index.num_sids == index.num_skus
+    ckpt = load_checkpoint(train(sft_cfg(tiny_dataset, index, tmp_path / "run", index_ratio=0.5, text_inputs=True)))
+    assert ckpt.vocab.levels == 4
+    for prior in (0.0, 2.0):
+        res = evaluate(ckpt, index, tiny_dataset, width=8, batch_size=4, max_sessions=6, unconstrained=False,
+                       index_prior=prior)
+        assert res["sessions"] == 6 and res["constrained"]["invalid_rate"] == 0
+        # one SKU per SID: the 8 decoded SIDs are the 8 items, so item recall@10 is SID recall@8
+        assert res["item"]["recall@10"] == pytest.approx(res["sid"]["recall@8"])
