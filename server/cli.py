@@ -9,6 +9,7 @@ import typer
 from pydantic import ValidationError
 
 from sid_index.errors import RadgrError
+from sid_index.trie import BEAM_WIDTH
 
 
 def serve_command(
@@ -20,7 +21,8 @@ def serve_command(
     host: Annotated[str | None, typer.Option(help="[RADGR_HOST, default 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="[RADGR_PORT, default 8000]")] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda, native engine [RADGR_DEVICE]")] = None,
-    beam_width: Annotated[int | None, typer.Option(help="default beam width [RADGR_BEAM_WIDTH, default 128]")] = None,
+    beam_width: Annotated[int | None, typer.Option(
+        help=f"default beam width [RADGR_BEAM_WIDTH, default {BEAM_WIDTH}]")] = None,
     index_prior: Annotated[float | None, typer.Option(
         help="fuse the index's retrieval score into the search with this weight, as radgr eval --index-prior "
              "[RADGR_INDEX_PRIOR, default: the weight the checkpoint was trained with, else 0]")] = None,

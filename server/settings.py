@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sid_index.trie import BEAM_WIDTH
+
 
 class ServerSettings(BaseSettings):
     """Everything `radgr serve` can be told; one field per environment variable, e.g. RADGR_ENGINE=vllm."""
@@ -24,8 +26,8 @@ class ServerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 
-    beam_width: int = Field(128, ge=1, description="default beam width of a request")
-    max_beam_width: int = Field(128, ge=1, description="largest beam width a request may ask for")
+    beam_width: int = Field(BEAM_WIDTH, ge=1, description="default beam width of a request")
+    max_beam_width: int = Field(BEAM_WIDTH, ge=1, description="largest beam width a request may ask for")
     max_top_k: int = Field(1000, ge=1, description="largest number of SKUs a request may ask for")
     index_prior: float | None = Field(None, ge=0, description="weight of the index's own retrieval score fused "
                                       "into the beam search (radgr eval --index-prior; 0: the model alone; "

@@ -28,6 +28,7 @@ import torch
 
 from sid_index.constraint import SidConstraint
 from sid_index.tokens import SidVocab
+from sid_index.trie import BEAM_WIDTH
 
 NEG_INF = float("-inf")
 
@@ -112,7 +113,7 @@ def beam_search(
     prompts: list[list[int]],
     vocab: SidVocab,
     eos_id: int,
-    width: int = 128,
+    width: int = BEAM_WIDTH,
     constraint: SidConstraint | None = None,
     include_eos: bool = True,
     pad_id: int = 0,

@@ -29,7 +29,7 @@ import numpy as np
 
 from sid_index import __version__
 from sid_index.atomic import atomic_dir, sha256_file
-from sid_index.errors import IndexFormatError
+from sid_index.errors import IndexFormatError, RadgrError
 from sid_index.trie import TrieArrays, build_trie, unique_sids
 
 FORMAT = "radgr-sid-index"
@@ -240,6 +240,12 @@ def load_index(path: str | Path, verify: bool = True, mmap: bool = True) -> SidI
         else:
             titles.load(str(root / TITLES_FILE))
     return SidIndex(root=root, manifest=manifest, trie=trie, sku_to_sid=sku_map, sid_to_skus=sid_map, titles=titles)
+
+
+def require_index(trained_for: str | None, index: SidIndex, what: str) -> None:
+    """Refuse `what` (a checkpoint, a training run) trained for another index than `index`, in one line."""
+    if trained_for != index.index_id:
+        raise RadgrError(f"{what} was trained for index {trained_for}, but index {index.root} is {index.index_id}")
 
 
 def load_centroids(index: SidIndex) -> list[np.ndarray]:

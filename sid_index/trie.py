@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+BEAM_WIDTH = 128  # SIDs decoded per request (the paper's width): the default of every search, trained or served
+
 
 def code_dtype(codebook_size: int) -> np.dtype:
     """Smallest signed dtype holding codes 0..K-1 (torch has no uint16 arithmetic)."""

@@ -9,6 +9,7 @@ import typer
 
 from sid_index.config_cli import config_command
 from sid_index.errors import make_config
+from sid_index.trie import BEAM_WIDTH
 
 # ============================================================================ radgr eval
 
@@ -21,7 +22,7 @@ def eval_command(
     index: Annotated[Path, typer.Option(help="SID index directory the checkpoints were trained for.")],
     data: Annotated[Path, typer.Option(help="Dataset directory.")],
     split: Annotated[str, typer.Option(help="Split to evaluate: train, valid or test.")] = "test",
-    beam_width: Annotated[int, typer.Option(help="Beams per session (SIDs returned).")] = 128,
+    beam_width: Annotated[int, typer.Option(help="Beams per session (SIDs returned).")] = BEAM_WIDTH,
     batch_size: Annotated[int, typer.Option(help="Sessions decoded together.")] = 16,
     max_sessions: Annotated[int | None, typer.Option(help="Evaluate only the first N sessions.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
@@ -180,7 +181,7 @@ def peers_command(
     split: Annotated[str, typer.Option(help="Split to evaluate: train, valid or test.")] = "test",
     max_sessions: Annotated[int | None, typer.Option(help="Only the first N sessions (the same for every row).")
                             ] = None,
-    beam_width: Annotated[int, typer.Option(help="Beams per session (SIDs returned).")] = 128,
+    beam_width: Annotated[int, typer.Option(help="Beams per session (SIDs returned).")] = BEAM_WIDTH,
     batch_size: Annotated[int, typer.Option(help="Sessions decoded together.")] = 8,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
     embedding_model: Annotated[

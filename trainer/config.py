@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sid_index.trie import BEAM_WIDTH
 from trainer.evaluate import HEADLINE_NAMES
 from trainer.model import ScratchModelConfig
 from trainer.prompt import PromptConfig
@@ -45,7 +46,7 @@ class RunConfig(BaseModel):
     eval_every: int | None = Field(None, ge=1, description="steps between validation evaluations; the best "
                                    "checkpoint by `eval_metric` is kept in out/best (None: no validation)")
     eval_sessions: int = Field(300, ge=1, description="valid sessions scored each time (the first N)")
-    eval_width: int = Field(128, ge=1, description="beam width of the validation search")
+    eval_width: int = Field(BEAM_WIDTH, ge=1, description="beam width of the validation search")
     eval_metric: str = Field("item recall@10", description="what picks the best checkpoint: 'sid recall@128', "
                              "'sid mrr', 'item recall@10', 'item recall@100', 'item ndcg@10', ...")
     patience: int | None = Field(None, ge=1, description="stop after this many validations without a better "

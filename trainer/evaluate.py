@@ -39,8 +39,9 @@ from sid_index.data.schema import RELEVANT_GRADE, Dataset, load_dataset
 from sid_index.decoding import IndexPrior, beam_search
 from sid_index.embed import embed_texts
 from sid_index.errors import RadgrError
-from sid_index.index import SidIndex, load_centroids, load_index, scored_items
+from sid_index.index import SidIndex, load_centroids, load_index, require_index, scored_items
 from sid_index.retrieve import IndexRetriever, embedding_model_of, request_vector
+from sid_index.trie import BEAM_WIDTH
 from trainer.data import build_examples, embed_prompt_texts, history_codes
 from trainer.model import META_FILE, load_checkpoint, resolve_checkpoint
 
@@ -229,7 +230,7 @@ POPULAR_SIDS = "most popular (train)"
 
 
 def evaluate_popular(
-    index: SidIndex, dataset: Dataset, split: str = "test", width: int = 128, max_sessions: int | None = None
+    index: SidIndex, dataset: Dataset, split: str = "test", width: int = BEAM_WIDTH, max_sessions: int | None = None
 ) -> dict[str, Any]:
     """The metrics of a ranking that ignores the request: the `width` SIDs most often positive in the
     train split, the same for every session. The floor a trained model has to clear."""
@@ -263,7 +264,7 @@ def request_vectors(ex, n: int, dataset: Dataset, split: str, index: SidIndex, c
 
 
 def evaluate_index_only(
-    index: SidIndex, dataset: Dataset, split: str = "test", width: int = 128,
+    index: SidIndex, dataset: Dataset, split: str = "test", width: int = BEAM_WIDTH,
     max_sessions: int | None = None, embedding_model: Path | None = None,
 ) -> dict[str, Any]:
     """The metrics of the index alone (`sid_index.retrieve`): no training, the floor a model must beat.
@@ -306,7 +307,7 @@ def evaluate(
     index: SidIndex,
     dataset: Dataset,
     split: str = "test",
-    width: int = 128,
+    width: int = BEAM_WIDTH,
     batch_size: int = 16,
     max_sessions: int | None = None,
     device: str = "cpu",
@@ -412,7 +413,7 @@ class EvalConfig(BaseModel):
     index: Path
     data: Path
     split: Literal["train", "valid", "test"] = "test"
-    beam_width: int = Field(128, ge=1)
+    beam_width: int = Field(BEAM_WIDTH, ge=1)
     batch_size: int = Field(16, ge=1)
     max_sessions: int | None = Field(None, ge=1)
     device: str = "cpu"
@@ -515,10 +516,7 @@ def _precheck_index(path: Path, index: SidIndex) -> None:
         trained_for = json.loads((path / META_FILE).read_text()).get("index_id")
     except (OSError, ValueError, AttributeError):
         return  # load_checkpoint reports a damaged file
-    if trained_for != index.index_id:
-        raise RadgrError(
-            f"checkpoint {path} was trained for index {trained_for}, but index {index.root} is {index.index_id}"
-        )
+    require_index(trained_for, index, f"checkpoint {path}")
 
 
 def floor_and_models(results: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sid_index.atomic import CHECKSUMS, atomic_dir, complete_leftover, verify_checksums
 from sid_index.errors import RadgrError
-from sid_index.index import SidIndex, load_centroids
+from sid_index.index import SidIndex, load_centroids, require_index
 from sid_index.retrieve import embedding_model_of
 from sid_index.tokens import SidVocab, add_sid_tokens
 from trainer.prompt import PromptBuilder, PromptConfig
@@ -103,11 +103,7 @@ class Checkpoint:
 
     def check_index(self, index: SidIndex) -> None:
         """Refuse an index other than the one this checkpoint was trained for."""
-        if self.meta["index_id"] != index.index_id:
-            raise RadgrError(
-                f"checkpoint {self.path} was trained for index {self.meta['index_id']}, "
-                f"but index {index.root} is {index.index_id}"
-            )
+        require_index(self.meta["index_id"], index, f"checkpoint {self.path}")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):

@@ -35,6 +35,7 @@ from sid_index.embed import embed_texts, item_texts
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_index
 from sid_index.retrieve import embedding_model_of
+from sid_index.trie import BEAM_WIDTH
 from trainer.data import build_examples
 from trainer.evaluate import (
     ITEM_KS,
@@ -266,7 +267,7 @@ def score_peer(peer: Peer, ex, n: int, index: SidIndex, dataset: Dataset, split:
             "train_s": peer.fit_s, "ms_per_session": 1000 * peer.rank_s / n if n else None}
 
 
-def run_peers(index: SidIndex, dataset: Dataset, split: str = "test", width: int = 128,
+def run_peers(index: SidIndex, dataset: Dataset, split: str = "test", width: int = BEAM_WIDTH,
               max_sessions: int | None = None, embedding_model: Path | None = None,
               rankings: Sequence[Path] = (), log=print) -> list[dict[str, Any]]:
     """Every peer that applies to the data, plus the external rankings, scored on the same sessions."""
@@ -310,7 +311,7 @@ class PeersConfig(BaseModel):
     rankings: list[Path] = Field(default_factory=list, description="external rankings files (JSON)")
     split: Literal["train", "valid", "test"] = "test"
     max_sessions: int | None = Field(None, ge=1)
-    beam_width: int = Field(128, ge=1)
+    beam_width: int = Field(BEAM_WIDTH, ge=1)
     batch_size: int = Field(8, ge=1)
     device: str = "cpu"
     embedding_model: Path | None = None

@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sid_index.atomic import atomic_file, write_json
 from sid_index.data.schema import load_dataset
 from sid_index.errors import RadgrError, make_config
-from sid_index.index import MANIFEST_FILE, load_index
+from sid_index.index import load_index, require_index
+from sid_index.trie import BEAM_WIDTH
 from trainer.config import PrefConfig, SFTConfig
 from trainer.evaluate import (
     EvalConfig,
@@ -134,10 +135,6 @@ def sft_fingerprint(data: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _index_id(index: Path) -> str:
-    return json.loads((Path(index) / MANIFEST_FILE).read_text())["index_id"]
-
-
 def finished_sft(folder: Path, seed: int) -> tuple[Path, dict[str, Any]]:
     """The finished SFT run of `seed` in an experiment folder and its training config."""
     run = Path(folder) / f"seed{seed}" / "sft"
@@ -152,8 +149,7 @@ def _shared_sft(cfg: QualityConfig, seed: int, fingerprint: str) -> dict[str, An
     run, trained = finished_sft(cfg.sft_from, seed)
     if sft_fingerprint(Path(trained["data"])) != fingerprint:
         raise RadgrError(f"{run} was trained on {trained['data']}, whose catalog or positives differ from {cfg.data}")
-    if _index_id(trained["index"]) != _index_id(cfg.index):
-        raise RadgrError(f"{run} was trained for index {trained['index']}, not {cfg.index}")
+    require_index(load_index(trained["index"], verify=False).index_id, load_index(cfg.index, verify=False), str(run))
     return json.loads((run / "train_done.json").read_text())
 
 
@@ -162,8 +158,7 @@ def _given_sft(cfg: QualityConfig, seed: int) -> dict[str, Any]:
 
     path = resolve_checkpoint(cfg.sft_checkpoints[cfg.seeds.index(seed)])
     trained_for = json.loads((path / META_FILE).read_text()).get("index_id")
-    if trained_for != _index_id(cfg.index):
-        raise RadgrError(f"{path} was trained for index {trained_for}, not {cfg.index}")
+    require_index(trained_for, load_index(cfg.index, verify=False), str(path))
     return {"checkpoint": str(path), "seconds": None}
 
 
@@ -276,12 +271,12 @@ PRESETS: dict[str, tuple[dict, dict, dict]] = {
     "demo": (
         {"epochs": 3, "index_ratio": 0.5, "batch_size": 32, "lr": 3e-3},
         {"steps": 60, "batch_size": 16, "lr": 1e-4, "num_negatives": 16, "rdrw_warmup": 1024},
-        {"beam_width": 128, "max_sessions": 300, "batch_size": 4},
+        {"beam_width": BEAM_WIDTH, "max_sessions": 300, "batch_size": 4},
     ),
     "real": (
         {"steps": 1200, "batch_size": 16, "lr": 2e-3, "index_ratio": 0.5},
         {"steps": 200, "batch_size": 8, "lr": 5e-4, "num_negatives": 16, "rdrw_warmup": 256},
-        {"beam_width": 128, "max_sessions": 300, "batch_size": 4},
+        {"beam_width": BEAM_WIDTH, "max_sessions": 300, "batch_size": 4},
     ),
 }
 
