@@ -3,27 +3,20 @@ method's validation rows are its own training run's, step 0 is the SFT checkpoin
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from trainer.evaluate import evaluate
 from trainer.model import load_checkpoint
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "pref_budget.py"
+from .conftest import bench_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_pref_budget", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with bench_module("pref_budget") as module:
+        yield module
 
 
 def test_budget_is_the_first_best_step(bench):

@@ -3,10 +3,7 @@ separate forward pass per candidate, the AUC equal to counting pairs, a table wr
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,17 +14,13 @@ from sid_index.data.schema import RELEVANT_GRADE
 from trainer.data import build_examples
 from trainer.model import load_checkpoint
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "rdrw_signal.py"
+from .conftest import bench_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_rdrw_signal", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with bench_module("rdrw_signal") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
