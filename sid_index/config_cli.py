@@ -1,7 +1,8 @@
 """Command-line options generated from a pydantic config class (as TRL's HfArgumentParser does from its
 dataclasses): each field is one `--kebab-name` option with the field's type, default and description, so a
 default or a help text is written once, in the config. Nested configs (a model's shape, the prompt) are
-flattened into options of their own names; `rename` gives a nested field another option name."""
+flattened into options of their own names; `rename` gives a nested field another option name. A list field
+is a repeatable option."""
 
 from __future__ import annotations
 
@@ -81,9 +82,13 @@ def config_command(cls: type[BaseModel], what: str, run: Callable[[Any], None], 
     the option, `make_config`) and calls `run(config)`."""
     params, paths = config_parameters(cls, flatten, rename, skip)
 
+    defaults = {p.name: p.default for p in params}
+
     def command(**options: Any) -> None:
         values: dict[str, Any] = {}
         for option, value in options.items():
+            if isinstance(value, list | tuple) and not value:  # a repeatable option given no value: its default
+                value = defaults[option]
             *groups, key = paths[option]
             node = values
             for group in groups:

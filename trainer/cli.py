@@ -14,50 +14,24 @@ from sid_index.trie import BEAM_WIDTH
 # ============================================================================ radgr eval
 
 
-def eval_command(
-    model: Annotated[
-        list[Path],
-        typer.Option("--model", help="Checkpoint folder or training output folder; repeat for several (one row each)."),
-    ],
-    index: Annotated[Path, typer.Option(help="SID index directory the checkpoints were trained for.")],
-    data: Annotated[Path, typer.Option(help="Dataset directory.")],
-    split: Annotated[str, typer.Option(help="Split to evaluate: train, valid or test.")] = "test",
-    beam_width: Annotated[int, typer.Option(help="Beams per session (SIDs returned).")] = BEAM_WIDTH,
-    batch_size: Annotated[int, typer.Option(help="Sessions decoded together.")] = 16,
-    max_sessions: Annotated[int | None, typer.Option(help="Evaluate only the first N sessions.")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
-    no_unconstrained: Annotated[
-        bool, typer.Option("--no-unconstrained", help="Skip the free decode that measures the invalid-SID rate.")
-    ] = False,
-    no_baselines: Annotated[
-        bool, typer.Option("--no-baselines", help="Skip the most-popular and index-only rows (same sessions).")
-    ] = False,
-    embedding_model: Annotated[
-        Path | None, typer.Option(help="The index's text model folder, when it is not where the index says.")
-    ] = None,
-    index_prior: Annotated[list[float] | None, typer.Option(
-        help="Fuse the index's retrieval score into the search with this weight (repeat: one row per weight; "
-             "0 = the model alone; default: the weight the checkpoint was trained with, else 0).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Write every model's metrics as JSON here.")] = None,
-    markdown: Annotated[Path | None, typer.Option(help="Write the results table (markdown) here.")] = None,
-    pick_prior: Annotated[str | None, typer.Option(
-        help="After scoring the --index-prior weights of one model on valid, write into its checkpoint the weight "
-             "surest to beat the index-only row on this metric (e.g. 'item recall@10'; the highest lower end of "
-             "the paired 95% interval): radgr eval and serve then fuse it by default.")] = None,
-) -> None:
-    """Trie-constrained beam search over a split: SID and item Recall@K / MRR, invalid-SID rate, speed."""
-    from trainer.evaluate import EvalConfig, evaluate_models, markdown_table
+def _evaluate(cfg) -> None:
+    from trainer.evaluate import evaluate_models, markdown_table
 
-    cfg = make_config(
-        EvalConfig, "eval", model=model, index=index, data=data, split=split, beam_width=beam_width,
-        batch_size=batch_size, max_sessions=max_sessions, device=device, unconstrained=not no_unconstrained,
-        baselines=not no_baselines, embedding_model=embedding_model, index_prior=index_prior or None,
-        out=out, markdown=markdown, pick_prior=pick_prior,
-    )
     results = evaluate_models(cfg, log=lambda msg: typer.echo(msg, err=True))
     _write_results(cfg, "models", results, markdown_table(results))
     if cfg.pick_prior is not None:
         _record_picked_prior(cfg, results)
+
+
+def _eval_command():
+    from trainer.evaluate import EvalConfig
+
+    return config_command(EvalConfig, "eval", _evaluate, "Trie-constrained beam search over a split: SID and item "
+                          "Recall@K / NDCG@K / MRR, invalid-SID rate, speed; beside the most-popular and index-only "
+                          "rows on the same sessions.")
+
+
+eval_command = _eval_command()
 
 
 def _record_picked_prior(cfg, results: list) -> None:

@@ -409,24 +409,27 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: list[Path] = Field(min_length=1, description="checkpoint folders (or training output folders)")
-    index: Path
-    data: Path
-    split: Literal["train", "valid", "test"] = "test"
-    beam_width: int = Field(BEAM_WIDTH, ge=1)
-    batch_size: int = Field(16, ge=1)
-    max_sessions: int | None = Field(None, ge=1)
-    device: str = "cpu"
-    unconstrained: bool = True
+    model: list[Path] = Field(min_length=1, description="checkpoint folder or training output folder; repeat for "
+                              "several (one row each)")
+    index: Path = Field(description="SID index directory the checkpoints were trained for")
+    data: Path = Field(description="dataset directory")
+    split: Literal["train", "valid", "test"] = Field("test", description="split to evaluate")
+    beam_width: int = Field(BEAM_WIDTH, ge=1, description="beams per session (SIDs returned)")
+    batch_size: int = Field(16, ge=1, description="sessions decoded together")
+    max_sessions: int | None = Field(None, ge=1, description="evaluate only the first N sessions")
+    device: str = Field("cpu", description="where to decode: cpu or cuda[:N]")
+    unconstrained: bool = Field(True, description="also decode without the trie, to measure the invalid-SID rate")
     baselines: bool = Field(True, description="add the most-popular and index-only rows (same sessions)")
     index_prior: list[float] | None = Field(None, description="weights of the index's retrieval score fused into "
-                                            "the search; one row per model and weight (0: the model alone; "
-                                            "None: the weight each checkpoint was trained with, else 0)")
+                                            "the search; repeat: one row per model and weight (0: the model "
+                                            "alone; not given: the weight each checkpoint was trained with)")
     embedding_model: Path | None = Field(None, description="the index's text model, when not where the index says")
-    out: Path | None = None
-    markdown: Path | None = None
-    pick_prior: str | None = Field(None, description="metric on which to pick the index-prior weight of one "
-                                   "model (`pick_prior`) and write it into its checkpoint")
+    out: Path | None = Field(None, description="write every model's metrics as JSON here")
+    markdown: Path | None = Field(None, description="write the results table (markdown) here")
+    pick_prior: str | None = Field(None, description="after scoring the index-prior weights of one model on valid, "
+                                   "write into its checkpoint the weight surest to beat the index-only row on this "
+                                   "metric (e.g. 'item recall@10'; the highest lower end of the paired 95% "
+                                   "interval): radgr eval and serve then fuse it by default")
 
     @model_validator(mode="after")
     def _picking(self) -> EvalConfig:

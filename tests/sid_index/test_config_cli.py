@@ -30,6 +30,7 @@ class Toy(BaseModel):
     steps: int | None = Field(None, ge=1)
     mode: Literal["fast", "slow"] = Field("fast", description="speed")
     tlgd: bool = Field(True, description="a switch on by default")
+    weights: list[float] | None = Field(None, description="repeatable")
     shape: Shape = Shape()
 
 
@@ -45,11 +46,13 @@ def test_options_build_the_config_with_the_fields_defaults():
     seen: list = []
     res = CliRunner().invoke(app_for(seen), ["go", "--out", "x"])
     assert res.exit_code == 0, res.output
-    assert seen == [Toy(out=Path("x"))]
+    assert seen == [Toy(out=Path("x"))] and seen[0].weights is None  # a repeatable option not given: its default
     res = CliRunner().invoke(app_for(seen), ["go", "--out", "y", "--rate", "0.1", "--steps", "3", "--mode", "slow",
-                                             "--no-tlgd", "--width", "16", "--layers", "5"])
+                                             "--no-tlgd", "--width", "16", "--layers", "5", "--weights", "0",
+                                             "--weights", "2.5"])
     assert res.exit_code == 0, res.output
-    want = Toy(out=Path("y"), rate=0.1, steps=3, mode="slow", tlgd=False, shape=Shape(width=16, num_layers=5))
+    want = Toy(out=Path("y"), rate=0.1, steps=3, mode="slow", tlgd=False, weights=[0.0, 2.5],
+               shape=Shape(width=16, num_layers=5))
     assert seen[-1] == want
 
 
@@ -72,14 +75,18 @@ def test_bad_values_are_refused_naming_the_option():
     assert isinstance(res.exception, RadgrError) and "--mode: Input should be 'fast' or 'slow'" in str(res.exception)
 
 
-@pytest.mark.parametrize("command, config", [("sft", "SFTConfig"), ("pref", "PrefConfig")])
-def test_every_trainer_config_field_is_an_option(command, config):
-    """radgr train sft / pref: one option per config field (nested shape and prompt fields included)."""
-    import trainer.config as configs
+@pytest.mark.parametrize("command, config", [(["train", "sft"], "trainer.config.SFTConfig"),
+                                             (["train", "pref"], "trainer.config.PrefConfig"),
+                                             (["eval"], "trainer.evaluate.EvalConfig")])
+def test_every_config_field_is_an_option(command, config):
+    """radgr train sft / pref and radgr eval: one option per config field (nested shape and prompt fields too)."""
+    import importlib
+
     from radgr.cli import cli
 
-    cls = getattr(configs, config)
-    res = CliRunner().invoke(cli, ["train", command, "--help"], env={"COLUMNS": "250"})
+    module, name = config.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    res = CliRunner().invoke(cli, [*command, "--help"], env={"COLUMNS": "250"})
     assert res.exit_code == 0
     renamed = {"num_layers": "layers", "align": "prompt-align"}
     names = [n for n, f in cls.model_fields.items() if not isinstance(f.default, BaseModel)]
