@@ -9,7 +9,6 @@ import typer
 
 from sid_index.config_cli import config_command
 from sid_index.errors import make_config
-from sid_index.trie import BEAM_WIDTH
 
 # ============================================================================ radgr eval
 
@@ -143,38 +142,22 @@ def _quality_config(preset: str, overrides: list[str] | None = None, **fields):
     return make_config(QualityConfig, "quality", **options, **fields)
 
 
-def peers_command(
-    index: IndexOpt,
-    data: DataOpt,
-    model: Annotated[list[Path] | None, typer.Option(
-        "--model", help="Checkpoint to evaluate on the same sessions; repeat for several.")] = None,
-    index_prior: Annotated[list[float] | None, typer.Option(
-        help="As radgr eval --index-prior: one row per model and weight (0 = the model alone).")] = None,
-    rankings: Annotated[list[Path] | None, typer.Option(
-        "--rankings", help="Rankings made elsewhere (JSON; e.g. bench/sasrec_recbole.py); repeatable.")] = None,
-    split: Annotated[str, typer.Option(help="Split to evaluate: train, valid or test.")] = "test",
-    max_sessions: Annotated[int | None, typer.Option(help="Only the first N sessions (the same for every row).")
-                            ] = None,
-    beam_width: Annotated[int, typer.Option(help="Beams per session (SIDs returned).")] = BEAM_WIDTH,
-    batch_size: Annotated[int, typer.Option(help="Sessions decoded together.")] = 8,
-    device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
-    embedding_model: Annotated[
-        Path | None, typer.Option(help="The index's text model folder, when it is not where the index says.")
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="Write every row's metrics as JSON here.")] = None,
-    markdown: Annotated[Path | None, typer.Option(help="Write the table (markdown) here.")] = None,
-) -> None:
-    """Our models against the peers a user would try first (popularity, BM25, dense MiniLM, co-occurrence,
-    history text, SASRec rankings, published rows), on the same sessions: item Recall@K, NDCG@K, intervals."""
-    from trainer.peers import PeersConfig, compare, peers_table
+def _compare_peers(cfg) -> None:
+    from trainer.peers import compare, peers_table
 
-    cfg = make_config(
-        PeersConfig, "bench peers", index=index, data=data, model=model or [], index_prior=index_prior or None,
-        rankings=rankings or [], split=split, max_sessions=max_sessions, beam_width=beam_width,
-        batch_size=batch_size, device=device, embedding_model=embedding_model, out=out, markdown=markdown,
-    )
     results = compare(cfg, log=lambda msg: typer.echo(msg, err=True))
     _write_results(cfg, "rows", results, peers_table(results))
+
+
+def _peers_command():
+    from trainer.peers import PeersConfig
+
+    return config_command(PeersConfig, "bench peers", _compare_peers, "Our models against the peers a user would "
+                          "try first (popularity, BM25, dense MiniLM, co-occurrence, history text, SASRec rankings, "
+                          "published rows), on the same sessions: item Recall@K, NDCG@K, intervals.")
+
+
+peers_command = _peers_command()
 
 
 def quality_command(

@@ -304,19 +304,23 @@ class PeersConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    index: Path
-    data: Path
-    model: list[Path] = Field(default_factory=list, description="checkpoints evaluated on the same sessions")
-    index_prior: list[float] | None = Field(None, description="as `radgr eval --index-prior`")
-    rankings: list[Path] = Field(default_factory=list, description="external rankings files (JSON)")
-    split: Literal["train", "valid", "test"] = "test"
-    max_sessions: int | None = Field(None, ge=1)
-    beam_width: int = Field(BEAM_WIDTH, ge=1)
-    batch_size: int = Field(8, ge=1)
-    device: str = "cpu"
-    embedding_model: Path | None = None
-    out: Path | None = None
-    markdown: Path | None = None
+    index: Path = Field(description="SID index directory (radgr index build)")
+    data: Path = Field(description="dataset directory (radgr data ...)")
+    model: list[Path] = Field(default_factory=list, description="a checkpoint to evaluate on the same sessions; "
+                              "repeat for several")
+    index_prior: list[float] | None = Field(None, description="as radgr eval --index-prior: one row per model and "
+                                            "weight (0: the model alone)")
+    rankings: list[Path] = Field(default_factory=list, description="rankings made elsewhere (JSON; e.g. "
+                                 "bench/sasrec_recbole.py); repeatable")
+    split: Literal["train", "valid", "test"] = Field("test", description="split to evaluate")
+    max_sessions: int | None = Field(None, ge=1, description="only the first N sessions (the same for every row)")
+    beam_width: int = Field(BEAM_WIDTH, ge=1, description="beams per session (SIDs returned)")
+    batch_size: int = Field(8, ge=1, description="sessions decoded together")
+    device: str = Field("cpu", description="where to decode: cpu or cuda[:N]")
+    embedding_model: Path | None = Field(None, description="the index's text model folder, when it is not where "
+                                         "the index says")
+    out: Path | None = Field(None, description="write every row's metrics as JSON here")
+    markdown: Path | None = Field(None, description="write the table (markdown) here")
 
 
 def compare(cfg: PeersConfig, log=print) -> list[dict[str, Any]]:

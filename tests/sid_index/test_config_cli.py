@@ -77,9 +77,10 @@ def test_bad_values_are_refused_naming_the_option():
 
 @pytest.mark.parametrize("command, config", [(["train", "sft"], "trainer.config.SFTConfig"),
                                              (["train", "pref"], "trainer.config.PrefConfig"),
-                                             (["eval"], "trainer.evaluate.EvalConfig")])
+                                             (["eval"], "trainer.evaluate.EvalConfig"),
+                                             (["bench", "peers"], "trainer.peers.PeersConfig")])
 def test_every_config_field_is_an_option(command, config):
-    """radgr train sft / pref and radgr eval: one option per config field (nested shape and prompt fields too)."""
+    """radgr train sft / pref, radgr eval and bench peers: one option per config field (nested ones too)."""
     import importlib
 
     from radgr.cli import cli
