@@ -74,3 +74,14 @@ def test_the_checker_sees_imports_at_every_depth(tmp_path):
     src.write_text("import trainer.loop\nclass A:\n    from server import app\n"
                    "def f():\n    def g():\n        from sid_index.index import load_index\n")
     assert project_imports(src) == [("trainer.loop", False), ("server", False), ("sid_index.index", True)]
+
+
+def test_the_command_line_starts_without_torch():
+    """`radgr --help`, `radgr query`, `radgr data ...` must not pay for torch: the options are built from
+    torch-free config classes (trainer/config.py), and torch comes in only when a command runs."""
+    import subprocess
+    import sys
+
+    code = "import sys, radgr.cli; print(sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -23,7 +23,7 @@ def _evaluate(cfg) -> None:
 
 
 def _eval_command():
-    from trainer.evaluate import EvalConfig
+    from trainer.config import EvalConfig
 
     return config_command(EvalConfig, "eval", _evaluate, "Trie-constrained beam search over a split: SID and item "
                           "Recall@K / NDCG@K / MRR, invalid-SID rate, speed; beside the most-popular and index-only "
@@ -150,7 +150,7 @@ def _compare_peers(cfg) -> None:
 
 
 def _peers_command():
-    from trainer.peers import PeersConfig
+    from trainer.config import PeersConfig
 
     return config_command(PeersConfig, "bench peers", _compare_peers, "Our models against the peers a user would "
                           "try first (popularity, BM25, dense MiniLM, co-occurrence, history text, SASRec rankings, "

@@ -1,19 +1,45 @@
-"""One typed config per trainer (as TRL does): SFT and preference alignment share the run settings."""
+"""The typed configs (as TRL's one per trainer): SFT and preference alignment share the run settings; eval and
+the peers table have theirs. Torch-free, so that the command line (built from these classes) starts fast."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sid_index.trie import BEAM_WIDTH
-from trainer.evaluate import HEADLINE_NAMES
-from trainer.model import ScratchModelConfig
 from trainer.prompt import PromptConfig
 
+# the metrics with per-session values: intervals, paired differences, validation, picking
+HEADLINE = (("sid", "recall@128"), ("sid", "mrr"), ("item", "recall@10"), ("item", "recall@50"), ("item", "recall@100"),
+            ("item", "ndcg@10"), ("item", "ndcg@50"), ("item", "mrr"))
+HEADLINE_NAMES = tuple(f"{level} {key}" for level, key in HEADLINE)  # per-session metrics: intervals, picking
 Method = Literal["rad-dpo", "dpo", "simpo", "orpo"]
 MIN_DEFAULT_STEPS = 300  # a run given neither steps nor epochs: one epoch, but at least this many steps
+
+
+class ScratchModelConfig(BaseModel):
+    """A small Qwen3 for the demo and tests: head_dim 64, which vLLM's CPU attention kernels require."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden_size: int = Field(256, ge=64, description="scratch model: hidden size")
+    num_layers: int = Field(4, ge=1, description="scratch model: decoder layers")
+    num_heads: int = Field(4, ge=1, description="scratch model: attention heads")
+    num_kv_heads: int = Field(2, ge=1, description="scratch model: key/value heads (grouped-query attention)")
+    head_dim: int = Field(64, ge=8, description="scratch model: head size (64 or more for vLLM's CPU kernels)")
+    intermediate_size: int | None = Field(None, ge=64, description="scratch model: MLP width (default 3 x "
+                                          "hidden size)")
+    max_positions: int = Field(1024, ge=64, description="scratch model: longest prompt + SID")
+    tokenizer_vocab: int = Field(4096, ge=300, description="scratch model: BPE vocabulary, trained on catalog and "
+                                 "query text")
+
+    @model_validator(mode="after")
+    def _mlp_width(self) -> ScratchModelConfig:
+        if self.intermediate_size is None:
+            self.intermediate_size = 3 * self.hidden_size
+        return self
 
 
 class RunConfig(BaseModel):
@@ -128,3 +154,87 @@ class PrefConfig(RunConfig):
         if self.beta is None:
             self.beta = {"rad-dpo": 1.0, "dpo": 0.1, "simpo": 2.0, "orpo": 0.1}[self.method]
         return self
+
+
+class EvalConfig(BaseModel):
+    """Everything `radgr eval` needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: list[Path] = Field(min_length=1, description="checkpoint folder or training output folder; repeat for "
+                              "several (one row each)")
+    index: Path = Field(description="SID index directory the checkpoints were trained for")
+    data: Path = Field(description="dataset directory")
+    split: Literal["train", "valid", "test"] = Field("test", description="split to evaluate")
+    beam_width: int = Field(BEAM_WIDTH, ge=1, description="beams per session (SIDs returned)")
+    batch_size: int = Field(16, ge=1, description="sessions decoded together")
+    max_sessions: int | None = Field(None, ge=1, description="evaluate only the first N sessions")
+    device: str = Field("cpu", description="where to decode: cpu or cuda[:N]")
+    unconstrained: bool = Field(True, description="also decode without the trie, to measure the invalid-SID rate")
+    baselines: bool = Field(True, description="add the most-popular and index-only rows (same sessions)")
+    index_prior: list[float] | None = Field(None, description="weights of the index's retrieval score fused into "
+                                            "the search; repeat: one row per model and weight (0: the model "
+                                            "alone; not given: the weight each checkpoint was trained with)")
+    embedding_model: Path | None = Field(None, description="the index's text model, when not where the index says")
+    out: Path | None = Field(None, description="write every model's metrics as JSON here")
+    markdown: Path | None = Field(None, description="write the results table (markdown) here")
+    pick_prior: str | None = Field(None, description="after scoring the index-prior weights of one model on valid, "
+                                   "write into its checkpoint the weight surest to beat the index-only row on this "
+                                   "metric (e.g. 'item recall@10'; the highest lower end of the paired 95% "
+                                   "interval): radgr eval and serve then fuse it by default")
+
+    @model_validator(mode="after")
+    def _picking(self) -> EvalConfig:
+        if self.pick_prior is None:
+            return self
+        if self.pick_prior not in HEADLINE_NAMES:
+            raise ValueError(f"pick_prior must be one of {', '.join(HEADLINE_NAMES)}")
+        if self.split == "test":
+            raise ValueError("pick_prior on the test split would choose on the sessions it is judged on: use valid")
+        if len(self.model) != 1 or not self.baselines:
+            raise ValueError("pick_prior needs exactly one model and the baselines (the index-only row)")
+        return self
+
+    @field_validator("index_prior")
+    @classmethod
+    def _weights(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and (not v or any(w < 0 for w in v)):
+            raise ValueError("weights must be >= 0")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        import torch  # here, not at the top: the command line imports this module and starts without torch
+
+        try:
+            dev = torch.device(v)
+        except RuntimeError:
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"expected cpu or cuda[:N], got '{v}'")
+        return v
+
+
+class PeersConfig(BaseModel):
+    """Everything `radgr bench peers` needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: Path = Field(description="SID index directory (radgr index build)")
+    data: Path = Field(description="dataset directory (radgr data ...)")
+    model: list[Path] = Field(default_factory=list, description="a checkpoint to evaluate on the same sessions; "
+                              "repeat for several")
+    index_prior: list[float] | None = Field(None, description="as radgr eval --index-prior: one row per model and "
+                                            "weight (0: the model alone)")
+    rankings: list[Path] = Field(default_factory=list, description="rankings made elsewhere (JSON; e.g. "
+                                 "bench/sasrec_recbole.py); repeatable")
+    split: Literal["train", "valid", "test"] = Field("test", description="split to evaluate")
+    max_sessions: int | None = Field(None, ge=1, description="only the first N sessions (the same for every row)")
+    beam_width: int = Field(BEAM_WIDTH, ge=1, description="beams per session (SIDs returned)")
+    batch_size: int = Field(8, ge=1, description="sessions decoded together")
+    device: str = Field("cpu", description="where to decode: cpu or cuda[:N]")
+    embedding_model: Path | None = Field(None, description="the index's text model folder, when it is not where "
+                                         "the index says")
+    out: Path | None = Field(None, description="write every row's metrics as JSON here")
+    markdown: Path | None = Field(None, description="write the table (markdown) here")

@@ -29,11 +29,10 @@ import json
 import time
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sid_index.data.schema import RELEVANT_GRADE, Dataset, load_dataset
 from sid_index.decoding import IndexPrior, beam_search
@@ -42,6 +41,7 @@ from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids, load_index, require_index, scored_items
 from sid_index.retrieve import IndexRetriever, embedding_model_of, request_vector
 from sid_index.trie import BEAM_WIDTH
+from trainer.config import HEADLINE, HEADLINE_NAMES, EvalConfig
 from trainer.data import build_examples, embed_prompt_texts, history_codes
 from trainer.model import META_FILE, load_checkpoint, resolve_checkpoint
 
@@ -49,9 +49,6 @@ SID_KS = (8, 64, 128)
 ITEM_KS = (10, 50, 100, 500)
 NDCG_KS = (10, 50)
 CURVE_KS = tuple(2**i for i in range(10))  # recall-vs-K curves (plots), 1 ... 512
-HEADLINE = (("sid", "recall@128"), ("sid", "mrr"), ("item", "recall@10"), ("item", "recall@50"), ("item", "recall@100"),
-            ("item", "ndcg@10"), ("item", "ndcg@50"), ("item", "mrr"))
-HEADLINE_NAMES = tuple(f"{level} {key}" for level, key in HEADLINE)  # per-session metrics: intervals, picking
 BOOTSTRAP_SAMPLES = 1000
 
 
@@ -109,6 +106,11 @@ def ranking_metrics(ranked: Sequence[Hashable], targets: Iterable[Hashable], ks:
         out.update({f"ndcg@{k}": ndcg_at_k(ranked, gains, k) for k in NDCG_KS})
     out["mrr"] = reciprocal_rank(ranked, targets)
     return out
+
+
+def headline_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The HEADLINE_NAMES means of one `evaluate` result, as a flat name -> value dict."""
+    return {f"{level} {key}": float(result[level][key]) for level, key in HEADLINE}
 
 
 def mean_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:
@@ -402,64 +404,6 @@ def evaluate(
 
 
 # ----------------------------------------------------------------------------- several checkpoints -> one table
-
-
-class EvalConfig(BaseModel):
-    """Everything `radgr eval` needs."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: list[Path] = Field(min_length=1, description="checkpoint folder or training output folder; repeat for "
-                              "several (one row each)")
-    index: Path = Field(description="SID index directory the checkpoints were trained for")
-    data: Path = Field(description="dataset directory")
-    split: Literal["train", "valid", "test"] = Field("test", description="split to evaluate")
-    beam_width: int = Field(BEAM_WIDTH, ge=1, description="beams per session (SIDs returned)")
-    batch_size: int = Field(16, ge=1, description="sessions decoded together")
-    max_sessions: int | None = Field(None, ge=1, description="evaluate only the first N sessions")
-    device: str = Field("cpu", description="where to decode: cpu or cuda[:N]")
-    unconstrained: bool = Field(True, description="also decode without the trie, to measure the invalid-SID rate")
-    baselines: bool = Field(True, description="add the most-popular and index-only rows (same sessions)")
-    index_prior: list[float] | None = Field(None, description="weights of the index's retrieval score fused into "
-                                            "the search; repeat: one row per model and weight (0: the model "
-                                            "alone; not given: the weight each checkpoint was trained with)")
-    embedding_model: Path | None = Field(None, description="the index's text model, when not where the index says")
-    out: Path | None = Field(None, description="write every model's metrics as JSON here")
-    markdown: Path | None = Field(None, description="write the results table (markdown) here")
-    pick_prior: str | None = Field(None, description="after scoring the index-prior weights of one model on valid, "
-                                   "write into its checkpoint the weight surest to beat the index-only row on this "
-                                   "metric (e.g. 'item recall@10'; the highest lower end of the paired 95% "
-                                   "interval): radgr eval and serve then fuse it by default")
-
-    @model_validator(mode="after")
-    def _picking(self) -> EvalConfig:
-        if self.pick_prior is None:
-            return self
-        if self.pick_prior not in HEADLINE_NAMES:
-            raise ValueError(f"pick_prior must be one of {', '.join(HEADLINE_NAMES)}")
-        if self.split == "test":
-            raise ValueError("pick_prior on the test split would choose on the sessions it is judged on: use valid")
-        if len(self.model) != 1 or not self.baselines:
-            raise ValueError("pick_prior needs exactly one model and the baselines (the index-only row)")
-        return self
-
-    @field_validator("index_prior")
-    @classmethod
-    def _weights(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None and (not v or any(w < 0 for w in v)):
-            raise ValueError("weights must be >= 0")
-        return v
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        try:
-            dev = torch.device(v)
-        except RuntimeError:
-            dev = None
-        if dev is None or dev.type not in ("cpu", "cuda"):
-            raise ValueError(f"expected cpu or cuda[:N], got '{v}'")
-        return v
 
 
 def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sid_index.atomic import CHECKSUMS, atomic_dir, complete_leftover, verify_checksums
+from sid_index.atomic import CHECKSUMS, atomic_dir, complete_leftover, sha256_file, verify_checksums
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids, require_index
 from sid_index.retrieve import embedding_model_of
 from sid_index.tokens import SidVocab, add_sid_tokens
+from trainer.config import ScratchModelConfig
 from trainer.prompt import PromptBuilder, PromptConfig
 from trainer.text_inputs import TEXT_INPUTS_FILE, TEXT_VECTOR_TOKEN, TextInputLM, TextInputs
 
@@ -34,29 +34,6 @@ CHECKPOINT_FORMAT = "radgr-checkpoint"
 CHECKPOINT_VERSION = 1
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
-
-
-class ScratchModelConfig(BaseModel):
-    """A small Qwen3 for the demo and tests: head_dim 64, which vLLM's CPU attention kernels require."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    hidden_size: int = Field(256, ge=64, description="scratch model: hidden size")
-    num_layers: int = Field(4, ge=1, description="scratch model: decoder layers")
-    num_heads: int = Field(4, ge=1, description="scratch model: attention heads")
-    num_kv_heads: int = Field(2, ge=1, description="scratch model: key/value heads (grouped-query attention)")
-    head_dim: int = Field(64, ge=8, description="scratch model: head size (64 or more for vLLM's CPU kernels)")
-    intermediate_size: int | None = Field(None, ge=64, description="scratch model: MLP width (default 3 x "
-                                          "hidden size)")
-    max_positions: int = Field(1024, ge=64, description="scratch model: longest prompt + SID")
-    tokenizer_vocab: int = Field(4096, ge=300, description="scratch model: BPE vocabulary, trained on catalog and "
-                                 "query text")
-
-    @model_validator(mode="after")
-    def _mlp_width(self) -> ScratchModelConfig:
-        if self.intermediate_size is None:
-            self.intermediate_size = 3 * self.hidden_size
-        return self
 
 
 @dataclass
@@ -245,11 +222,13 @@ def save_checkpoint(
 def update_checkpoint_meta(path: str | Path, changes: dict[str, Any]) -> Path:
     """Merge `changes` into a checkpoint's radgr.json without rewriting its weights (a 1.7B model is GBs):
     the replacement folder hard-links every other file (copies them where links fail), then takes the old
-    one's place atomically, with fresh checksums. The folder is verified first: a damaged one stays as it is."""
+    one's place atomically. The folder is verified first (a damaged one stays as it is), so its checksum list
+    stays true for every linked file: only radgr.json is hashed again (a folder saved before checksums gets a
+    list of all its files)."""
     path = resolve_checkpoint(path)
-    verify_checkpoint(path)
+    listed = verify_checkpoint(path)
     meta = {**json.loads((path / META_FILE).read_text()), **changes}
-    with atomic_dir(path, checksums=True) as tmp:
+    with atomic_dir(path, checksums=not listed) as tmp:
         for src in path.rglob("*"):
             rel = src.relative_to(path)
             if src.is_dir() or rel.as_posix() in (META_FILE, CHECKSUMS):
@@ -260,6 +239,11 @@ def update_checkpoint_meta(path: str | Path, changes: dict[str, Any]) -> Path:
             except OSError:
                 shutil.copy2(src, tmp / rel)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if listed:
+            listing = json.loads((path / CHECKSUMS).read_text())
+            listing["files"][META_FILE] = {"bytes": (tmp / META_FILE).stat().st_size,
+                                           "sha256": sha256_file(tmp / META_FILE)}
+            (tmp / CHECKSUMS).write_text(json.dumps(listing, indent=1) + "\n")
     return path
 
 

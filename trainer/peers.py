@@ -25,10 +25,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from sid_index.data.schema import Dataset, load_dataset
 from sid_index.embed import embed_texts, item_texts
@@ -36,6 +35,7 @@ from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_index
 from sid_index.retrieve import embedding_model_of
 from sid_index.trie import BEAM_WIDTH
+from trainer.config import PeersConfig
 from trainer.data import build_examples
 from trainer.evaluate import (
     ITEM_KS,
@@ -297,30 +297,6 @@ def published_rows(dataset: Dataset) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- one table: models and peers
-
-
-class PeersConfig(BaseModel):
-    """Everything `radgr bench peers` needs."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    index: Path = Field(description="SID index directory (radgr index build)")
-    data: Path = Field(description="dataset directory (radgr data ...)")
-    model: list[Path] = Field(default_factory=list, description="a checkpoint to evaluate on the same sessions; "
-                              "repeat for several")
-    index_prior: list[float] | None = Field(None, description="as radgr eval --index-prior: one row per model and "
-                                            "weight (0: the model alone)")
-    rankings: list[Path] = Field(default_factory=list, description="rankings made elsewhere (JSON; e.g. "
-                                 "bench/sasrec_recbole.py); repeatable")
-    split: Literal["train", "valid", "test"] = Field("test", description="split to evaluate")
-    max_sessions: int | None = Field(None, ge=1, description="only the first N sessions (the same for every row)")
-    beam_width: int = Field(BEAM_WIDTH, ge=1, description="beams per session (SIDs returned)")
-    batch_size: int = Field(8, ge=1, description="sessions decoded together")
-    device: str = Field("cpu", description="where to decode: cpu or cuda[:N]")
-    embedding_model: Path | None = Field(None, description="the index's text model folder, when it is not where "
-                                         "the index says")
-    out: Path | None = Field(None, description="write every row's metrics as JSON here")
-    markdown: Path | None = Field(None, description="write the table (markdown) here")
 
 
 def compare(cfg: PeersConfig, log=print) -> list[dict[str, Any]]:
