@@ -7,8 +7,9 @@ import shlex
 import shutil
 from pathlib import Path
 
-import httpx
 import pytest
+
+from server.client import RetrievalClient
 
 from ..conftest import serve_process
 
@@ -70,6 +71,6 @@ def image_server(served_path, tiny_index, tmp_path_factory):
     with serve_process(served_path, tiny_index.root, log, command=tuple(start_command(stage)), image_env=image_env,
                        beam_width=16, dtype="float32") as url:
         # one good and one rejected request, so that labelled series (status="200", "422") exist
-        assert httpx.post(f"{url}/v1/retrieve", json={"query": "drill", "top_k": 3}).status_code == 200
-        assert httpx.post(f"{url}/v1/retrieve", json={"query": ""}).status_code == 422
+        assert RetrievalClient(url).retrieve_response({"query": "drill", "top_k": 3}).status_code == 200
+        assert RetrievalClient(url).retrieve_response({"query": ""}).status_code == 422
         yield url, int(url.rsplit(":", 1)[1]), stage

@@ -8,10 +8,10 @@ import subprocess
 import sys
 import tomllib
 
-import httpx
 import pytest
 from packaging.requirements import Requirement
 
+from server.client import RetrievalClient
 from server.settings import ServerSettings
 
 from ..conftest import free_port
@@ -79,4 +79,4 @@ def test_the_image_start_command_serves_and_its_healthcheck_sees_it(image_server
     assert healthcheck(port).returncode == 0
     res = healthcheck(free_port())
     assert res.returncode == 1 and "not ready" in res.stderr
-    assert httpx.get(f"{url}/readyz").json()["engine"] == "native"
+    assert RetrievalClient(url).wait_ready()["engine"] == "native"

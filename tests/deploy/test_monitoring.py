@@ -6,10 +6,11 @@ import json
 import re
 import subprocess
 
-import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+
+from server.client import RetrievalClient
 
 from .conftest import DEPLOY, tool
 
@@ -40,7 +41,7 @@ def metric_names(expr: str) -> set[str]:
 @pytest.fixture(scope="module")
 def live_metrics(image_server) -> tuple[str, set[str]]:
     url, _port, _stage = image_server
-    text = httpx.get(f"{url}/metrics").text
+    text = RetrievalClient(url).metrics()
     return text, {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 

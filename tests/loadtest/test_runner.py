@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from loadtest.runner import is_loopback
+from server.client import RetrievalClient
 
 from ..conftest import free_port, serve_process
 
@@ -33,7 +33,7 @@ def locust_request_count(out: Path) -> int:
 
 
 def served_200(url: str) -> int:
-    m = re.search(r'^radgr_requests_total\{status="200"\} (\S+)$', httpx.get(f"{url}/metrics").text, re.M)
+    m = re.search(r'^radgr_requests_total\{status="200"\} (\S+)$', RetrievalClient(url).metrics(), re.M)
     return int(float(m.group(1))) if m else 0
 
 

@@ -39,10 +39,10 @@ def test_both_engines_serve_the_same_ranking(native_url, served_path, tiny_index
     native = [retrieve(native_url, **b).json() for b in bodies]
     with serve_process(served_path, tiny_index.root, tmp_path / "vllm.log", engine="vllm", beam_width=32,
                        dtype="float32", vllm_kv_cache_gib=0.25) as url:
-        assert httpx.get(f"{url}/readyz").json()["engine"] == "vllm"
+        assert RetrievalClient(url).wait_ready()["engine"] == "vllm"
         with ThreadPoolExecutor(len(bodies)) as pool:  # concurrent: the requests share engine steps
             vllm = [r.json() for r in pool.map(lambda b: retrieve(url, **b), bodies)]
-        metrics = httpx.get(f"{url}/metrics").text
+        metrics = RetrievalClient(url).metrics()
     for n, v in zip(native, vllm, strict=True):
         assert [i["sid"] for i in v["items"]][:10] == [i["sid"] for i in n["items"]][:10]
         for a, b in zip(n["items"], v["items"], strict=False):
@@ -58,7 +58,7 @@ def test_sample_request_and_metrics_on_a_real_server(native_url, tiny_index):
     assert len(body["items"]) == 5 and all(tiny_index.sid_of(i["sku_id"]) is not None for i in body["items"])
     assert body["timing_ms"]["total"] > 0
     assert httpx.get(f"{native_url}/healthz").json() == {"status": "ok"}
-    assert "radgr_request_latency_seconds_count" in httpx.get(f"{native_url}/metrics").text
+    assert "radgr_request_latency_seconds_count" in RetrievalClient(native_url).metrics()
 
 
 def test_radgr_query_prints_items_and_turns_errors_into_one_line(native_url, tiny_index):
@@ -135,7 +135,7 @@ def test_overload_on_a_real_server_gets_503_fast_and_stays_ready(served_path, ti
         # (relative, so a loaded CI machine slows both sides alike)
         served = [r for r in replies if r.status_code == 200]
         assert max(r.elapsed for r in refused) < max(r.elapsed for r in served)
-        assert httpx.get(f"{url}/readyz").status_code == 200
+        assert RetrievalClient(url).ready()[0] is not None
         assert retrieve(url, **body).status_code == 200
 
 
@@ -155,7 +155,7 @@ def send_until_all_inside(url: str, n: int) -> tuple[list[threading.Thread], lis
         t.start()
     deadline = time.monotonic() + 60  # by time, not by polls: a loaded CI machine polls slowly
     while time.monotonic() < deadline:  # the caller leaves its block (SIGTERM) once every one is answered or inside
-        text = httpx.get(f"{url}/metrics").text
+        text = RetrievalClient(url).metrics()
         in_flight = float(re.search(r"^radgr_requests_in_flight (\S+)$", text, re.M).group(1))
         if in_flight and in_flight + len(results) == n:
             return threads, results
@@ -216,8 +216,7 @@ def test_a_10_mb_body_gets_413_and_the_server_stays_responsive(native_url):
     t = threading.Thread(target=poll)
     t.start()
     try:
-        r = httpx.post(f"{native_url}/v1/retrieve", content=payload, headers={"content-type": "application/json"},
-                       timeout=60)
+        r = RetrievalClient(native_url).retrieve_response(content=payload)
     finally:
         stop.set()
         t.join()
