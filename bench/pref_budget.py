@@ -26,6 +26,7 @@ SHOWN = ("item recall@10", "item mrr", "sid mrr")
 
 
 def train_curve(args: argparse.Namespace, variant: str) -> Path:
+    from sid_index.atomic import write_json
     from trainer.config import PrefConfig
     from trainer.loop import train
     from trainer.quality import PRESETS, with_overrides
@@ -40,7 +41,7 @@ def train_curve(args: argparse.Namespace, variant: str) -> Path:
     resume = (out / "model" / "trainer_state.pt").is_file()
     train(PrefConfig(data=args.data, index=args.index, init=args.init, out=out, seed=args.seed, progress=False,
                      resume=resume, **opts))
-    (out / "train_done.json").write_text(json.dumps({"steps": args.steps}) + "\n")
+    write_json(out / "train_done.json", {"steps": args.steps})
     return out
 
 
@@ -49,7 +50,7 @@ def start_row(args: argparse.Namespace) -> dict[str, float]:
     from sid_index.atomic import write_json
     from sid_index.data.schema import load_dataset
     from sid_index.index import load_index
-    from trainer.evaluate import HEADLINE, evaluate
+    from trainer.evaluate import evaluate, headline_metrics
     from trainer.model import load_checkpoint
 
     path = args.out / "start.json"
@@ -57,7 +58,7 @@ def start_row(args: argparse.Namespace) -> dict[str, float]:
         return json.loads(path.read_text())
     res = evaluate(load_checkpoint(args.init), load_index(args.index), load_dataset(args.data), "valid", 128, 16,
                    args.eval_sessions, "cpu", unconstrained=False, index_prior=0.0)
-    row = {f"{level} {key}": float(res[level][key]) for level, key in HEADLINE}
+    row = headline_metrics(res)
     write_json(path, row)
     return row
 

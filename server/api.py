@@ -92,8 +92,6 @@ class ErrorResponse(BaseModel):
     detail: Any
 
 
-
-
 def error_reason(payload: Any, text: str = "") -> str:
     """One line out of an error body: FastAPI's `detail`, as a message or a list of field errors."""
     detail = payload.get("detail") if isinstance(payload, dict) else None

@@ -49,8 +49,8 @@ def _parameter(name: str, field, flag: str) -> inspect.Parameter:
                              annotation=Annotated[kind, option])
 
 
-def config_parameters(cls: type[BaseModel], flatten: tuple[str, ...] = (), rename: dict[str, str] | None = None,
-                      skip: tuple[str, ...] = ()) -> tuple[list[inspect.Parameter], dict[str, tuple[str, ...]]]:
+def config_parameters(cls: type[BaseModel], flatten: tuple[str, ...] = (), rename: dict[str, str] | None = None
+                      ) -> tuple[list[inspect.Parameter], dict[str, tuple[str, ...]]]:
     """One keyword parameter per field (required fields first, as Python wants), and where each goes in the
     config: option name -> field path. Fields of the nested configs named in `flatten` become options of their
     own (or `rename[nested.field]`) names."""
@@ -58,8 +58,6 @@ def config_parameters(cls: type[BaseModel], flatten: tuple[str, ...] = (), renam
     params: list[inspect.Parameter] = []
     paths: dict[str, tuple[str, ...]] = {}
     for name, field in cls.model_fields.items():
-        if name in skip:
-            continue
         if name in flatten:
             nested = field.annotation
             for sub, sub_field in nested.model_fields.items():
@@ -76,12 +74,10 @@ def config_parameters(cls: type[BaseModel], flatten: tuple[str, ...] = (), renam
 
 
 def config_command(cls: type[BaseModel], what: str, run: Callable[[Any], None], doc: str,
-                   flatten: tuple[str, ...] = (), rename: dict[str, str] | None = None,
-                   skip: tuple[str, ...] = ()) -> Callable[..., None]:
+                   flatten: tuple[str, ...] = (), rename: dict[str, str] | None = None) -> Callable[..., None]:
     """A typer command whose options are `cls`'s fields; it builds the config (a bad value: one line naming
     the option, `make_config`) and calls `run(config)`."""
-    params, paths = config_parameters(cls, flatten, rename, skip)
-
+    params, paths = config_parameters(cls, flatten, rename)
     defaults = {p.name: p.default for p in params}
 
     def command(**options: Any) -> None:

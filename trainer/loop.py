@@ -42,7 +42,7 @@ from trainer.data import (
     sample_negatives,
     session_rng,
 )
-from trainer.evaluate import HEADLINE, HEADLINE_NAMES, evaluate, request_vectors
+from trainer.evaluate import HEADLINE_NAMES, evaluate, headline_metrics, request_vectors
 from trainer.losses import common_prefix, dpo_loss, orpo_loss, rad_dpo_loss, sft_loss, simpo_loss
 from trainer.model import Checkpoint, load_checkpoint, load_state, new_model, save_checkpoint
 from trainer.packing import Packed, candidate_logps, pack
@@ -264,7 +264,6 @@ def plot_losses(out: Path) -> None:
 
 
 def _accelerator(cfg: RunConfig):
-
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise RadgrError("--device cuda: no CUDA device is available")
     return Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
@@ -500,7 +499,7 @@ def _validation_metrics(cfg: RunConfig, ckpt, index: SidIndex, dataset, device) 
 
     res = evaluate(ckpt, index, dataset, "valid", cfg.eval_width, 16, cfg.eval_sessions, str(device),
                    unconstrained=False, index_prior=getattr(cfg, "index_prior", 0.0))
-    return {f"{level} {key}": float(res[level][key]) for level, key in HEADLINE}
+    return headline_metrics(res)
 
 
 def _loss(cfg, stage, model, ref, batch: Batch, tracker, acc, sid_vectors: SidVectors | None = None

@@ -155,7 +155,6 @@ def _shared_sft(cfg: QualityConfig, seed: int, fingerprint: str) -> dict[str, An
 
 def _given_sft(cfg: QualityConfig, seed: int) -> dict[str, Any]:
     """The SFT checkpoint given for `seed` (sft_checkpoints), after checking it was trained for this index."""
-
     path = resolve_checkpoint(cfg.sft_checkpoints[cfg.seeds.index(seed)])
     trained_for = json.loads((path / META_FILE).read_text()).get("index_id")
     require_index(trained_for, load_index(cfg.index, verify=False), str(path))
@@ -202,17 +201,14 @@ def _stage_configs(cfg: QualityConfig, seed: int, root: Path, sft_checkpoint: Pa
 
 def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train and evaluate every (seed, variant) not done yet; return the aggregate (also written to out/)."""
-
     _stage_configs(cfg, cfg.seeds[0], cfg.out, cfg.out)  # every option checked before anything trains
     popular = None
     fingerprint = sft_fingerprint(cfg.data) if cfg.sft_from else None
-    for seed in cfg.seeds:  # every given checkpoint checked before anything trains
-        if cfg.sft_checkpoints:
-            _given_sft(cfg, seed)
+    given = {seed: _given_sft(cfg, seed) for seed in cfg.seeds} if cfg.sft_checkpoints else {}  # checked first
     for seed in cfg.seeds:
         root = cfg.out / f"seed{seed}"
-        if cfg.sft_checkpoints:
-            sft = _given_sft(cfg, seed)
+        if given:
+            sft = given[seed]
         elif cfg.sft_from:
             sft = _shared_sft(cfg, seed, fingerprint)
         else:
@@ -236,7 +232,6 @@ def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[
 
 
 def _evaluate_popular(ev) -> dict[str, Any]:
-
     return evaluate_popular(load_index(ev.index), load_dataset(ev.data), ev.split, ev.beam_width,
                             ev.max_sessions)
 

@@ -166,7 +166,6 @@ def build(src: Path, cfg: ImportConfig, catalog: Path | None = None) -> tuple[pa
 
 
 def _search(table: pa.Table, cfg: ImportConfig, path: Path) -> tuple[dict[str, list], dict[str, Any]]:
-
     queries = _column(table, cfg.query_col, path)
     ids = _column(table, cfg.item_col, path)
     grades = _column(table, cfg.grade_col, path) if cfg.grade_col else None
