@@ -36,8 +36,8 @@ demo: $(STAMP)
 	$(BIN)/radgr index lookup $(DEMO)/index --sku S0000001
 	rm -rf $(DEMO)/sft $(DEMO)/rad-dpo
 	$(BIN)/radgr train sft --data $(DEMO)/data --index $(DEMO)/index --out $(DEMO)/sft $(DEMO_SFT)
-	$(BIN)/radgr train pref --data $(DEMO)/data --index $(DEMO)/index --out $(DEMO)/rad-dpo --init $(DEMO)/sft \
-		--method rad-dpo $(DEMO_PREF)
+	$(BIN)/radgr train rad-dpo --data $(DEMO)/data --index $(DEMO)/index --out $(DEMO)/rad-dpo --init $(DEMO)/sft \
+		$(DEMO_PREF)
 	$(BIN)/radgr eval --model $(DEMO)/sft --model $(DEMO)/rad-dpo --index $(DEMO)/index --data $(DEMO)/data \
 		--max-sessions 300 --batch-size 4 --out $(DEMO)/eval.json --markdown $(DEMO)/eval.md
 	$(MAKE) serve
@@ -138,8 +138,8 @@ bench-rdrw-signal: $(STAMP)
 	$(BIN)/radgr index build --data $(RDRW)/data --out $(RDRW)/index --codebooks 32,32,32
 	rm -rf $(RDRW)/sft $(RDRW)/rad-dpo
 	$(BIN)/radgr train sft --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/sft $(DEMO_SFT) --no-progress
-	$(BIN)/radgr train pref --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/rad-dpo --init $(RDRW)/sft \
-		--method rad-dpo $(DEMO_PREF) --no-progress
+	$(BIN)/radgr train rad-dpo --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/rad-dpo --init $(RDRW)/sft \
+		$(DEMO_PREF) --no-progress
 	$(BIN)/python bench/rdrw_signal.py --model $(RDRW)/sft --model $(RDRW)/rad-dpo --data $(RDRW)/data \
 		--index $(RDRW)/index --out bench/results/rdrw_signal_cpu.md
 
@@ -150,8 +150,8 @@ bench-rdrw-training: $(STAMP)
 	for seed in 0 1 2; do for signal in eos sid none; do \
 	  flag="--rdrw-signal $$signal"; [ $$signal = none ] && flag=--no-rdrw; \
 	  rm -rf $(RDRW)/exp/s$$seed-$$signal; \
-	  $(BIN)/radgr train pref --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/exp/s$$seed-$$signal \
-	    --init $(RDRW)/sft --method rad-dpo --seed $$seed $(DEMO_PREF) $$flag --no-progress || exit 1; \
+	  $(BIN)/radgr train rad-dpo --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/exp/s$$seed-$$signal \
+	    --init $(RDRW)/sft --seed $$seed $(DEMO_PREF) $$flag --no-progress || exit 1; \
 	done; done
 	$(BIN)/radgr eval --model $(RDRW)/sft $(foreach s,0 1 2,$(foreach v,eos sid none,--model $(RDRW)/exp/s$(s)-$(v))) \
 	  --index $(RDRW)/index --data $(RDRW)/data --max-sessions 300 --batch-size 4 \
@@ -303,7 +303,7 @@ real-train: $(STAMP)
 	for d in homedepot amazon; do \
 	  rm -rf runs/$$d/sft runs/$$d/rad-dpo && \
 	  $(BIN)/radgr train sft --data runs/$$d/data --index runs/$$d/index --out runs/$$d/sft $(REAL_SFT) --no-progress && \
-	  $(BIN)/radgr train pref --data runs/$$d/data --index runs/$$d/index --out runs/$$d/rad-dpo \
+	  $(BIN)/radgr train rad-dpo --data runs/$$d/data --index runs/$$d/index --out runs/$$d/rad-dpo \
 	    --init runs/$$d/sft $(REAL_PREF) --no-progress && \
 	  $(BIN)/radgr eval --model runs/$$d/sft --model runs/$$d/rad-dpo --index runs/$$d/index --data runs/$$d/data \
 	    $(REAL_EVAL) --out runs/$$d/eval.json --markdown runs/$$d/eval.md || exit 1; \

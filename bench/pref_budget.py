@@ -27,7 +27,7 @@ SHOWN = ("item recall@10", "item mrr", "sid mrr")
 
 def train_curve(args: argparse.Namespace, variant: str) -> Path:
     from sid_index.atomic import write_json
-    from trainer.config import PrefConfig
+    from trainer.config import pref_config
     from trainer.loop import train
     from trainer.quality import PRESETS, with_overrides
     from trainer.variants import VARIANTS, slug
@@ -39,8 +39,8 @@ def train_curve(args: argparse.Namespace, variant: str) -> Path:
     opts = {**pref, **VARIANTS[variant], "steps": args.steps, "eval_every": args.eval_every,
             "eval_sessions": args.eval_sessions, "eval_metric": "item recall@10"}
     resume = (out / "model" / "trainer_state.pt").is_file()
-    train(PrefConfig(data=args.data, index=args.index, init=args.init, out=out, seed=args.seed, progress=False,
-                     resume=resume, **opts))
+    train(pref_config(variant, data=args.data, index=args.index, init=args.init, out=out, seed=args.seed,
+                      progress=False, resume=resume, **opts))
     write_json(out / "train_done.json", {"steps": args.steps})
     return out
 

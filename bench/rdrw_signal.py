@@ -17,7 +17,7 @@ Signals, same sessions and negatives:
                      was built from): needs no model; the peer
   shared SID prefix  how many leading SID codes the negative shares with y_w* (what TLGD detaches)
   SID vector cosine  cosine of the SIDs' RQ-KMeans reconstructions (sum of their codes' centroids):
-                     what `radgr train pref --rdrw-signal sid` uses instead of the EOS states
+                     what `radgr train rad-dpo --rdrw-signal sid` uses instead of the EOS states
 
 For each: ROC AUC of pseudo vs true negatives (0.5: the signal cannot tell them apart), and the
 mean eq. 6 weight per group when the quartiles are those of all the run's values of that signal

@@ -21,7 +21,7 @@ AdamW step, exactly as `trainer.loop` does. Methods:
                  repeated, all in one left-padded batch.
   dpo            DPO over all (positive, negative) pairs against a frozen reference model
                  (a second copy of the weights, forward under no_grad), both packed, as
-                 `trainer.loop._loss` does with `--method dpo`.
+                 `trainer.loop._loss` does for `radgr train dpo`.
 
 Every method computes logits only where targets are predicted (`logits_to_keep`) and log-probs
 as logit[target] - logsumexp, so the comparison isolates how candidates are laid out.

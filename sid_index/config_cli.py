@@ -49,15 +49,18 @@ def _parameter(name: str, field, flag: str) -> inspect.Parameter:
                              annotation=Annotated[kind, option])
 
 
-def config_parameters(cls: type[BaseModel], flatten: tuple[str, ...] = (), rename: dict[str, str] | None = None
-                      ) -> tuple[list[inspect.Parameter], dict[str, tuple[str, ...]]]:
+def config_parameters(cls: type[BaseModel], flatten: tuple[str, ...] = (), rename: dict[str, str] | None = None,
+                      fixed: tuple[str, ...] = ()) -> tuple[list[inspect.Parameter], dict[str, tuple[str, ...]]]:
     """One keyword parameter per field (required fields first, as Python wants), and where each goes in the
     config: option name -> field path. Fields of the nested configs named in `flatten` become options of their
-    own (or `rename[nested.field]`) names."""
+    own (or `rename[nested.field]`) names; the fields in `fixed` are not options (the command sets them: its
+    default)."""
     rename = rename or {}
     params: list[inspect.Parameter] = []
     paths: dict[str, tuple[str, ...]] = {}
     for name, field in cls.model_fields.items():
+        if name in fixed:
+            continue
         if name in flatten:
             nested = field.annotation
             for sub, sub_field in nested.model_fields.items():
@@ -74,10 +77,11 @@ def config_parameters(cls: type[BaseModel], flatten: tuple[str, ...] = (), renam
 
 
 def config_command(cls: type[BaseModel], what: str, run: Callable[[Any], None], doc: str,
-                   flatten: tuple[str, ...] = (), rename: dict[str, str] | None = None) -> Callable[..., None]:
-    """A typer command whose options are `cls`'s fields; it builds the config (a bad value: one line naming
-    the option, `make_config`) and calls `run(config)`."""
-    params, paths = config_parameters(cls, flatten, rename)
+                   flatten: tuple[str, ...] = (), rename: dict[str, str] | None = None,
+                   fixed: tuple[str, ...] = ()) -> Callable[..., None]:
+    """A typer command whose options are `cls`'s fields (but `fixed`); it builds the config (a bad value: one
+    line naming the option, `make_config`) and calls `run(config)`."""
+    params, paths = config_parameters(cls, flatten, rename, fixed)
     defaults = {p.name: p.default for p in params}
 
     def command(**options: Any) -> None:

@@ -9,6 +9,7 @@ import typer
 
 from sid_index.config_cli import config_command
 from sid_index.errors import make_config
+from trainer.config import PREF_CONFIGS
 
 # ============================================================================ radgr eval
 
@@ -64,7 +65,7 @@ def _write_results(cfg, key: str, results: list, table: str) -> None:
     typer.echo(table, nl=False)
 
 
-# ---------------------------------------------------------------- radgr train sft | pref
+# ------------------------------------------------- radgr train sft | rad-dpo | dpo | simpo | orpo
 
 train_app = typer.Typer(help="Train: SFT on positive paths, then preference alignment (RAD-DPO or a baseline).",
                         no_args_is_help=True)
@@ -92,15 +93,14 @@ def _sft_command():
         rename={"scratch.num_layers": "layers", "prompt.align": "prompt_align"})
 
 
-def _pref_command():
-    from trainer.config import PrefConfig
-
-    return config_command(PrefConfig, "pref", _train, "Stage 2: preference alignment of an SFT checkpoint, one "
-                          "packed forward pass per session.")
+def _pref_command(cls):
+    return config_command(cls, cls.model_fields["method"].default, _train, "Stage 2, preference alignment of an "
+                          f"SFT checkpoint. {cls.__doc__}", fixed=("method",))
 
 
 train_app.command("sft")(_sft_command())
-train_app.command("pref")(_pref_command())
+for _method, _cls in PREF_CONFIGS.items():  # one command per method, its options from its config class
+    train_app.command(_method)(_pref_command(_cls))
 
 
 # ------------------------------------------------------------------ radgr bench quality | denoise

@@ -4,10 +4,11 @@ the peers table have theirs. Torch-free, so that the command line (built from th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sid_index.errors import RadgrError, make_config
 from sid_index.trie import BEAM_WIDTH
 from trainer.prompt import PromptConfig
 
@@ -115,10 +116,11 @@ class SFTConfig(RunConfig):
 
 
 class PrefConfig(RunConfig):
-    """Stage 2: preference alignment of an SFT checkpoint (RAD-DPO or a baseline)."""
+    """Stage 2, what every preference method shares: the SFT checkpoint it starts from and the negatives it is
+    shown. One subclass per method (as TRL's DPOConfig, CPOConfig, ORPOConfig) holds that method's defaults."""
 
-    init: Path = Field(description="SFT checkpoint to start from (and DPO's frozen reference)")
-    method: Method = Field("rad-dpo", description="the preference loss")
+    init: Path = Field(description="SFT checkpoint to start from")
+    method: Method
     lr: float = Field(1e-4, gt=0, description="peak learning rate")
     num_negatives: int = Field(16, ge=1, description="negatives per session: exposed-unclicked, then random")
     negatives: Literal["exposed", "index"] = Field("exposed", description="where negatives come from: exposed = "
@@ -126,34 +128,69 @@ class PrefConfig(RunConfig):
         "(`sid_index.retrieve`, positives removed), a random subset of the nearest `index_pool`: the mistakes "
         "the index-only ranking makes")
     index_pool: int = Field(64, ge=1, description="nearest SIDs the index negatives are drawn from")
-    index_prior: float = Field(0.0, ge=0, description="add the index's retrieval score with this weight to "
-        "every candidate's reward (rad-dpo): the model learns what its index does not know; the checkpoint "
-        "records it, and radgr eval / serve fuse the same prior by default")
-    beta: float | None = Field(None, gt=0,
-        description="default per method: rad-dpo 1, dpo 0.1, simpo 2, orpo 0.1 (its lambda)")
-    gamma: float = Field(1.0, ge=0, description="SimPO target margin")
-    form: Literal["paper", "softmax"] = Field("softmax", description="RAD-DPO list-wise loss form")
+    beta: float
+
+
+class RadDPOConfig(PrefConfig):
+    """RAD-DPO: multi-label SFT + a list-wise preference term over all negatives, with token-level gradient
+    detachment (TLGD) and similarity-based reward weighting (RDRW); trainer/losses.py:rad_dpo_loss."""
+
+    method: Literal["rad-dpo"] = "rad-dpo"
+    beta: float = Field(1.0, gt=0, description="reward scale of the list-wise term")
+    form: Literal["paper", "softmax"] = Field("softmax", description="the list-wise term: paper = eq. 7, "
+                                              "softmax = the softmax-DPO form (trainer/losses.py)")
     tlgd: bool = Field(True, description="token-level gradient detachment on shared prefixes")
     rdrw: bool = Field(True, description="representation-based dynamic reward weighting")
     multi_label_sft: bool = Field(True, description="SFT on every positive (off: on y_w* only)")
-    sft_weight: float = Field(1.0, ge=0, description="weight of L_SFT in RAD-DPO")
+    sft_weight: float = Field(1.0, ge=0, description="weight of L_SFT")
     rdrw_warmup: int = Field(4096, ge=1, description="pairs collected before weights leave 1")
     rdrw_window: int = Field(4096, ge=1, description="recent pairs whose quartiles set the weights")
     rdrw_lambda: float = Field(12.0, gt=0, description="slope of the RDRW weight (paper: 12)")
     rdrw_signal: Literal["eos", "sid"] = Field("eos", description="RDRW similarity: eos = the model's EOS hidden "
         "states (eq. 5); sid = the index's RQ-KMeans reconstructions of the two SIDs (bench/rdrw_signal.py)")
+    index_prior: float = Field(0.0, ge=0, description="add the index's retrieval score with this weight to "
+        "every candidate's reward: the model learns what its index does not know; the checkpoint records it, "
+        "and radgr eval / serve fuse the same prior by default")
 
-    @model_validator(mode="after")
-    def _index_prior(self) -> PrefConfig:
-        if self.index_prior > 0 and self.method != "rad-dpo":
-            raise ValueError("index_prior is a reward offset of the rad-dpo list-wise loss: use method rad-dpo")
-        return self
 
-    @model_validator(mode="after")
-    def _beta(self) -> PrefConfig:
-        if self.beta is None:
-            self.beta = {"rad-dpo": 1.0, "dpo": 0.1, "simpo": 2.0, "orpo": 0.1}[self.method]
-        return self
+class DPOConfig(PrefConfig):
+    """DPO (Rafailov et al. 2023), one pair per negative, against the frozen SFT checkpoint as reference."""
+
+    method: Literal["dpo"] = "dpo"
+    beta: float = Field(0.1, gt=0, description="strength of the KL tie to the reference (TRL's default)")
+
+
+class SimPOConfig(PrefConfig):
+    """SimPO (Meng et al. 2024): length-normalised log-likelihood as the reward, no reference model."""
+
+    method: Literal["simpo"] = "simpo"
+    beta: float = Field(2.0, gt=0, description="reward scale (the SimPO paper's range: 2-2.5)")
+    gamma: float = Field(1.0, ge=0, description="target reward margin")
+
+
+class ORPOConfig(PrefConfig):
+    """ORPO (Hong et al. 2024): SFT plus an odds-ratio penalty, no reference model."""
+
+    method: Literal["orpo"] = "orpo"
+    beta: float = Field(0.1, gt=0, description="weight of the odds-ratio term (the ORPO paper's lambda)")
+
+
+PREF_CONFIGS: dict[str, type[PrefConfig]] = {
+    cls.model_fields["method"].default: cls for cls in (RadDPOConfig, DPOConfig, SimPOConfig, ORPOConfig)}
+
+
+def pref_config(what: str, **options: Any) -> PrefConfig:
+    """The config of `options["method"]` (default rad-dpo) from the options it has. Options shared by a grid of
+    methods (e.g. `rdrw_warmup`) reach the methods that have them; an option no method has is an error (a typo
+    would otherwise change nothing). A bad value: one RadgrError line."""
+    method = options.get("method", "rad-dpo")
+    if method not in PREF_CONFIGS:
+        raise RadgrError(f"invalid {what} settings: method {method!r}, expected one of {', '.join(PREF_CONFIGS)}")
+    unknown = sorted(set(options).difference(*(c.model_fields for c in PREF_CONFIGS.values())))
+    if unknown:
+        raise RadgrError(f"invalid {what} settings: no preference method has the option(s) {', '.join(unknown)}")
+    cls = PREF_CONFIGS[method]
+    return make_config(cls, what, **{k: v for k, v in options.items() if k in cls.model_fields})
 
 
 class EvalConfig(BaseModel):

@@ -33,7 +33,7 @@ from sid_index.embed import item_texts
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids, load_index
 from sid_index.retrieve import IndexRetriever, prior_scores
-from trainer.config import MIN_DEFAULT_STEPS, RunConfig, SFTConfig
+from trainer.config import MIN_DEFAULT_STEPS, DPOConfig, RadDPOConfig, RunConfig, SFTConfig, SimPOConfig
 from trainer.data import (
     Examples,
     build_examples,
@@ -292,7 +292,8 @@ def _start(cfg: RunConfig, index: SidIndex, dataset) -> tuple[Checkpoint, dict[s
 
 
 def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) -> Path:
-    """Run SFT (`SFTConfig`) or preference alignment (`PrefConfig`); returns the checkpoint folder."""
+    """Run SFT (`SFTConfig`) or preference alignment (a `PrefConfig`, one class per method); returns the
+    checkpoint folder."""
     from transformers import get_cosine_schedule_with_warmup
 
     stage = "sft" if isinstance(cfg, SFTConfig) else "pref"
@@ -328,11 +329,12 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
     num_neg = cfg.num_negatives if stage == "pref" else 0
     all_sids = index.trie.sids().astype(np.int64) if num_neg else None
     prior = None
-    if stage == "pref" and (cfg.index_prior > 0 or cfg.negatives == "index"):
-        prior = request_prior(ex, dataset, cfg.split, index, cfg.index_prior)
+    prior_weight = getattr(cfg, "index_prior", 0.0)  # RadDPOConfig's
+    if stage == "pref" and (prior_weight > 0 or cfg.negatives == "index"):
+        prior = request_prior(ex, dataset, cfg.split, index, prior_weight)
         if cfg.negatives == "index":
             ex.neg_codes = index_negatives(ex, prior, index, cfg.index_pool)
-        if cfg.index_prior == 0:
+        if prior_weight == 0:
             prior = None
 
     model = ckpt.decoder
@@ -343,7 +345,7 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
     # sessions, so accelerate's per-process scheduler stepping would run it `num_processes` times too fast.
     model, optimizer = acc.prepare(model, optimizer)
     tracker = sid_vectors = None
-    if stage == "pref" and cfg.method == "rad-dpo" and cfg.rdrw:
+    if isinstance(cfg, RadDPOConfig) and cfg.rdrw:
         tracker = QuantileTracker(cfg.rdrw_warmup, cfg.rdrw_window)
         if cfg.rdrw_signal == "sid":
             centroids = load_centroids(index)
@@ -352,7 +354,7 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
                                  "(built from given codes); use --rdrw-signal eos")
             sid_vectors = SidVectors(centroids, ckpt.vocab.offsets).to(acc.device)
     ref = None
-    if stage == "pref" and cfg.method == "dpo":
+    if isinstance(cfg, DPOConfig):
         ref = load_checkpoint(cfg.init, dtype=torch.float32).decoder.to(acc.device).eval().requires_grad_(False)
     start = 0
     if state is not None:
@@ -511,7 +513,7 @@ def _loss(cfg, stage, model, ref, batch: Batch, tracker, acc, sid_vectors: SidVe
     if stage == "sft":
         return sft_loss(pos_tok, batch.pos_mask)
     neg_tok = tok[batch.neg_idx]
-    if cfg.method == "rad-dpo":
+    if isinstance(cfg, RadDPOConfig):
         weights = None
         extra = {}
         if tracker is not None:
@@ -527,10 +529,10 @@ def _loss(cfg, stage, model, ref, batch: Batch, tracker, acc, sid_vectors: SidVe
                                    pos_offset=None if prior is None else prior[batch.pos_idx],
                                    neg_offset=None if prior is None else prior[batch.neg_idx])
         return loss, {**stats, **extra}
-    if cfg.method == "dpo":
+    if isinstance(cfg, DPOConfig):
         with torch.no_grad():
             ref_tok, _ = candidate_logps(ref, batch.packed, text_vectors=batch.text_vectors)
         return dpo_loss(pos_tok, batch.pos_mask, neg_tok, ref_tok[batch.pos_idx], ref_tok[batch.neg_idx], cfg.beta)
-    if cfg.method == "simpo":
+    if isinstance(cfg, SimPOConfig):
         return simpo_loss(pos_tok, batch.pos_mask, neg_tok, beta=cfg.beta, gamma=cfg.gamma)
     return orpo_loss(pos_tok, batch.pos_mask, neg_tok, lam=cfg.beta)

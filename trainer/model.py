@@ -60,7 +60,7 @@ class Checkpoint:
     @property
     def index_prior(self) -> float:
         """Weight of the index prior the model is served with (0: none): the one it was trained on top of
-        (`PrefConfig.index_prior`) or the one `radgr eval --pick-prior` chose on valid; what `radgr eval` and
+        (`RadDPOConfig.index_prior`) or the one `radgr eval --pick-prior` chose on valid; what `radgr eval` and
         the server fuse into the search unless told otherwise."""
         return float(self.meta.get("index_prior", 0.0))
 

@@ -27,7 +27,7 @@ from sid_index.data.schema import load_dataset
 from sid_index.errors import RadgrError, make_config
 from sid_index.index import load_index, require_index
 from sid_index.trie import BEAM_WIDTH
-from trainer.config import PrefConfig, SFTConfig
+from trainer.config import SFTConfig, pref_config
 from trainer.evaluate import (
     EvalConfig,
     evaluate_models,
@@ -51,7 +51,8 @@ class QualityConfig(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     variants: list[str] = Field(default_factory=lambda: list(PAPER_VARIANTS))
     sft: dict[str, Any] = Field(default_factory=dict, description="SFTConfig options (not data/index/out/seed)")
-    pref: dict[str, Any] = Field(default_factory=dict, description="PrefConfig options shared by every variant")
+    pref: dict[str, Any] = Field(default_factory=dict, description="preference options; each reaches the "
+                                "variants whose method has it (trainer.config.pref_config)")
     eval: dict[str, Any] = Field(default_factory=dict, description="EvalConfig options (beam_width, max_sessions..)")
     device: str = "cpu"
     baseline: bool = Field(True, description=f"add the '{POPULAR}' row")
@@ -194,8 +195,8 @@ def _stage_configs(cfg: QualityConfig, seed: int, root: Path, sft_checkpoint: Pa
                                                    **{"baselines": False, **cfg.eval})}
     for variant in cfg.variants:
         if VARIANTS[variant] is not None:
-            configs[variant] = make_config(PrefConfig, f"{variant}", out=root / slug(variant), init=sft_checkpoint,
-                                           seed=seed, **common, **cfg.pref, **VARIANTS[variant])
+            configs[variant] = pref_config(variant, out=root / slug(variant), init=sft_checkpoint, seed=seed,
+                                           **common, **cfg.pref, **VARIANTS[variant])
     return configs
 
 

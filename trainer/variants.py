@@ -8,14 +8,14 @@ from typing import Any
 from trainer.evaluate import POPULAR_SIDS
 
 # RAD-DPO's list-wise term in its two forms (trainer/losses.py), each row named by its form:
-# the softmax-DPO form (ours; the default of `radgr train pref`) and the paper's eq. 7
+# the softmax-DPO form (ours; the default of `radgr train rad-dpo`) and the paper's eq. 7
 RAD_DPO = "rad-dpo-softmax"  # the default form's row, the reference of the comparisons
 RAD_FORMS = {RAD_DPO: "softmax", "rad-dpo-paper": "paper"}
 # not in the paper: RDRW weights from the index's SID vectors instead of EOS states (bench/rdrw_signal.py)
 SID_SIGNAL = f"{RAD_DPO}, RDRW on SID vectors"
 ABLATIONS = {"w/o TLGD": {"tlgd": False}, "w/o RDRW": {"rdrw": False},
              "w/o multi-label SFT": {"multi_label_sft": False}}
-# name -> PrefConfig switches (None: the SFT checkpoint itself)
+# name -> preference options, the method's among them (trainer.config.pref_config; None: the SFT checkpoint)
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "sft": None,
     "dpo": {"method": "dpo"},

@@ -450,7 +450,7 @@ def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tin
                     assert served_sids[:10] == [format_sid(c) for c in floor[:10]]
     assert torch.isfinite(torch.tensor(body["items"][0]["score"]))
     trained = load_checkpoint(served_path)
-    trained.meta["index_prior"] = 2.0  # as `radgr train pref --index-prior 2` records it
+    trained.meta["index_prior"] = 2.0  # as `radgr train rad-dpo --index-prior 2` records it
     path = save_checkpoint(trained, tmp_path / "on-prior")
     with TestClient(create_app(settings_for(path, tiny_index, beam_width=width, max_beam_width=width,
                                             max_top_k=1000))) as c:

@@ -76,11 +76,15 @@ def test_bad_values_are_refused_naming_the_option():
 
 
 @pytest.mark.parametrize("command, config", [(["train", "sft"], "trainer.config.SFTConfig"),
-                                             (["train", "pref"], "trainer.config.PrefConfig"),
+                                             (["train", "rad-dpo"], "trainer.config.RadDPOConfig"),
+                                             (["train", "dpo"], "trainer.config.DPOConfig"),
+                                             (["train", "simpo"], "trainer.config.SimPOConfig"),
+                                             (["train", "orpo"], "trainer.config.ORPOConfig"),
                                              (["eval"], "trainer.evaluate.EvalConfig"),
                                              (["bench", "peers"], "trainer.peers.PeersConfig")])
 def test_every_config_field_is_an_option(command, config):
-    """radgr train sft / pref, radgr eval and bench peers: one option per config field (nested ones too)."""
+    """radgr train sft / rad-dpo / dpo / simpo / orpo, radgr eval and bench peers: one option per config field
+    (nested ones too; a preference command's method is its name, not an option)."""
     import importlib
 
     from radgr.cli import cli
@@ -90,9 +94,43 @@ def test_every_config_field_is_an_option(command, config):
     res = CliRunner().invoke(cli, [*command, "--help"], env={"COLUMNS": "250"})
     assert res.exit_code == 0
     renamed = {"num_layers": "layers", "align": "prompt-align"}
-    names = [n for n, f in cls.model_fields.items() if not isinstance(f.default, BaseModel)]
+    names = [n for n, f in cls.model_fields.items() if not isinstance(f.default, BaseModel) and n != "method"]
     for nested in ("scratch", "prompt"):
         if nested in cls.model_fields:
             names += list(type(cls.model_fields[nested].default).model_fields)
     for name in names:
         assert f"--{renamed.get(name, name).replace('_', '-')}" in res.output, name
+    assert "--method" not in res.output or command == ["eval"]
+
+
+def test_each_preference_method_has_its_own_defaults_and_options():
+    """One config class per method (as TRL's): its own beta default shown in its command's help, and another
+    method's options refused; `pref_config` routes a grid's shared options to the methods that have them."""
+    from radgr.cli import cli
+    from sid_index.errors import RadgrError
+    from trainer.config import PREF_CONFIGS, DPOConfig, RadDPOConfig, SimPOConfig, pref_config
+
+    betas = {"rad-dpo": 1.0, "dpo": 0.1, "simpo": 2.0, "orpo": 0.1}  # the papers' (TRL's for DPO) defaults
+    assert {m: c.model_fields["beta"].default for m, c in PREF_CONFIGS.items()} == betas
+    for method, beta in betas.items():
+        res = CliRunner().invoke(cli, ["train", method, "--help"], env={"COLUMNS": "250"})
+        line = next(ln for ln in res.output.splitlines() if "--beta" in ln)
+        assert f"[default: {beta}]" in line, (method, line)
+    res = CliRunner().invoke(cli, ["train", "dpo", "--data", "d", "--index", "i", "--out", "o", "--init", "s",
+                                   "--no-tlgd"])
+    assert res.exit_code == 2 and "No such option" in res.output
+
+    base = dict(data="d", index="i", out="o", init="s")
+    shared = dict(rdrw_warmup=7, gamma=0.5, lr=3e-4)
+    rad = pref_config("x", **base, **shared)
+    assert type(rad) is RadDPOConfig and rad.rdrw_warmup == 7 and rad.lr == 3e-4 and not hasattr(rad, "gamma")
+    dpo = pref_config("x", **base, **shared, method="dpo")
+    assert type(dpo) is DPOConfig and dpo.beta == 0.1 and not hasattr(dpo, "rdrw_warmup")
+    simpo = pref_config("x", **base, **shared, method="simpo")
+    assert type(simpo) is SimPOConfig and simpo.gamma == 0.5
+    with pytest.raises(RadgrError, match="no preference method has the option.s. rdrw_warmupp"):
+        pref_config("x", **base, rdrw_warmupp=7)
+    with pytest.raises(RadgrError, match="method 'kto'"):
+        pref_config("x", **base, method="kto")
+    with pytest.raises(RadgrError, match="--beta"):
+        pref_config("x", **base, method="orpo", beta=-1)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from trainer.config import PrefConfig, SFTConfig
+from trainer.config import RadDPOConfig, SFTConfig
 from trainer.evaluate import evaluate
 from trainer.loop import train
 from trainer.model import load_checkpoint
@@ -20,8 +20,8 @@ def test_sft_then_rad_dpo_beats_random(tiny_dataset, tiny_index, tmp_path):
     common = dict(data=tiny_dataset.root, index=tiny_index.root, device="cpu", progress=False, log_every=20)
     sft = train(SFTConfig(out=tmp_path / "sft", scratch=TINY_MODEL, epochs=8, batch_size=16, lr=3e-3,
                           save_every=10_000, **common))
-    rad = train(PrefConfig(out=tmp_path / "rad", init=sft, steps=20, batch_size=8, lr=3e-4, num_negatives=8,
-                           rdrw_warmup=256, save_every=10_000, **common))
+    rad = train(RadDPOConfig(out=tmp_path / "rad", init=sft, steps=20, batch_size=8, lr=3e-4, num_negatives=8,
+                             rdrw_warmup=256, save_every=10_000, **common))
     width = 16
     chance = width / tiny_index.num_sids  # SID recall of a random ranking of `width` SIDs
     for path in (sft, rad):
@@ -36,8 +36,8 @@ def test_cli_errors_are_one_line(tiny_dataset, tiny_index, tmp_path):
     cases = [
         (["train", "sft", "--data", str(tmp_path / "nope"), "--index", str(tiny_index.root), "--out", str(tmp_path)],
          "not a dataset directory"),
-        (["train", "pref", "--data", str(tiny_dataset.root), "--index", str(tiny_index.root), "--out", str(tmp_path),
-          "--init", str(tmp_path), "--method", "kto"], "--method"),
+        (["train", "dpo", "--data", str(tiny_dataset.root), "--index", str(tiny_index.root), "--out", str(tmp_path),
+          "--init", str(tmp_path), "--beta", "0"], "--beta"),
         (["train", "sft", "--data", str(tiny_dataset.root), "--index", str(tiny_index.root), "--out", str(tmp_path),
           "--batch-size", "0"], "--batch-size"),
     ]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sid_index.errors import RadgrError
-from trainer.config import PrefConfig, SFTConfig
+from trainer.config import PREF_CONFIGS, RadDPOConfig, SFTConfig
 from trainer.loop import Stream, train
 from trainer.model import load_checkpoint, load_state
 
@@ -67,9 +67,10 @@ def test_sft_resume_after_kill_equals_uninterrupted(sft_run, tiny_dataset, tiny_
 @pytest.mark.parametrize("method", ["rad-dpo", "dpo"])
 def test_pref_resume_after_kill_equals_uninterrupted(method, sft_run, tiny_dataset, tiny_index, tmp_path):
     def cfg(out, **kw):
-        return PrefConfig(data=tiny_dataset.root, index=tiny_index.root, out=out, init=sft_run, method=method,
-                          steps=6, batch_size=4, save_every=3, log_every=1, device="cpu", progress=False,
-                          num_negatives=6, rdrw_warmup=30, rdrw_window=50, **kw)
+        rdrw = {"rdrw_warmup": 30, "rdrw_window": 50} if method == "rad-dpo" else {}
+        return PREF_CONFIGS[method](data=tiny_dataset.root, index=tiny_index.root, out=out, init=sft_run, steps=6,
+                                    batch_size=4, save_every=3, log_every=1, device="cpu", progress=False,
+                                    num_negatives=6, **rdrw, **kw)
 
     full = train(cfg(tmp_path / "full"))
     with pytest.raises(Killed):
@@ -92,8 +93,8 @@ def test_errors(sft_run, tiny_dataset, tiny_index, tmp_path):
     with pytest.raises(RadgrError, match="no checkpoint"):
         train(sft_cfg(tiny_dataset, tiny_index, tmp_path / "new", resume=True))
     with pytest.raises(RadgrError, match="not a radgr checkpoint"):
-        train(PrefConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "p", init=tmp_path,
-                         steps=1, device="cpu", progress=False))
+        train(RadDPOConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "p", init=tmp_path,
+                           steps=1, device="cpu", progress=False))
 
 
 def test_stream_is_a_pure_function_of_the_step():
@@ -145,9 +146,9 @@ def test_rdrw_sid_signal_uses_the_index_vectors(sft_run, tiny_dataset, tiny_inde
     from trainer.data import build_examples
     from trainer.loop import make_batch
 
-    cfg = PrefConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "sid", init=sft_run, steps=4,
-                     batch_size=4, log_every=1, device="cpu", progress=False, num_negatives=6, rdrw_warmup=30,
-                     rdrw_window=1000, rdrw_signal="sid")
+    cfg = RadDPOConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "sid", init=sft_run, steps=4,
+                       batch_size=4, log_every=1, device="cpu", progress=False, num_negatives=6, rdrw_warmup=30,
+                       rdrw_window=1000, rdrw_signal="sid")
     state = load_state(train(cfg))["rdrw"]
     ck = load_checkpoint(sft_run)
     ex = build_examples(tiny_dataset, tiny_index, ck.prompts, "train")
@@ -176,8 +177,8 @@ def test_rdrw_sid_signal_needs_centroids(sft_run, tiny_dataset, tiny_index, tmp_
 
     monkeypatch.setattr(trainer.loop, "load_centroids", lambda index: [])  # an index built from given codes
     with pytest.raises(RadgrError, match="no RQ-KMeans centroids"):
-        train(PrefConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "p", init=sft_run, steps=1,
-                         device="cpu", progress=False, rdrw_signal="sid"))
+        train(RadDPOConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "p", init=sft_run, steps=1,
+                           device="cpu", progress=False, rdrw_signal="sid"))
 
 
 class _RunsCode:
@@ -331,9 +332,9 @@ def test_pref_on_the_index_prior(sft_run, tiny_dataset, tiny_index, tmp_path):
     from trainer.loop import index_negatives, make_batch, request_prior
 
     weight, pool = 2.0, 5
-    cfg = PrefConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "p", init=sft_run, steps=2,
-                     batch_size=4, log_every=1, device="cpu", progress=False, num_negatives=3, negatives="index",
-                     index_pool=pool, index_prior=weight, eval_every=2, eval_sessions=5, eval_width=8)
+    cfg = RadDPOConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "p", init=sft_run, steps=2,
+                       batch_size=4, log_every=1, device="cpu", progress=False, num_negatives=3, negatives="index",
+                       index_pool=pool, index_prior=weight, eval_every=2, eval_sessions=5, eval_width=8)
     path = train(cfg)
     assert load_checkpoint(path).index_prior == weight
     assert load_checkpoint(tmp_path / "p" / "best").index_prior == weight
@@ -376,6 +377,6 @@ def test_pref_on_the_index_prior(sft_run, tiny_dataset, tiny_index, tmp_path):
     assert [r["index_prior"] for r in evaluate_models(EvalConfig(**ev), log=lambda *_: None)] == [weight]
     assert [r["index_prior"] for r in evaluate_models(EvalConfig(**ev, index_prior=[0.0]),
                                                       log=lambda *_: None)] == [0.0]
-    with pytest.raises(ValueError, match="use method rad-dpo"):
-        PrefConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "d", init=sft_run, method="dpo",
-                   index_prior=1.0)
+    with pytest.raises(ValueError, match="index_prior"):  # a reward offset of RAD-DPO's list-wise term only
+        PREF_CONFIGS["dpo"](data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "d", init=sft_run,
+                            index_prior=1.0)
