@@ -1,21 +1,13 @@
-"""The retrieval HTTP API (FastAPI): POST /v1/retrieve, /healthz, /readyz, /metrics, OpenAPI at /docs.
-
-The model loads in the background after start-up, so /healthz answers at once and /readyz turns
-ready only once the checkpoint, the index and one warm-up search are done. Requests go to the
-engine's bounded queue: past `max_pending` they get 503 + Retry-After, past their deadline 504;
-one client address past `max_pending_per_client` gets 429.
-uvicorn's graceful shutdown lets in-flight requests finish before the engine is closed.
+"""The retrieval HTTP API (FastAPI), routes only: POST /v1/retrieve, /healthz, /readyz, /metrics, OpenAPI at
+/docs. Loading, readiness and draining live in server/lifecycle.py, the request/response contract in
+server/api.py. Requests go to the engine's bounded queue: past `max_pending` they get 503 + Retry-After,
+past their deadline 504; one client address past `max_pending_per_client` gets 429.
 """
 
-
 import asyncio
-import json
-import logging
 import secrets
 import time
 import uuid
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -35,134 +27,27 @@ from server.api import (
     RetrieveResponse,
     request_model,
 )
-from server.engine import BatchingEngine, DeadlineExceeded, QueueFull
+from server.engine import DeadlineExceeded, QueueFull
+from server.lifecycle import Lifecycle, Loaded, load, log
 from server.metrics import ServerMetrics
 from server.middleware import REQUEST_ID, BodyLimit, ClientSlots
-from server.retriever import Retriever, UnknownSkus, model_version
-from server.settings import ServerSettings, with_checkpoint_prior
-from sid_index.index import load_index
-from trainer.model import load_checkpoint
-
-log = logging.getLogger("radgr.server")
-DRAIN_MARGIN_S = 0.5  # before the shutdown grace period ends, requests still running answer 503
-
-
-@dataclass
-class Loaded:
-    engine: BatchingEngine
-    retriever: Retriever
-    model_version: str
-    index_id: str
-
-
-def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
-    """Checkpoint + index + engine, checked against each other (raises RadgrError on a mismatch)."""
-    index = load_index(settings.index)
-    ckpt = load_checkpoint(settings.model, with_model=False)
-    settings = with_checkpoint_prior(settings, ckpt.index_prior)
-    native = resolve_engine(settings.engine, ckpt.prompts.config.align) == "native"
-    if native:
-        ckpt = load_checkpoint(settings.model, device="cpu", dtype=settings.dtype)
-    retriever = Retriever(ckpt, index, index_prior=settings.index_prior)  # checks the pair before any engine starts
-    common = dict(max_batch=settings.max_batch_requests, max_pending=settings.max_pending,
-                  on_batch=metrics.observe_batch)
-    if native:  # the engine chosen is imported, not both: importing vLLM costs seconds
-        from server.native_engine import NativeEngine
-
-        engine: BatchingEngine = NativeEngine(ckpt, index, settings.device, settings.score_eos, settings.index_prior,
-                                              **common)
-    else:
-        from server.vllm_engine import VllmEngine
-
-        engine = VllmEngine(ckpt, index, settings, **common)
-    engine.start()
-    return Loaded(engine, retriever, model_version(ckpt), index.index_id)
-
-
-def resolve_engine(name: str, prompt_align: int) -> str:
-    """"auto": vLLM where it is installed and the checkpoint's prompts fill whole KV blocks
-    (`--prompt-align 32`), else native: on unaligned prompts every vLLM beam recomputes the
-    prompt's last partial block, which made it 1.8-8x slower than the native engine (README)."""
-    if name != "auto":
-        return name
-    import importlib.util
-
-    aligned = prompt_align % 32 == 0
-    return "vllm" if aligned and importlib.util.find_spec("vllm") is not None else "native"
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: what log collectors parse without a grammar."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "msg": record.getMessage()}
-        out.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
-
-
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    log.handlers[:] = [handler]
-    log.setLevel(level.upper())
-    log.propagate = False
+from server.retriever import UnknownSkus
+from server.settings import ServerSettings
 
 
 def create_app(settings: ServerSettings, loader=load) -> FastAPI:
-    """The app; `loader(settings, metrics) -> Loaded` runs in a thread after start-up (tests swap it)."""
+    """The app; `loader(settings, metrics) -> Loaded` runs in a thread after start-up (tests swap it).
+    `app.state.lifecycle` is its `Lifecycle` (radgr serve drains it and sets its `on_fatal`)."""
     metrics = ServerMetrics()
-    state: dict[str, Any] = {"loaded": None, "error": None, "draining": False, "loop": None, "stop_now": None}
+    life = Lifecycle(settings, metrics, loader)
     Req = request_model(settings)
     bearer = HTTPBearer(auto_error=False)
-
-    def startup() -> None:
-        try:
-            loaded = loader(settings, metrics)
-            if settings.warmup:
-                req = loaded.retriever.encode("warm up")
-                loaded.engine.submit(req.prompt, settings.beam_width, 600, req.vector, req.prior).result()
-            metrics.info.info({
-                "model": loaded.model_version, "index": loaded.index_id, "engine": loaded.engine.name,
-            })
-            metrics.queue_depth.set_function(lambda: loaded.engine.queue_depth)
-            state["loaded"] = loaded
-            log.info("ready", extra={"fields": {"model": loaded.model_version, "index": loaded.index_id,
-                                                "engine": loaded.engine.name}})
-        except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log, then `on_fatal`
-            state["error"] = str(exc)
-            log.error("start-up failed", exc_info=True, extra={"fields": {"error": str(exc)}})
-            if app.state.on_fatal is not None:  # `radgr serve`: stop the process, so a restart policy acts
-                app.state.on_fatal()
-
-    def begin_drain() -> None:
-        """Shutdown begins (SIGTERM/SIGINT, from the server's signal handler): /readyz and new requests answer
-        503 at once while the listener is still open; requests still running `DRAIN_MARGIN_S` before the
-        grace period ends answer 503 + Retry-After instead of being cut off by the server."""
-        if state["draining"]:
-            return
-        state["draining"] = True
-        loop, stop = state["loop"], state["stop_now"]
-        if loop is not None:
-            delay = max(0.0, settings.shutdown_grace_s - DRAIN_MARGIN_S)
-            loop.call_soon_threadsafe(lambda: loop.call_later(delay, stop.set))
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        state["loop"], state["stop_now"] = asyncio.get_running_loop(), asyncio.Event()
-        task = asyncio.get_running_loop().run_in_executor(None, startup)
-        yield
-        begin_drain()
-        await task
-        if state["loaded"] is not None:
-            await asyncio.to_thread(state["loaded"].engine.close, True)
 
     app = FastAPI(
         title="radgr retrieval",
         version="0.1.0",
         description="Generative retrieval: a request -> the best Semantic IDs of the catalog -> SKUs.",
-        lifespan=lifespan,
+        lifespan=life.lifespan,
     )
 
     def error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -205,10 +90,10 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
     async def retrieve(body: Req, request: Request):  # type: ignore[valid-type]
         """The best `top_k` SKUs for a query and/or a history, from trie-constrained beam search."""
         start = time.perf_counter()
-        loaded: Loaded | None = state["loaded"]
+        loaded = life.loaded
         retry = {"Retry-After": str(settings.retry_after_s)}
-        if loaded is None or state["draining"]:
-            return error(503, "not ready" if not state["draining"] else "shutting down", retry)
+        if loaded is None or life.draining:
+            return error(503, "not ready" if not life.draining else "shutting down", retry)
         client = request.client.host if request.client else "-"
         if not per_client.take(client):
             return error(429, f"too many requests in flight from {client} (limit {per_client.limit})", retry)
@@ -227,7 +112,7 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
         metrics.in_flight.inc()
         search = asyncio.ensure_future(
             loaded.engine.search(req.prompt, width, settings.request_timeout_s, req.vector, req.prior))
-        stop = asyncio.ensure_future(state["stop_now"].wait())
+        stop = asyncio.ensure_future(life.stop_now.wait())
         try:
             await asyncio.wait({search, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not search.done():  # the shutdown grace period is ending: answer now, cleanly
@@ -266,11 +151,11 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
     @app.get(READY_PATH, responses={503: {"model": ErrorResponse}})
     async def readyz():
         """Ready: model and index loaded and warmed up; 503 while loading, after a failed start-up or when draining."""
-        if state["error"] is not None:
-            return error(503, f"start-up failed: {state['error']}")
-        if state["loaded"] is None or state["draining"]:
-            return error(503, "loading" if not state["draining"] else "shutting down")
-        loaded = state["loaded"]
+        if life.error is not None:
+            return error(503, f"start-up failed: {life.error}")
+        loaded = life.loaded
+        if loaded is None or life.draining:
+            return error(503, "loading" if not life.draining else "shutting down")
         return {"status": "ready", "model": loaded.model_version, "index": loaded.index_id,
                 "engine": loaded.engine.name}
 
@@ -280,7 +165,5 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # outermost: before routing, auth or parsing
     app.state.metrics = metrics
-    app.state.server = state
-    app.state.begin_drain = begin_drain
-    app.state.on_fatal = None  # called after a failed start-up (radgr serve: shut the server down)
+    app.state.lifecycle = life
     return app

@@ -35,7 +35,8 @@ def serve_command(
     """
     import uvicorn
 
-    from server.app import configure_logging, create_app
+    from server.app import create_app
+    from server.lifecycle import configure_logging
     from server.protocol import with_header_timeout
     from server.settings import ServerSettings
 
@@ -61,11 +62,12 @@ def serve_command(
         h11_max_incomplete_event_size=16 * 1024,  # request line + headers: a larger header block is refused
         access_log=False,  # one JSON line per request comes from the app itself
     )
-    server = draining_server(config, app.state.begin_drain)
-    app.state.on_fatal = lambda: setattr(server, "should_exit", True)
+    life = app.state.lifecycle
+    server = draining_server(config, life.begin_drain)
+    life.on_fatal = lambda: setattr(server, "should_exit", True)
     server.run()
-    if app.state.server["error"] is not None:  # one line and exit 2, never a half-up server
-        raise RadgrError(f"start-up failed: {app.state.server['error']}")
+    if life.error is not None:  # one line and exit 2, never a half-up server
+        raise RadgrError(f"start-up failed: {life.error}")
 
 
 def draining_server(config, on_exit):

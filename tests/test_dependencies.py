@@ -13,8 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"sid_index": 0, "trainer": 1, "server": 2, "loadtest": 3, "radgr": 4}
 LAZY_OK = {  # (module, imported module): why it is imported where it is used
-    ("server.app", "server.native_engine"): "the engine chosen is imported, not both",
-    ("server.app", "server.vllm_engine"): "importing vLLM costs seconds; the native engine does without",
+    ("server.lifecycle", "server.native_engine"): "the engine chosen is imported, not both",
+    ("server.lifecycle", "server.vllm_engine"): "importing vLLM costs seconds; the native engine does without",
     ("sid_index.index", "sid_index.constraint"): "torch, which only the decoders need",
 }
 

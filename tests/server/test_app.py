@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from server.app import Loaded, create_app, load
+from server.app import create_app
 from server.engine import BatchStats, Hits
+from server.lifecycle import Loaded, load
 from server.native_engine import NativeEngine
 from server.retriever import Retriever, check_compatible
 from server.settings import ServerSettings
@@ -272,7 +273,7 @@ def test_shutdown_turns_ready_off_at_once_and_answers_running_requests_before_th
             running = pool.submit(c.post, "/v1/retrieve", json={"query": "q"})
             time.sleep(0.3)  # inside the engine now
             t0 = time.monotonic()
-            app.state.begin_drain()
+            app.state.lifecycle.begin_drain()
             ready = c.get("/readyz")
             assert ready.status_code == 503 and "shutting down" in ready.text
             assert c.post("/v1/retrieve", json={"query": "q"}).status_code == 503
@@ -364,18 +365,6 @@ def test_load_refuses_a_mismatched_pair(served_path, tmp_path):
     other = write_index(tmp_path / "other", ["A"], np.array([[0, 0, 0]]), [8, 8, 8])
     with pytest.raises(RadgrError, match="trained for index"):
         load(ServerSettings(model=str(served_path), index=str(other)), metrics=None)
-
-
-def test_auto_engine_is_vllm_only_for_block_aligned_prompts():
-    import importlib.util
-
-    from server.app import resolve_engine
-
-    has_vllm = importlib.util.find_spec("vllm") is not None
-    assert resolve_engine("native", 32) == "native" and resolve_engine("vllm", 1) == "vllm"
-    assert resolve_engine("auto", 1) == "native"
-    assert resolve_engine("auto", 32) == ("vllm" if has_vllm else "native")
-    assert resolve_engine("auto", 64) == ("vllm" if has_vllm else "native")
 
 
 def sid_order(items: list[dict]) -> list[str]:
