@@ -7,46 +7,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
 
+from sid_index.config import IndexConfig
 from sid_index.data.schema import load_catalog
-from sid_index.embed import DEFAULT_CACHE, embed_texts, item_texts
+from sid_index.embed import embed_texts, item_texts
 from sid_index.errors import RadgrError
 from sid_index.index import write_index
 from sid_index.rqkmeans import rq_kmeans
 from sid_index.tokens import LEVEL_LETTERS
 
 log = logging.getLogger(__name__)
-
-
-class IndexConfig(BaseModel):
-    """Everything `radgr index build` needs."""
-
-    dataset: Path = Field(description="dataset directory (its catalog.parquet is indexed) or a catalog .parquet")
-    out: Path
-    codebook_sizes: list[int] | None = Field(default=None, description="per level; None: `default_codebooks` of "
-                                             "the catalog size (paper: 8192,4096,2048 for 170M SKUs)")
-    embedding_model: Path | None = Field(default=None, description="local sentence-transformers folder")
-    batch_size: int = Field(default=128, gt=0)
-    seed: int = 0
-    niter: int = Field(default=25, gt=0)
-    cache_dir: Path | None = DEFAULT_CACHE
-    device: str | None = None
-    overwrite: bool = True
-    unique_sids: bool = Field(default=False, description="append a level that tells apart the SKUs sharing a SID "
-                              "(TIGER's extra code: the most popular SKU gets 0, the next 1, ...), so every SID "
-                              "names one SKU; that level's centroids are zeros (it adds nothing to a SID's vector)")
-
-    @field_validator("codebook_sizes")
-    @classmethod
-    def _sizes(cls, v: list[int] | None) -> list[int] | None:
-        if v is None:
-            return v
-        if not 1 <= len(v) <= len(LEVEL_LETTERS):
-            raise ValueError(f"between 1 and {len(LEVEL_LETTERS)} levels")
-        if any(k < 2 for k in v):
-            raise ValueError("every codebook needs at least 2 codes")
-        return v
 
 
 SID_SPACE_PER_SKU = 8  # default codebooks leave about this many possible SIDs per SKU (few collisions)
@@ -99,9 +69,8 @@ def build_index(cfg: IndexConfig, progress: bool = True) -> Path:
     catalog_path = cfg.dataset / "catalog.parquet" if cfg.dataset.is_dir() else cfg.dataset
     catalog = load_catalog(catalog_path)
     t0 = time.perf_counter()
-    emb, emb_info = embed_texts(
-        item_texts(catalog), cfg.embedding_model, cfg.batch_size, cfg.cache_dir, cfg.device, progress
-    )
+    cache = cfg.cache_dir if cfg.cache else None
+    emb, emb_info = embed_texts(item_texts(catalog), cfg.embedding_model, cfg.batch_size, cache, cfg.device, progress)
     t_embed = time.perf_counter() - t0
     sizes = cfg.codebook_sizes or default_codebooks(len(emb))
     if cfg.codebook_sizes is None:

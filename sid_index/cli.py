@@ -8,63 +8,31 @@ from typing import Annotated
 
 import typer
 
-from sid_index.errors import RadgrError, make_config
+from sid_index.config import IndexConfig
+from sid_index.config_cli import config_command
+from sid_index.errors import RadgrError
 from sid_index.index import load_index
 from sid_index.tokens import format_sid, parse_sid
 
 index_app = typer.Typer(help="Semantic-ID index: RQ-KMeans codes, SID<->SKU maps, decoding trie.", no_args_is_help=True)
 
 
-def parse_sizes(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise RadgrError(f"--codebooks: expected comma-separated integers, got '{text}'") from None
+def _build(cfg) -> None:
+    from sid_index.build import build_index, collision_warnings
 
-
-@index_app.command("build")
-def build(
-    dataset: Annotated[Path, typer.Option("--data", help="Dataset directory (or a catalog .parquet).")],
-    out: Annotated[Path, typer.Option(help="Index directory to write (atomically).")],
-    codebooks: Annotated[str | None, typer.Option(
-        help="Codebook size per level, e.g. 64,64,64 (paper: 8192,4096,2048); default: from the catalog size "
-             "(the smallest power of two per level with 8 possible SIDs per SKU)")] = None,
-    embedding_model: Annotated[
-        Path | None, typer.Option(help="Local sentence-transformers folder (default: the bundled MiniLM).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 128,
-    seed: Annotated[int, typer.Option(help="k-means seed.")] = 0,
-    niter: Annotated[int, typer.Option(help="k-means iterations per level.")] = 25,
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="Embedding cache (default ~/.cache/radgr/embeddings or $RADGR_CACHE).")
-    ] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
-    device: Annotated[str | None, typer.Option(help="Embedding device (cpu, cuda).")] = None,
-    unique_sids: Annotated[bool, typer.Option(
-        "--unique-sids", help="Append a level that tells apart the SKUs sharing a SID (most popular first), so "
-        "every SID names one SKU (TIGER's extra code).")] = False,
-) -> None:
-    """Embed the catalog, run RQ-KMeans, write the index and print its stats."""
-    from sid_index.build import IndexConfig, build_index, collision_warnings
-
-    kwargs = dict(
-        dataset=dataset, out=out, codebook_sizes=parse_sizes(codebooks) if codebooks else None,
-        embedding_model=embedding_model,
-        batch_size=batch_size, seed=seed, niter=niter, device=device, unique_sids=unique_sids,
-    )
-    if no_cache:
-        kwargs["cache_dir"] = None
-    elif cache_dir is not None:
-        kwargs["cache_dir"] = cache_dir
-    cfg = make_config(IndexConfig, "index", **kwargs)
     path = build_index(cfg)
     manifest = load_index(path, verify=False).manifest
-    chosen = "" if codebooks else (f" (codebooks {','.join(map(str, manifest['codebook_sizes']))}: chosen from "
-                                   f"{manifest['num_skus']:,} SKUs)")
+    chosen = "" if cfg.codebook_sizes else (f" (codebooks {','.join(map(str, manifest['codebook_sizes']))}: "
+                                            f"chosen from {manifest['num_skus']:,} SKUs)")
     typer.echo(f"index written to {path}{chosen}")
     _print_stats(manifest)
     for warning in collision_warnings(manifest["stats"]):
         typer.echo(f"warning: {warning}", err=True)
+
+
+index_app.command("build")(config_command(
+    IndexConfig, "index", _build, "Embed the catalog, run RQ-KMeans, write the index and print its stats.",
+    rename={"dataset": "data", "codebook_sizes": "codebooks"}))
 
 
 @index_app.command("stats")

@@ -1,8 +1,9 @@
 """Command-line options generated from a pydantic config class (as TRL's HfArgumentParser does from its
 dataclasses): each field is one `--kebab-name` option with the field's type, default and description, so a
 default or a help text is written once, in the config. Nested configs (a model's shape, the prompt) are
-flattened into options of their own names; `rename` gives a nested field another option name. A list field
-is a repeatable option."""
+flattened into options of their own names; `rename` gives a field (`name`, or `nested.name`) another option
+name. A list field is a repeatable option, or one comma-separated value where the field says
+`json_schema_extra={"comma_separated": True}` (`--codebooks 64,64,64`)."""
 
 from __future__ import annotations
 
@@ -37,9 +38,13 @@ def _help(field, annotation: Any) -> str:
     return text[:1].upper() + text[1:] if text else ""
 
 
+def _comma_separated(field) -> bool:
+    return bool((field.json_schema_extra or {}).get("comma_separated"))
+
+
 def _parameter(name: str, field, flag: str) -> inspect.Parameter:
     annotation = field.annotation
-    kind = _cli_type(annotation)
+    kind = str | None if _comma_separated(field) else _cli_type(annotation)
     decl = f"--{flag}/--no-{flag}" if kind is bool else f"--{flag}"
     default = field.default if field.default is not PydanticUndefined else inspect.Parameter.empty
     if field.default_factory is not None:
@@ -68,8 +73,9 @@ def config_parameters(cls: type[BaseModel], flatten: tuple[str, ...] = (), renam
                 params.append(_parameter(option, sub_field, option.replace("_", "-")))
                 paths[option] = (name, sub)
             continue
-        params.append(_parameter(name, field, name.replace("_", "-")))
-        paths[name] = (name,)
+        option = rename.get(name, name)
+        params.append(_parameter(option, field, option.replace("_", "-")))
+        paths[option] = (name,)
     if len(paths) != len(params):
         raise ValueError(f"{cls.__name__}: two options share a name")
     params.sort(key=lambda p: p.default is not inspect.Parameter.empty)
@@ -83,18 +89,22 @@ def config_command(cls: type[BaseModel], what: str, run: Callable[[Any], None], 
     line naming the option, `make_config`) and calls `run(config)`."""
     params, paths = config_parameters(cls, flatten, rename, fixed)
     defaults = {p.name: p.default for p in params}
+    comma = {option for option, path in paths.items() if len(path) == 1 and _comma_separated(cls.model_fields[path[0]])}
+    flags = {path[0]: option for option, path in paths.items() if len(path) == 1}
 
     def command(**options: Any) -> None:
         values: dict[str, Any] = {}
         for option, value in options.items():
             if isinstance(value, list | tuple) and not value:  # a repeatable option given no value: its default
                 value = defaults[option]
+            if option in comma and isinstance(value, str):
+                value = [part.strip() for part in value.split(",") if part.strip()]  # the config parses each
             *groups, key = paths[option]
             node = values
             for group in groups:
                 node = node.setdefault(group, {})
             node[key] = value
-        run(make_config(cls, what, **values))
+        run(make_config(cls, what, flags=flags, **values))
 
     command.__signature__ = inspect.Signature(params)  # typer reads the options from here
     command.__doc__ = doc

@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 
 from sid_index.atomic import atomic_file
+from sid_index.config import DEFAULT_CACHE
 from sid_index.errors import RadgrError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE = Path(os.environ.get("RADGR_CACHE", Path.home() / ".cache" / "radgr")) / "embeddings"
 
 
 def default_model_path() -> Path:

@@ -32,8 +32,9 @@ class IndexFormatError(RadgrError):
     """A Semantic-ID index directory that is missing, damaged or of another version."""
 
 
-def make_config(cls, what: str, **options):
-    """Build a pydantic config from CLI options; a bad value becomes one RadgrError line naming the flags."""
+def make_config(cls, what: str, flags: dict[str, str] | None = None, **options):
+    """Build a pydantic config from CLI options; a bad value becomes one RadgrError line naming the flags
+    (`flags`: field -> option name, where the option is named otherwise)."""
     from pydantic import ValidationError
 
     try:
@@ -41,7 +42,10 @@ def make_config(cls, what: str, **options):
     except ValidationError as exc:
         parts = []
         for err in exc.errors():
-            flag = "--" + "-".join(str(x) for x in err["loc"] if isinstance(x, str)).replace("_", "-")
+            names = [str(x) for x in err["loc"] if isinstance(x, str)]
+            if names and flags:
+                names[0] = flags.get(names[0], names[0])
+            flag = "--" + "-".join(names).replace("_", "-")
             msg = err["msg"].removeprefix("Value error, ")
             parts.append(f"{flag}: {msg}" if flag != "--" else msg)
         raise RadgrError(f"invalid {what} settings: " + "; ".join(parts)) from None

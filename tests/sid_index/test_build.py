@@ -133,7 +133,8 @@ def test_cli_build_chooses_codebooks_and_warns(dataset, tmp_path):
     "args, message",
     [
         (["index", "build", "--data", "{tmp}/none", "--out", "{tmp}/i"], "{tmp}/none: file not found"),
-        (["index", "build", "--data", "{ds}", "--out", "{tmp}/i", "--codebooks", "8,x"], "--codebooks: expected"),
+        (["index", "build", "--data", "{ds}", "--out", "{tmp}/i", "--codebooks", "8,x"],
+         "--codebooks: Input should be a valid integer"),
         (["index", "build", "--data", "{ds}", "--out", "{tmp}/i", "--codebooks", "8,1"], "at least 2 codes"),
         (["index", "stats", "{tmp}"], "not a SID index (no manifest.json)"),
         (["index", "lookup", "{tmp}/x"], "give --sku and/or --sid"),

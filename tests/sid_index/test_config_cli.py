@@ -31,13 +31,14 @@ class Toy(BaseModel):
     mode: Literal["fast", "slow"] = Field("fast", description="speed")
     tlgd: bool = Field(True, description="a switch on by default")
     weights: list[float] | None = Field(None, description="repeatable")
+    sizes: list[int] | None = Field(None, description="comma-separated", json_schema_extra={"comma_separated": True})
     shape: Shape = Shape()
 
 
 def app_for(seen: list) -> typer.Typer:
     app = typer.Typer()
     app.command("go")(config_command(Toy, "toy", seen.append, "Run the toy.", flatten=("shape",),
-                                     rename={"shape.num_layers": "layers"}))
+                                     rename={"shape.num_layers": "layers", "sizes": "codebooks"}))
     app.command("other")(lambda: None)  # a second command: `go` keeps its name
     return app
 
@@ -49,9 +50,9 @@ def test_options_build_the_config_with_the_fields_defaults():
     assert seen == [Toy(out=Path("x"))] and seen[0].weights is None  # a repeatable option not given: its default
     res = CliRunner().invoke(app_for(seen), ["go", "--out", "y", "--rate", "0.1", "--steps", "3", "--mode", "slow",
                                              "--no-tlgd", "--width", "16", "--layers", "5", "--weights", "0",
-                                             "--weights", "2.5"])
+                                             "--weights", "2.5", "--codebooks", "64, 32,16"])
     assert res.exit_code == 0, res.output
-    want = Toy(out=Path("y"), rate=0.1, steps=3, mode="slow", tlgd=False, weights=[0.0, 2.5],
+    want = Toy(out=Path("y"), rate=0.1, steps=3, mode="slow", tlgd=False, weights=[0.0, 2.5], sizes=[64, 32, 16],
                shape=Shape(width=16, num_layers=5))
     assert seen[-1] == want
 
@@ -62,7 +63,7 @@ def test_help_comes_from_the_fields():
     for text in ("Run the toy.", "--out", "Where results go", "--rate", "A learning rate", "[default: 0.5]",
                  "--mode", "Speed (fast | slow)", "--tlgd", "--no-tlgd", "--width", "How wide", "--layers"):
         assert text in res.output, text
-    assert "--num-layers" not in res.output and "--shape" not in res.output
+    assert "--num-layers" not in res.output and "--shape" not in res.output and "--sizes" not in res.output
 
 
 def test_bad_values_are_refused_naming_the_option():
@@ -73,9 +74,13 @@ def test_bad_values_are_refused_naming_the_option():
         res.exception)
     res = CliRunner().invoke(app_for([]), ["go", "--out", "x", "--mode", "medium"])
     assert isinstance(res.exception, RadgrError) and "--mode: Input should be 'fast' or 'slow'" in str(res.exception)
+    res = CliRunner().invoke(app_for([]), ["go", "--out", "x", "--codebooks", "8,x"])  # named as the option is
+    assert isinstance(res.exception, RadgrError) and "invalid toy settings: --codebooks: Input should be a valid " \
+        "integer" in str(res.exception)
 
 
-@pytest.mark.parametrize("command, config", [(["train", "sft"], "trainer.config.SFTConfig"),
+@pytest.mark.parametrize("command, config", [(["index", "build"], "sid_index.config.IndexConfig"),
+                                             (["train", "sft"], "trainer.config.SFTConfig"),
                                              (["train", "rad-dpo"], "trainer.config.RadDPOConfig"),
                                              (["train", "dpo"], "trainer.config.DPOConfig"),
                                              (["train", "simpo"], "trainer.config.SimPOConfig"),
@@ -93,7 +98,7 @@ def test_every_config_field_is_an_option(command, config):
     cls = getattr(importlib.import_module(module), name)
     res = CliRunner().invoke(cli, [*command, "--help"], env={"COLUMNS": "250"})
     assert res.exit_code == 0
-    renamed = {"num_layers": "layers", "align": "prompt-align"}
+    renamed = {"num_layers": "layers", "align": "prompt-align", "dataset": "data", "codebook_sizes": "codebooks"}
     names = [n for n, f in cls.model_fields.items() if not isinstance(f.default, BaseModel) and n != "method"]
     for nested in ("scratch", "prompt"):
         if nested in cls.model_fields:
