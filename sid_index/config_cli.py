@@ -49,6 +49,8 @@ def _parameter(name: str, field, flag: str) -> inspect.Parameter:
     default = field.default if field.default is not PydanticUndefined else inspect.Parameter.empty
     if field.default_factory is not None:
         default = field.default_factory()
+    if _comma_separated(field) and isinstance(default, list | tuple):
+        default = ",".join(map(str, default))  # as it is typed
     option = typer.Option(decl, help=_help(field, annotation), show_default=default is not None)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[kind, option])
@@ -82,6 +84,11 @@ def config_parameters(cls: type[BaseModel], flatten: tuple[str, ...] = (), renam
     return params, paths
 
 
+def _field(cls: type[BaseModel], path: tuple[str, ...]):
+    field = cls.model_fields[path[0]]
+    return field if len(path) == 1 else _field(field.annotation, path[1:])
+
+
 def config_command(cls: type[BaseModel], what: str, run: Callable[[Any], None], doc: str,
                    flatten: tuple[str, ...] = (), rename: dict[str, str] | None = None,
                    fixed: tuple[str, ...] = ()) -> Callable[..., None]:
@@ -89,8 +96,8 @@ def config_command(cls: type[BaseModel], what: str, run: Callable[[Any], None], 
     line naming the option, `make_config`) and calls `run(config)`."""
     params, paths = config_parameters(cls, flatten, rename, fixed)
     defaults = {p.name: p.default for p in params}
-    comma = {option for option, path in paths.items() if len(path) == 1 and _comma_separated(cls.model_fields[path[0]])}
-    flags = {path[0]: option for option, path in paths.items() if len(path) == 1}
+    comma = {option for option, path in paths.items() if _comma_separated(_field(cls, path))}
+    flags = {path: option for option, path in paths.items()}
 
     def command(**options: Any) -> None:
         values: dict[str, Any] = {}

@@ -32,9 +32,9 @@ class IndexFormatError(RadgrError):
     """A Semantic-ID index directory that is missing, damaged or of another version."""
 
 
-def make_config(cls, what: str, flags: dict[str, str] | None = None, **options):
+def make_config(cls, what: str, flags: dict[tuple[str, ...], str] | None = None, **options):
     """Build a pydantic config from CLI options; a bad value becomes one RadgrError line naming the flags
-    (`flags`: field -> option name, where the option is named otherwise)."""
+    (`flags`: field path -> option name, for options named otherwise than their path)."""
     from pydantic import ValidationError
 
     try:
@@ -42,9 +42,11 @@ def make_config(cls, what: str, flags: dict[str, str] | None = None, **options):
     except ValidationError as exc:
         parts = []
         for err in exc.errors():
-            names = [str(x) for x in err["loc"] if isinstance(x, str)]
-            if names and flags:
-                names[0] = flags.get(names[0], names[0])
+            names = tuple(str(x) for x in err["loc"] if isinstance(x, str))
+            cut = next((n for n in range(len(names), 0, -1) if names[:n] in (flags or {})), 0)
+            if not cut and any(path[:len(names)] == names for path in flags or {}):
+                names = ()  # a check of a whole flattened group (e.g. two of its options disagree)
+            names = ((flags[names[:cut]],) if cut else ()) + names[cut:]
             flag = "--" + "-".join(names).replace("_", "-")
             msg = err["msg"].removeprefix("Value error, ")
             parts.append(f"{flag}: {msg}" if flag != "--" else msg)

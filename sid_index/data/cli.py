@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import BaseModel, ConfigDict, Field
 
+from sid_index.config_cli import config_command
 from sid_index.data import amazon as amazon_adapter
 from sid_index.data import homedepot as hd_adapter
 from sid_index.data.schema import load_dataset
+from sid_index.data.synthetic import SynthConfig, write_synthetic
 from sid_index.errors import RadgrError, make_config
 
 data_app = typer.Typer(
@@ -155,38 +158,20 @@ def import_(
     _summary(path, info, extra)
 
 
-@data_app.command("synth")
-def synth(
-    out: OutOpt,
-    items: Annotated[int, typer.Option(help="Catalog size (SKUs).")] = 2000,
-    sessions: Annotated[int, typer.Option(help="Sessions, each with a click unless --keep-no-click.")] = 5000,
-    users: Annotated[int, typer.Option(help="Users.")] = 500,
-    seed: Annotated[int, typer.Option(help="Same settings + seed give identical tables.")] = 0,
-    max_history: Annotated[int, typer.Option(help="Longest history (earlier items) of a session.")] = 20,
-    empty_query_rate: Annotated[float, typer.Option(help="Share of sessions without a query.")] = 0.05,
-    exposure_length: Annotated[int, typer.Option(help="Items shown per session.")] = 10,
-    ranker_noise: Annotated[float, typer.Option(help="Std of the ranker's noise on true relevance.")] = 1.0,
-    position_bias: Annotated[float, typer.Option(help="eta: P(examine position p) = p^-eta.")] = 1.0,
-    click_noise: Annotated[float, typer.Option(help="P(click | examined, relevance 0).")] = 0.05,
-    attract_max: Annotated[float, typer.Option(help="P(click | examined, relevance 3).")] = 0.9,
-    order_rate: Annotated[float, typer.Option(help="P(order | click) = order_rate * relevance / 3.")] = 0.3,
-    pseudo_negative_share: Annotated[
-        float | None, typer.Option(help="Target share of relevant negatives (default: as simulated).")
-    ] = None,
-    keep_no_click: Annotated[bool, typer.Option(help="Keep sessions without a click (else redraw).")] = False,
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """Seeded synthetic catalog + sessions that keep the truth (relevance, clicks, pseudo-negatives)."""
-    from sid_index.data.synthetic import config_from_options, write_synthetic
+class SynthCommand(BaseModel):
+    """`radgr data synth`: where to write, and the generator's settings (stored in dataset.json)."""
 
-    config = config_from_options(
-        items=items, sessions=sessions, users=users, seed=seed, max_history=max_history,
-        empty_query_rate=empty_query_rate, exposure_length=exposure_length, ranker_noise=ranker_noise,
-        position_bias=position_bias, click_noise=click_noise, attract_max=attract_max, order_rate=order_rate,
-        pseudo_negative_share=pseudo_negative_share, keep_no_click=keep_no_click,
-    )
+    model_config = ConfigDict(extra="forbid")
+
+    out: Path = Field(description="output dataset directory")
+    overwrite: bool = Field(False, description="replace an existing dataset at --out")
+    synth: SynthConfig = SynthConfig()
+
+
+def _synth(cmd: SynthCommand) -> None:
+    out, overwrite = cmd.out, cmd.overwrite
     _guard_out(out, overwrite)
-    path, info = write_synthetic(out, config, overwrite=overwrite)
+    path, info = write_synthetic(out, cmd.synth, overwrite=overwrite)
     truth = info["synthetic_stats"]
     extra = (
         f"; pseudo-negative share {truth['pseudo_negative_share']:.3f}, "
@@ -196,3 +181,8 @@ def synth(
     cal = truth.get("pseudo_negative_calibration")
     if cal and cal["missed"]:
         typer.echo(f"warning: pseudo-negative target missed by {cal['missed']} (too few items)", err=True)
+
+
+data_app.command("synth")(config_command(
+    SynthCommand, "synthetic-data", _synth, "Seeded synthetic catalog + sessions that keep the truth (relevance, "
+    "clicks, pseudo-negatives).", flatten=("synth",)))

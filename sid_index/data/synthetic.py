@@ -69,25 +69,27 @@ class SynthConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="same settings + seed give identical tables")
     # catalog
     items: int = Field(2000, gt=0, description="catalog size")
     leaves: int | None = Field(None, gt=0, description="leaf categories used; default scales with items")
     popularity_exponent: float = Field(1.0, ge=0.0, description="Zipf exponent of popularity by rank")
     # users
-    users: int = Field(500, gt=0)
-    max_preferred_categories: int = Field(3, ge=1, le=len(TREE))
+    users: int = Field(500, gt=0, description="users")
+    max_preferred_categories: int = Field(3, ge=1, le=len(TREE), description="top categories a user prefers, "
+                                          "at most")
     max_history: int = Field(20, ge=0, description="longest history (earlier items) of a session")
     # sessions and queries
-    sessions: int = Field(5000, gt=0)
+    sessions: int = Field(5000, gt=0, description="sessions, each with a click unless keep_no_click")
     empty_query_rate: Prob = Field(0.05, description="share of sessions without a query (recommendation)")
     preference_bias: Prob = Field(0.8, description="P(intent is in one of the user's preferred categories)")
-    attribute_probs: tuple[Prob, Prob, Prob] = Field((0.4, 0.4, 0.2), description="P(0/1/2 attributes)")
+    attribute_probs: tuple[Prob, Prob, Prob] = Field((0.4, 0.4, 0.2), description="P(0/1/2 attributes)",
+                                                     json_schema_extra={"comma_separated": True})
     query_dropout: Prob = Field(0.15, description="P(an attribute word is left out of the query)")
     query_synonym_rate: Prob = Field(0.1, description="P(a query uses a synonym where one exists)")
     query_typo_rate: Prob = Field(0.03, description="P(a query has one misspelt word)")
     # exposure (noisy ranker)
-    exposure_length: int = Field(10, ge=1)
+    exposure_length: int = Field(10, ge=1, description="items shown per session")
     ranker_noise: float = Field(1.0, ge=0.0, description="std of the Gaussian noise added to relevance")
     leaf_share: Prob = Field(0.3, description="ranker candidates from the intent's leaf, x exposure_length")
     subcategory_share: Prob = Field(0.2, description="ranker candidates from the intent's subcategory")
@@ -99,8 +101,8 @@ class SynthConfig(BaseModel):
     keep_no_click: bool = Field(False, description="keep sessions without a click (else redraw them)")
     pseudo_negative_share: Prob | None = Field(None, description="target share of relevant negatives")
     # splits
-    valid_fraction: Prob = 0.1
-    test_fraction: Prob = 0.1
+    valid_fraction: Prob = Field(0.1, description="share of sessions in the valid split")
+    test_fraction: Prob = Field(0.1, description="share of sessions in the test split")
 
     @model_validator(mode="after")
     def _consistent(self) -> SynthConfig:

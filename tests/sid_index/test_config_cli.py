@@ -77,9 +77,13 @@ def test_bad_values_are_refused_naming_the_option():
     res = CliRunner().invoke(app_for([]), ["go", "--out", "x", "--codebooks", "8,x"])  # named as the option is
     assert isinstance(res.exception, RadgrError) and "invalid toy settings: --codebooks: Input should be a valid " \
         "integer" in str(res.exception)
+    res = CliRunner().invoke(app_for([]), ["go", "--out", "x", "--layers", "0"])  # a nested field: its option
+    assert isinstance(res.exception, RadgrError) and "invalid toy settings: --layers: Input should be greater" in str(
+        res.exception)
 
 
-@pytest.mark.parametrize("command, config", [(["index", "build"], "sid_index.config.IndexConfig"),
+@pytest.mark.parametrize("command, config", [(["data", "synth"], "sid_index.data.cli.SynthCommand"),
+                                             (["index", "build"], "sid_index.config.IndexConfig"),
                                              (["train", "sft"], "trainer.config.SFTConfig"),
                                              (["train", "rad-dpo"], "trainer.config.RadDPOConfig"),
                                              (["train", "dpo"], "trainer.config.DPOConfig"),
@@ -88,8 +92,8 @@ def test_bad_values_are_refused_naming_the_option():
                                              (["eval"], "trainer.evaluate.EvalConfig"),
                                              (["bench", "peers"], "trainer.peers.PeersConfig")])
 def test_every_config_field_is_an_option(command, config):
-    """radgr train sft / rad-dpo / dpo / simpo / orpo, radgr eval and bench peers: one option per config field
-    (nested ones too; a preference command's method is its name, not an option)."""
+    """radgr data synth, index build, train sft / rad-dpo / dpo / simpo / orpo, eval and bench peers: one option
+    per config field (nested ones too; a preference command's method is its name, not an option)."""
     import importlib
 
     from radgr.cli import cli
@@ -100,9 +104,9 @@ def test_every_config_field_is_an_option(command, config):
     assert res.exit_code == 0
     renamed = {"num_layers": "layers", "align": "prompt-align", "dataset": "data", "codebook_sizes": "codebooks"}
     names = [n for n, f in cls.model_fields.items() if not isinstance(f.default, BaseModel) and n != "method"]
-    for nested in ("scratch", "prompt"):
-        if nested in cls.model_fields:
-            names += list(type(cls.model_fields[nested].default).model_fields)
+    for field in cls.model_fields.values():
+        if isinstance(field.default, BaseModel):  # flattened: the nested config's fields are options
+            names += list(type(field.default).model_fields)
     for name in names:
         assert f"--{renamed.get(name, name).replace('_', '-')}" in res.output, name
     assert "--method" not in res.output or command == ["eval"]

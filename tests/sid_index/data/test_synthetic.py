@@ -3,7 +3,6 @@ the pseudo-negative calibration, checked against independent recomputations."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import subprocess
 import sys
@@ -199,15 +198,6 @@ def test_config_validation_is_clear():
         make_synthetic(items=-1)
 
 
-def test_cli_defaults_match_config():
-    from sid_index.data.cli import synth
-
-    fields = SynthConfig.model_fields
-    for name, param in inspect.signature(synth).parameters.items():
-        if name in fields:
-            assert param.default == fields[name].default, name
-
-
 def test_cli(tmp_path):
     out = tmp_path / "synth"
     args = [str(RADGR), "data", "synth", "--out", str(out), "--items", "300", "--sessions", "200"]
@@ -221,10 +211,12 @@ def test_cli(tmp_path):
 
     again = subprocess.run(args, capture_output=True, text=True)
     assert again.returncode == 2 and "exists" in again.stderr
-    res = subprocess.run([*args, "--overwrite", "--pseudo-negative-share", "0.2", "--seed", "4"],
-                         capture_output=True, text=True)
+    res = subprocess.run([*args, "--overwrite", "--pseudo-negative-share", "0.2", "--seed", "4",
+                          "--attribute-probs", "0.5,0.5,0"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert load_dataset(out).info["synthetic_stats"]["pseudo_negative_share"] == pytest.approx(0.2, abs=0.002)
+    info = load_dataset(out).info
+    assert info["synthetic_stats"]["pseudo_negative_share"] == pytest.approx(0.2, abs=0.002)
+    assert info["config"]["attribute_probs"] == [0.5, 0.5, 0.0] and info["config"]["seed"] == 4
 
     bad = subprocess.run([*args, "--overwrite", "--click-noise", "1.5"], capture_output=True, text=True)
     assert bad.returncode == 2
