@@ -212,6 +212,8 @@ BEST_PICK_homedepot ?= --index-prior 0 --index-prior 5 --index-prior 20 --index-
 BEST_PICK_amazon    ?= --max-sessions 3000 --index-prior 0 --index-prior 20 --index-prior 50 \
 	--pick-prior "item recall@10"
 SEED ?= 0
+# stage-1 options added to the recipe for a lever experiment, e.g. make best-amazon BEST=runs/drop SFT_EXTRA="--dropout 0.2"
+SFT_EXTRA ?=
 BEST_FINAL_homedepot = homedepot/best
 BEST_FINAL_amazon    = amazon/annealed/best
 BEST_MODEL_homedepot = $(BEST)/$(BEST_FINAL_homedepot)
@@ -253,7 +255,7 @@ best-homedepot best-amazon best-amazon-unique: best-%: $(STAMP)
 	test -f runs/$*/index/manifest.json || $(MAKE) $(if $(filter amazon-unique,$*),unique-index,real-data)
 	resume=; test -f $(BEST)/$*/model/radgr.json && resume=--resume; \
 	$(BIN)/radgr train sft --data runs/$*/data --index runs/$*/index --out $(BEST)/$* \
-	  $(BEST_SFT_$*) --seed $(SEED) --no-progress $$resume
+	  $(BEST_SFT_$*) $(SFT_EXTRA) --seed $(SEED) --no-progress $$resume
 	$(if $(BEST_ANNEAL_$*),resume=; test -f $(BEST)/$*/annealed/model/radgr.json && resume=--resume; \
 	$(BIN)/radgr train sft --data runs/$*/data --index runs/$*/index --init $(BEST)/$*/best \
 	  --out $(BEST)/$*/annealed $(BEST_ANNEAL_$*) --seed $(SEED) --no-progress $$resume)

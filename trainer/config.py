@@ -58,6 +58,9 @@ class RunConfig(BaseModel):
     batch_size: int = Field(16, ge=1, description="sessions per step and process")
     lr: float = Field(1e-3, gt=0, description="peak learning rate (scratch 1e-3; pretrained ~1e-5)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on every decoder layer's attention and MLP "
+                           "outputs while training (GPT-2's resid_pdrop; SASRec's hidden dropout): forward hooks, "
+                           "so the checkpoint and serving are unchanged")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="share of steps with linear LR warm-up (then cosine "
                                 "decay to 0)")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")

@@ -44,7 +44,7 @@ from trainer.data import (
 )
 from trainer.evaluate import HEADLINE_NAMES, evaluate, headline_metrics, request_vectors
 from trainer.losses import common_prefix, dpo_loss, orpo_loss, rad_dpo_loss, sft_loss, simpo_loss
-from trainer.model import Checkpoint, load_checkpoint, load_state, new_model, save_checkpoint
+from trainer.model import Checkpoint, load_checkpoint, load_state, new_model, residual_dropout, save_checkpoint
 from trainer.packing import Packed, candidate_logps, pack
 from trainer.rdrw import QuantileTracker, SidVectors, eos_similarity
 
@@ -339,6 +339,8 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
 
     model = ckpt.decoder
     model.train()
+    if cfg.dropout > 0:
+        residual_dropout(model, cfg.dropout)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     # The scheduler is stepped here once per optimizer step: `total` already counts every process's

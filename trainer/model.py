@@ -124,6 +124,24 @@ def scratch_model(tokenizer, cfg: ScratchModelConfig, seed: int = 0):
     return Qwen3ForCausalLM(config)
 
 
+def residual_dropout(model: torch.nn.Module, p: float) -> list[torch.utils.hooks.RemovableHandle]:
+    """Dropout with rate `p` on the output of every decoder layer's attention and MLP block, in training mode
+    only: the regulariser GPT-2 (resid_pdrop) and SASRec (hidden dropout) use, which Qwen3 lacks. Forward hooks,
+    not weights or config, so the saved checkpoint is what vLLM and the native engine already serve."""
+
+    def drop(module, args, output):
+        if not module.training:
+            return output
+        if isinstance(output, tuple):  # attention: (output, weights)
+            return (torch.nn.functional.dropout(output[0], p, True), *output[1:])
+        return torch.nn.functional.dropout(output, p, True)
+
+    layers = [m for m in model.modules() if hasattr(m, "self_attn") and hasattr(m, "mlp")]
+    if not layers:
+        raise RadgrError(f"--dropout: no decoder layers (self_attn + mlp) in {type(model).__name__}")
+    return [block.register_forward_hook(drop) for layer in layers for block in (layer.self_attn, layer.mlp)]
+
+
 def new_model(
     index: SidIndex,
     texts: Iterable[str],

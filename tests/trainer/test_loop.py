@@ -1,6 +1,7 @@
 """The training loop: resume after a kill equals an uninterrupted run; logs, plot and checkpoint; clear errors."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -380,3 +381,12 @@ def test_pref_on_the_index_prior(sft_run, tiny_dataset, tiny_index, tmp_path):
     with pytest.raises(ValueError, match="index_prior"):  # a reward offset of RAD-DPO's list-wise term only
         PREF_CONFIGS["dpo"](data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "d", init=sft_run,
                             index_prior=1.0)
+
+
+def test_dropout_trains_other_weights_and_leaves_the_checkpoint_format(sft_run, tiny_dataset, tiny_index, tmp_path):
+    """--dropout changes the updates (another model) but not what is saved: the same HF config, so vLLM and the
+    native engine serve it as any checkpoint; the run's settings record the rate."""
+    run = train(sft_cfg(tiny_dataset, tiny_index, tmp_path / "drop", index_ratio=0.5, dropout=0.3))
+    assert not same_weights(run, sft_run)
+    assert (run / "config.json").read_text() == (sft_run / "config.json").read_text()
+    assert json.loads((tmp_path / "drop" / "train_config.json").read_text())["dropout"] == 0.3

@@ -66,3 +66,43 @@ def test_a_metadata_update_keeps_the_weights_and_verifies(tiny_ckpt, tmp_path):
     with pytest.raises(RadgrError, match="tokenizer.json: damaged"):
         update_checkpoint_meta(ck, {"index_prior": 1.0})
     assert json.loads((ck / "radgr.json").read_text())["index_prior"] == 7.5
+
+
+def test_residual_dropout_drops_block_outputs_only_while_training(tiny_ckpt):
+    """Each decoder layer's attention and MLP outputs: in training every element is 0 or itself / (1 - p),
+    about a share p of them 0; in eval mode and once the hooks are removed the model is the one it was."""
+    import torch
+
+    from trainer.model import residual_dropout
+
+    model, p = tiny_ckpt.model, 0.4
+    ids = torch.randint(0, len(tiny_ckpt.tokenizer), (3, 12), generator=torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+    layers = [m for m in model.modules() if hasattr(m, "self_attn") and hasattr(m, "mlp")]
+    raw, dropped = [], []
+    first = [b.register_forward_hook(lambda m, a, out: raw.append(out[0] if isinstance(out, tuple) else out))
+             for layer in layers for b in (layer.self_attn, layer.mlp)]  # hooks run in order: before dropout
+    handles = residual_dropout(model, p)
+    last = [b.register_forward_hook(lambda m, a, out: dropped.append(out[0] if isinstance(out, tuple) else out))
+            for layer in layers for b in (layer.self_attn, layer.mlp)]
+    assert len(handles) == 2 * len(layers) == 2 * model.config.num_hidden_layers
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, plain)  # eval: no dropout
+        assert all(torch.equal(r, d) for r, d in zip(raw, dropped, strict=True))
+        raw.clear(), dropped.clear()
+        model.train()
+        train_a, train_b = model(input_ids=ids).logits, model(input_ids=ids).logits
+    assert not torch.allclose(train_a, train_b)
+    zeros = kept = 0
+    for r, d in zip(raw[: len(handles)], dropped[: len(handles)], strict=True):
+        is_zero = d == 0
+        assert torch.allclose(d[~is_zero], r[~is_zero] / (1 - p), rtol=1e-5, atol=1e-6)
+        zeros, kept = zeros + int(is_zero.sum()), kept + int((~is_zero).sum())
+    assert abs(zeros / (zeros + kept) - p) < 0.03
+    for h in first + handles + last:
+        h.remove()
+    with torch.no_grad():  # hooks gone: training mode computes what eval mode does (Qwen3 has no dropout of its own)
+        assert torch.equal(model(input_ids=ids).logits, plain)
+    model.eval()
