@@ -3,7 +3,8 @@ dataclasses): each field is one `--kebab-name` option with the field's type, def
 default or a help text is written once, in the config. Nested configs (a model's shape, the prompt) are
 flattened into options of their own names; `rename` gives a field (`name`, or `nested.name`) another option
 name. A list field is a repeatable option, or one comma-separated value where the field says
-`json_schema_extra={"comma_separated": True}` (`--codebooks 64,64,64`)."""
+`json_schema_extra={"comma_separated": True}` (`--codebooks 64,64,64`); `{"argument": True}` makes a field a
+positional argument."""
 
 from __future__ import annotations
 
@@ -51,7 +52,10 @@ def _parameter(name: str, field, flag: str) -> inspect.Parameter:
         default = field.default_factory()
     if _comma_separated(field) and isinstance(default, list | tuple):
         default = ",".join(map(str, default))  # as it is typed
-    option = typer.Option(decl, help=_help(field, annotation), show_default=default is not None)
+    if (field.json_schema_extra or {}).get("argument"):
+        option = typer.Argument(help=_help(field, annotation), show_default=default is not None)
+    else:
+        option = typer.Option(decl, help=_help(field, annotation), show_default=default is not None)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[kind, option])
 

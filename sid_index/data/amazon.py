@@ -19,6 +19,7 @@ from sid_index.data.schema import SESSION_SCHEMA, SPLITS, write_dataset
 from sid_index.errors import DataError
 
 DEFAULT_SRC = Path("../shared/data/amazon-scientific")
+DEFAULT_NAME = "Scientific"  # the RecBole files' stem
 INTER_HEADER = ("user_id:token", "item_id_list:token_seq", "item_id:token")
 TEXT_HEADER = ("item_id:token", "text:token_seq")
 
@@ -173,7 +174,7 @@ def build(src: str | Path, name: str = "Scientific") -> tuple[pa.Table, pa.Table
 
 
 def convert(
-    src: str | Path, out: str | Path, name: str = "Scientific", overwrite: bool = False
+    src: str | Path, out: str | Path, name: str = DEFAULT_NAME, overwrite: bool = False
 ) -> tuple[Path, dict[str, Any]]:
     """Build and write the dataset; returns (out path, info with stats)."""
     catalog, sessions, info = build(src, name)

@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sid_index.config_cli import config_command
 from sid_index.data import amazon as amazon_adapter
 from sid_index.data import homedepot as hd_adapter
-from sid_index.data.schema import load_dataset
+from sid_index.data.importer import ImportConfig, build
+from sid_index.data.schema import load_dataset, write_dataset
 from sid_index.data.synthetic import SynthConfig, write_synthetic
-from sid_index.errors import RadgrError, make_config
 
 data_app = typer.Typer(
     help="Datasets in the interchange schema (catalog + sessions as Parquet).", no_args_is_help=True
@@ -40,16 +40,6 @@ def stats(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")]) -
     typer.echo(json.dumps(load_dataset(dataset).stats(), indent=2))
 
 
-def _parse_split(text: str) -> tuple[float, float, float]:
-    try:
-        parts = tuple(float(p) for p in text.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 3:
-        raise RadgrError(f"--split: expected three comma-separated fractions like 0.8,0.1,0.1, got '{text}'")
-    return parts  # type: ignore[return-value]
-
-
 def _guard_out(out: Path, overwrite: bool) -> None:
     """Fail before any work; and since replacing --out deletes it, only ever replace an earlier dataset."""
     if not out.exists():
@@ -72,31 +62,27 @@ def _summary(path: Path, info: dict, extra: str = "") -> None:
     typer.echo(f"wrote {path}")
 
 
-@data_app.command("homedepot")
-def homedepot(
-    out: OutOpt,
-    src: Annotated[Path, typer.Option(help="train.csv.zip or train.csv.")] = hd_adapter.DEFAULT_SRC,
-    pos_threshold: Annotated[float, typer.Option(help="Relevance >= this is a positive.")] = 2.67,
-    neg_threshold: Annotated[float, typer.Option(help="Relevance <= this is an exposed negative.")] = 2.0,
-    seed: Annotated[int, typer.Option(help="Seed of the train/valid/test split by query.")] = 0,
-    split: Annotated[str, typer.Option(help="Train,valid,test fractions of the queries.")] = "0.8,0.1,0.1",
-    encoding: Annotated[str, typer.Option(help="Text encoding of the CSV.")] = "latin-1",
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """Home Depot search relevance (Kaggle): one session per query, graded positives, split by query."""
-    config = make_config(
-        hd_adapter.HomeDepotConfig,
-        "Home Depot",
-        pos_threshold=pos_threshold,
-        neg_threshold=neg_threshold,
-        seed=seed,
-        split=_parse_split(split),
-        encoding=encoding,
-    )
-    _guard_out(out, overwrite)
-    path, info = hd_adapter.convert(src, out, config, overwrite=overwrite)
+class HomeDepotCommand(BaseModel):
+    """`radgr data homedepot`: the file, where to write, and how grades become labels (stored in dataset.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out: Path = Field(description="output dataset directory")
+    src: Path = Field(hd_adapter.DEFAULT_SRC, description="train.csv.zip or train.csv")
+    overwrite: bool = Field(False, description="replace an existing dataset at --out")
+    config: hd_adapter.HomeDepotConfig = hd_adapter.HomeDepotConfig()
+
+
+def _homedepot(cmd: HomeDepotCommand) -> None:
+    _guard_out(cmd.out, cmd.overwrite)
+    path, info = hd_adapter.convert(cmd.src, cmd.out, cmd.config, overwrite=cmd.overwrite)
     extra = f"; {info['rows_read']:,} rows read, {info['title_conflicts']} products with conflicting titles"
     _summary(path, info, extra)
+
+
+data_app.command("homedepot")(config_command(
+    HomeDepotCommand, "Home Depot", _homedepot, "Home Depot search relevance (Kaggle): one session per query, "
+    "graded positives, split by query.", flatten=("config",)))
 
 
 @data_app.command("amazon")
@@ -105,7 +91,8 @@ def amazon(
     src: Annotated[
         Path, typer.Option(help="Directory of RecBole atomic files.")
     ] = amazon_adapter.DEFAULT_SRC,
-    name: Annotated[str, typer.Option(help="File stem: {name}.text, {name}.train.inter, ...")] = "Scientific",
+    name: Annotated[str, typer.Option(help="File stem: {name}.text, {name}.train.inter, ...")
+                    ] = amazon_adapter.DEFAULT_NAME,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Amazon Reviews 2018 (RecBole files): one session per history -> next item, splits as given."""
@@ -114,38 +101,21 @@ def amazon(
     _summary(path, info, f"; category root '{info['category_root']}'")
 
 
-@data_app.command("import")
-def import_(
-    src: Annotated[Path, typer.Argument(help="The log: .csv, .tsv, .jsonl or .parquet.")],
-    out: OutOpt,
-    shape: Annotated[str, typer.Option(help="search (query -> judged/clicked items) or history (user -> items).")],
-    catalog: Annotated[Path | None, typer.Option(help="Optional item file (item, title, text columns).")] = None,
-    query_col: Annotated[str, typer.Option(help="search: the query column.")] = "query",
-    item_col: Annotated[str, typer.Option(help="The item id column (log and catalog).")] = "item_id",
-    title_col: Annotated[str, typer.Option(help="The item title column (log or catalog).")] = "title",
-    text_col: Annotated[str | None, typer.Option(help="An item description column.")] = None,
-    grade_col: Annotated[str | None, typer.Option(
-        help="search: a grade / label column (none: every row is a click, a positive).")] = None,
-    pos_threshold: Annotated[float, typer.Option(help="search: grade >= this is a positive.")] = 1.0,
-    neg_threshold: Annotated[float | None, typer.Option(help="search: grade <= this is an exposed negative.")] = None,
-    user_col: Annotated[str, typer.Option(help="history: the user column.")] = "user_id",
-    time_col: Annotated[str | None, typer.Option(help="history: a numeric time column (none: file order).")] = None,
-    duplicates: Annotated[str, typer.Option(help="search: a (query, item) seen twice: max, mean or error.")] = "max",
-    split: Annotated[str, typer.Option(help="search: train,valid,test fractions of the queries.")] = "0.8,0.1,0.1",
-    seed: Annotated[int, typer.Option(help="search: seed of the split by query.")] = 0,
-    name: Annotated[str, typer.Option(help="Dataset name (session ids start with it).")] = "imported",
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """Your own logs -> a dataset: search (split by query, grades -> positives / negatives) or history
-    (leave-one-out per user: last item test, the one before valid)."""
-    from sid_index.data.importer import ImportConfig, build
-    from sid_index.data.schema import write_dataset
+class ImportCommand(BaseModel):
+    """`radgr data import`: the log, its catalog, where to write, and how its columns map (stored in
+    dataset.json)."""
 
-    config = make_config(
-        ImportConfig, "import", shape=shape, query_col=query_col, item_col=item_col, title_col=title_col,
-        text_col=text_col, grade_col=grade_col, pos_threshold=pos_threshold, neg_threshold=neg_threshold,
-        user_col=user_col, time_col=time_col, duplicates=duplicates, split=_parse_split(split), seed=seed, name=name,
-    )
+    model_config = ConfigDict(extra="forbid")
+
+    src: Path = Field(description="the log: .csv, .tsv, .jsonl or .parquet", json_schema_extra={"argument": True})
+    out: Path = Field(description="output dataset directory")
+    catalog: Path | None = Field(None, description="an item file (item, title, text columns)")
+    overwrite: bool = Field(False, description="replace an existing dataset at --out")
+    config: ImportConfig
+
+
+def _import(cmd: ImportCommand) -> None:
+    src, out, overwrite, config, catalog = cmd.src, cmd.out, cmd.overwrite, cmd.config, cmd.catalog
     _guard_out(out, overwrite)
     cat, sessions, info = build(src, config, catalog)
     path = write_dataset(out, cat, sessions, info, overwrite=overwrite)
@@ -156,6 +126,11 @@ def import_(
     extra = (f"; {info['rows_read']:,} rows read, {never:,} of {cat.num_rows:,} items never a train positive "
              "(--index-ratio in training makes them reachable)")
     _summary(path, info, extra)
+
+
+data_app.command("import")(config_command(
+    ImportCommand, "import", _import, "Your own logs -> a dataset: search (split by query, grades -> positives / "
+    "negatives) or history (leave-one-out per user: last item test, the one before valid).", flatten=("config",)))
 
 
 class SynthCommand(BaseModel):

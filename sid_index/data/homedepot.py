@@ -34,9 +34,10 @@ class HomeDepotConfig(BaseModel):
 
     pos_threshold: float = Field(2.67, description="relevance >= this is a positive")
     neg_threshold: float = Field(2.0, description="relevance <= this is an exposed negative")
-    seed: int = 0
-    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    encoding: str = "latin-1"  # the Kaggle file is latin-1, not UTF-8
+    seed: int = Field(0, ge=0, description="seed of the train/valid/test split by query")
+    split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train,valid,test fractions of the "
+                                              "queries", json_schema_extra={"comma_separated": True})
+    encoding: str = Field("latin-1", description="text encoding of the CSV (the Kaggle file is latin-1, not UTF-8)")
 
     @model_validator(mode="after")
     def _check(self) -> HomeDepotConfig:

@@ -41,20 +41,24 @@ MAX_ROWS = 50_000_000  # rows read from one file: an input file is untrusted
 class ImportConfig(BaseModel):
     """How the columns of a user's file map onto sessions and the catalog."""
 
-    shape: Literal["search", "history"]
-    query_col: str = "query"
-    item_col: str = "item_id"
-    title_col: str | None = "title"
-    text_col: str | None = None
-    grade_col: str | None = None
-    user_col: str = "user_id"
-    time_col: str | None = None
-    pos_threshold: float = Field(1.0, description="grade >= this: a positive")
-    neg_threshold: float | None = Field(None, description="grade <= this: an exposed negative (None: no negatives)")
-    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    seed: int = 0
-    duplicates: Literal["max", "mean", "error"] = "max"
-    name: str = "imported"
+    shape: Literal["search", "history"] = Field(description="search (query -> judged/clicked items) or history "
+                                                "(user -> items)")
+    query_col: str = Field("query", description="search: the query column")
+    item_col: str = Field("item_id", description="the item id column (log and catalog)")
+    title_col: str | None = Field("title", description="the item title column (log or catalog)")
+    text_col: str | None = Field(None, description="an item description column")
+    grade_col: str | None = Field(None, description="search: a grade / label column (none: every row is a click, "
+                                  "a positive)")
+    user_col: str = Field("user_id", description="history: the user column")
+    time_col: str | None = Field(None, description="history: a numeric time column (none: file order)")
+    pos_threshold: float = Field(1.0, description="search: grade >= this is a positive")
+    neg_threshold: float | None = Field(None, description="search: grade <= this is an exposed negative (none: no "
+                                        "negatives)")
+    split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="search: train,valid,test fractions of "
+                                              "the queries", json_schema_extra={"comma_separated": True})
+    seed: int = Field(0, ge=0, description="search: seed of the split by query")
+    duplicates: Literal["max", "mean", "error"] = Field("max", description="search: a (query, item) seen twice")
+    name: str = Field("imported", description="dataset name (session ids start with it)")
 
     @model_validator(mode="after")
     def _check(self) -> ImportConfig:

@@ -83,6 +83,8 @@ def test_bad_values_are_refused_naming_the_option():
 
 
 @pytest.mark.parametrize("command, config", [(["data", "synth"], "sid_index.data.cli.SynthCommand"),
+                                             (["data", "homedepot"], "sid_index.data.cli.HomeDepotCommand"),
+                                             (["data", "import"], "sid_index.data.cli.ImportCommand"),
                                              (["index", "build"], "sid_index.config.IndexConfig"),
                                              (["train", "sft"], "trainer.config.SFTConfig"),
                                              (["train", "rad-dpo"], "trainer.config.RadDPOConfig"),
@@ -103,10 +105,11 @@ def test_every_config_field_is_an_option(command, config):
     res = CliRunner().invoke(cli, [*command, "--help"], env={"COLUMNS": "250"})
     assert res.exit_code == 0
     renamed = {"num_layers": "layers", "align": "prompt-align", "dataset": "data", "codebook_sizes": "codebooks"}
-    names = [n for n, f in cls.model_fields.items() if not isinstance(f.default, BaseModel) and n != "method"]
+    names = [n for n, f in cls.model_fields.items() if n != "method" and not (f.json_schema_extra or {}).get("argument")
+             and not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel))]
     for field in cls.model_fields.values():
-        if isinstance(field.default, BaseModel):  # flattened: the nested config's fields are options
-            names += list(type(field.default).model_fields)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):  # flattened: its fields
+            names += list(field.annotation.model_fields)
     for name in names:
         assert f"--{renamed.get(name, name).replace('_', '-')}" in res.output, name
     assert "--method" not in res.output or command == ["eval"]
