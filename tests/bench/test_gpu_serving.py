@@ -69,6 +69,9 @@ def test_tiny_cpu_run_reports_every_engine(tmp_path):
     for r in res["results"]:
         t = r["at_target"]
         assert t["requests"] == t["ok"] == 8 and t["extra"]["invalid_sids"] == 0  # 4 QPS x 2 s, all answered
-        assert r["best_qps"] is not None and r["search"]
+        # the capacity found is one the search passed (none passes on a machine too busy for the budget: a speed,
+        # not a property of the script)
+        passing = [run["target_qps"] for run in r["search"] if run["passed"]]
+        assert r["search"] and (r["best_qps"] in passing if passing else r["best_qps"] is None)
     md = out.with_suffix(".md").read_text()
     assert "| native | 4 | 4.00 | 8 | 0 |" in md and "Highest QPS" in md
