@@ -41,7 +41,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.beam import HFGenerate, is_valid, make_prompts  # noqa: E402
 from bench.index_scale import skewed_codes  # noqa: E402
-from loadtest.report import RunSummary, capacity_search, format_runs, summarize  # noqa: E402
+from loadtest.report import (  # noqa: E402
+    LATENCY_BUDGET_MS,
+    TARGET_QPS,
+    RunSummary,
+    capacity_search,
+    format_runs,
+    summarize,
+)
 from server.engine import BatchingEngine, BatchStats, DeadlineExceeded, Hits, QueueFull  # noqa: E402
 from sid_index.index import MANIFEST_FILE, SidIndex, load_index, write_index  # noqa: E402
 from trainer.model import ScratchModelConfig, load_checkpoint, new_model, save_checkpoint  # noqa: E402
@@ -184,9 +191,9 @@ def main() -> None:
     ap.add_argument("--history", type=int, default=50)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--engines", default=None, help="default native,vllm,hf (--quick: native,hf)")
-    ap.add_argument("--qps", type=float, default=15.0)
+    ap.add_argument("--qps", type=float, default=TARGET_QPS)
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per run")
-    ap.add_argument("--budget-ms", type=float, default=150.0)
+    ap.add_argument("--budget-ms", type=float, default=LATENCY_BUDGET_MS)
     ap.add_argument("--start-qps", type=float, default=4.0)
     ap.add_argument("--factor", type=float, default=2.0)
     ap.add_argument("--max-qps", type=float, default=512.0)

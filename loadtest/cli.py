@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from loadtest.report import TARGET_QPS
+from loadtest.runner import LoadConfig
 from sid_index.errors import RadgrError, make_config
 
 bench_app = typer.Typer(help="Load tests of a running retrieval server (Locust, headless).", no_args_is_help=True)
@@ -24,6 +26,7 @@ Users = Annotated[int | None, typer.Option(help="Locust users (default: QPS x --
 Pace = Annotated[float, typer.Option(help="seconds between one user's requests (sets the user count)")]
 Token = Annotated[str | None, typer.Option(envvar="RADGR_API_TOKEN", help="bearer token")]
 WaitS = Annotated[float, typer.Option(help="wait up to this long for the server to be ready")]
+DEFAULTS = {name: field.default for name, field in LoadConfig.model_fields.items()}  # written once, in LoadConfig
 
 
 def _mix_file(data: Path | None, requests: Path | None, split: str, beam_width: int | None, top_k: int,
@@ -42,7 +45,7 @@ def _mix_file(data: Path | None, requests: Path | None, split: str, beam_width: 
 
 @bench_app.command("load")
 def load_command(
-    qps: Annotated[float, typer.Option(help="target requests per second (constant throughput)")] = 15.0,
+    qps: Annotated[float, typer.Option(help="target requests per second (constant throughput)")] = TARGET_QPS,
     duration: Annotated[int, typer.Option(help="seconds")] = 60,
     url: Url = "http://127.0.0.1:8000",
     data: Data = None,
@@ -51,17 +54,17 @@ def load_command(
     beam_width: BeamWidth = None,
     top_k: TopK = 100,
     out: Annotated[Path, typer.Option(help="report folder (Locust CSV + HTML, summary.json)")] = Path("runs/load"),
-    budget_ms: Budget = 150.0,
-    max_error_rate: MaxErrors = 0.0,
+    budget_ms: Budget = DEFAULTS["budget_ms"],
+    max_error_rate: MaxErrors = DEFAULTS["max_error_rate"],
     users: Users = None,
-    pace_s: Pace = 2.0,
+    pace_s: Pace = DEFAULTS["pace_s"],
     token: Token = None,
     wait_s: WaitS = 0.0,
-    seed: int = 0,
+    seed: int = DEFAULTS["seed"],
 ) -> None:
     """Hold a target QPS against a running server; print latency percentiles and pass/fail (exit 1 on fail)."""
     from loadtest.report import format_runs
-    from loadtest.runner import LoadConfig, run_load, wait_ready
+    from loadtest.runner import run_load, wait_ready
 
     wait_ready(url, wait_s, token)
     mix = _mix_file(data, requests, split, beam_width, top_k, out, seed)
@@ -96,16 +99,16 @@ def capacity_command(
     step_duration: Annotated[int, typer.Option(help="seconds per step")] = 20,
     cooldown_s: Annotated[float, typer.Option(help="pause between steps (the server drains)")] = 3.0,
     max_minutes: Annotated[float, typer.Option(help="the whole search ends within this")] = 10.0,
-    budget_ms: Budget = 150.0,
-    max_error_rate: MaxErrors = 0.0,
-    pace_s: Pace = 2.0,
+    budget_ms: Budget = DEFAULTS["budget_ms"],
+    max_error_rate: MaxErrors = DEFAULTS["max_error_rate"],
+    pace_s: Pace = DEFAULTS["pace_s"],
     token: Token = None,
     wait_s: WaitS = 0.0,
-    seed: int = 0,
+    seed: int = DEFAULTS["seed"],
 ) -> None:
     """Step the QPS up until p99 passes the budget; print the highest QPS held. Loopback servers only."""
     from loadtest.report import capacity_search, format_runs
-    from loadtest.runner import LoadConfig, is_loopback, run_load, wait_ready
+    from loadtest.runner import is_loopback, run_load, wait_ready
     from sid_index.atomic import atomic_file, write_json
 
     if not is_loopback(url):

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from loadtest.report import RunSummary, summarize
+from loadtest.report import LATENCY_BUDGET_MS, RunSummary, summarize
 from server.client import RetrievalClient
 from sid_index.atomic import write_json
 from sid_index.errors import RadgrError
@@ -40,7 +40,7 @@ class LoadConfig(BaseModel):
     out: Path
     qps: float = Field(gt=0)
     duration_s: int = Field(gt=0)
-    budget_ms: float = Field(150.0, gt=0, description="p99 latency budget")
+    budget_ms: float = Field(LATENCY_BUDGET_MS, gt=0, description="p99 latency budget")
     max_error_rate: float = Field(0.0, ge=0, le=1)
     users: int | None = Field(None, ge=1)
     pace_s: float = Field(2.0, gt=0, description="a user's interval between requests (sets the user count)")
