@@ -9,7 +9,7 @@ import typer
 
 from sid_index.config_cli import config_command
 from sid_index.errors import make_config
-from trainer.config import PREF_CONFIGS
+from trainer.config import PREF_CONFIGS, SEEDS
 
 # ============================================================================ radgr eval
 
@@ -107,6 +107,7 @@ for _method, _cls in PREF_CONFIGS.items():  # one command per method, its option
 
 PresetOpt = Annotated[str, typer.Option(help="run sizes: demo (make demo's), real (real data on CPU), tiny (tests)")]
 SeedsOpt = Annotated[str, typer.Option(help="comma-separated seeds (one SFT run each)")]
+DEFAULT_SEEDS = ",".join(map(str, SEEDS))
 VariantOpt = Annotated[
     list[str] | None, typer.Option("--variant", help="a row (repeatable); default the paper's methods and ablations; "
                                 "also 'rad-dpo, RDRW on SID vectors'")
@@ -164,7 +165,7 @@ def quality_command(
     data: DataOpt, index: IndexOpt,
     out: Annotated[Path, typer.Option(help="experiment folder: seed*/<method>/, quality.json/.md, recall.png")],
     name: Annotated[str, typer.Option(help="table title")] = "quality",
-    preset: PresetOpt = "demo", seeds: SeedsOpt = "0,1,2", variant: VariantOpt = None, set_: SetOpt = None,
+    preset: PresetOpt = "demo", seeds: SeedsOpt = DEFAULT_SEEDS, variant: VariantOpt = None, set_: SetOpt = None,
     sft_from: SftFromOpt = None, device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     sft_checkpoint: Annotated[list[Path] | None, typer.Option(
         "--sft-checkpoint", help="the SFT checkpoint of each seed, in --seeds order (repeat; e.g. "
@@ -186,7 +187,7 @@ def denoise_command(
     out: Annotated[Path, typer.Option(help="experiment folder: index/, share_<s>/{data,seed*}, denoise.json/.md")
                    ] = Path("runs/quality/denoise"),
     shares: Annotated[str, typer.Option(help="pseudo-negative shares of the exposure lists' negatives")] = "0,0.1,0.3",
-    preset: PresetOpt = "demo", seeds: SeedsOpt = "0,1,2", set_: SetOpt = None,
+    preset: PresetOpt = "demo", seeds: SeedsOpt = DEFAULT_SEEDS, set_: SetOpt = None,
     items: Annotated[int, typer.Option(help="synthetic catalog size")] = 2000,
     sessions: Annotated[int, typer.Option(help="synthetic sessions")] = 5000,
     codebooks: Annotated[str, typer.Option(help="index codebook sizes")] = "32,32,32",

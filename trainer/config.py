@@ -17,6 +17,7 @@ HEADLINE = (("sid", "recall@128"), ("sid", "mrr"), ("item", "recall@10"), ("item
             ("item", "ndcg@10"), ("item", "ndcg@50"), ("item", "mrr"))
 HEADLINE_NAMES = tuple(f"{level} {key}" for level, key in HEADLINE)  # per-session metrics: intervals, picking
 Method = Literal["rad-dpo", "dpo", "simpo", "orpo"]
+SEEDS = (0, 1, 2)  # a comparison runs every method from one SFT run per seed, these by default
 MIN_DEFAULT_STEPS = 300  # a run given neither steps nor epochs: one epoch, but at least this many steps
 
 

@@ -27,7 +27,7 @@ from sid_index.data.schema import load_dataset
 from sid_index.errors import RadgrError, make_config
 from sid_index.index import load_index, require_index
 from sid_index.trie import BEAM_WIDTH
-from trainer.config import SFTConfig, pref_config
+from trainer.config import SEEDS, SFTConfig, pref_config
 from trainer.evaluate import (
     EvalConfig,
     evaluate_models,
@@ -48,7 +48,7 @@ class QualityConfig(BaseModel):
     data: Path
     index: Path
     out: Path
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: list(SEEDS), min_length=1)
     variants: list[str] = Field(default_factory=lambda: list(PAPER_VARIANTS))
     sft: dict[str, Any] = Field(default_factory=dict, description="SFTConfig options (not data/index/out/seed)")
     pref: dict[str, Any] = Field(default_factory=dict, description="preference options; each reaches the "
