@@ -329,7 +329,7 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
     num_neg = cfg.num_negatives if stage == "pref" else 0
     all_sids = index.trie.sids().astype(np.int64) if num_neg else None
     prior = None
-    prior_weight = getattr(cfg, "index_prior", 0.0)  # RadDPOConfig's
+    prior_weight = trained_prior(cfg)
     if stage == "pref" and (prior_weight > 0 or cfg.negatives == "index"):
         prior = request_prior(ex, dataset, cfg.split, index, prior_weight)
         if cfg.negatives == "index":
@@ -490,9 +490,14 @@ def request_prior(ex: Examples, dataset, split: str, index: SidIndex, weight: fl
     return RequestPrior(centroids, request_vectors(ex, len(ex), dataset, split, index, centroids), weight)
 
 
+def trained_prior(cfg: RunConfig) -> float:
+    """The index-prior weight a run trains on top of: RadDPOConfig's `index_prior`; 0 for the other stages."""
+    return getattr(cfg, "index_prior", 0.0)
+
+
 def _record_prior(ckpt: Checkpoint, cfg: RunConfig) -> None:
     """A model trained on top of the index prior is served with it: the checkpoint says with which weight."""
-    weight = getattr(cfg, "index_prior", 0.0)
+    weight = trained_prior(cfg)
     if weight > 0:
         ckpt.meta["index_prior"] = weight
 
@@ -502,7 +507,7 @@ def _validation_metrics(cfg: RunConfig, ckpt, index: SidIndex, dataset, device) 
     valid sessions (trie beam search, fused with the index prior the model is trained on)."""
 
     res = evaluate(ckpt, index, dataset, "valid", cfg.eval_width, 16, cfg.eval_sessions, str(device),
-                   unconstrained=False, index_prior=getattr(cfg, "index_prior", 0.0))
+                   unconstrained=False, index_prior=trained_prior(cfg))
     return headline_metrics(res)
 
 

@@ -20,8 +20,6 @@ data_app = typer.Typer(
     help="Datasets in the interchange schema (catalog + sessions as Parquet).", no_args_is_help=True
 )
 
-OutOpt = Annotated[Path, typer.Option(help="Output dataset directory.")]
-OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing dataset at --out.")]
 
 
 @data_app.command("validate")
@@ -62,14 +60,19 @@ def _summary(path: Path, info: dict, extra: str = "") -> None:
     typer.echo(f"wrote {path}")
 
 
-class HomeDepotCommand(BaseModel):
-    """`radgr data homedepot`: the file, where to write, and how grades become labels (stored in dataset.json)."""
+class DatasetCommand(BaseModel):
+    """What every `radgr data` writer takes: where to write, and whether an earlier dataset there may go."""
 
     model_config = ConfigDict(extra="forbid")
 
     out: Path = Field(description="output dataset directory")
-    src: Path = Field(hd_adapter.DEFAULT_SRC, description="train.csv.zip or train.csv")
     overwrite: bool = Field(False, description="replace an existing dataset at --out")
+
+
+class HomeDepotCommand(DatasetCommand):
+    """`radgr data homedepot`: the file, and how grades become labels (stored in dataset.json)."""
+
+    src: Path = Field(hd_adapter.DEFAULT_SRC, description="train.csv.zip or train.csv")
     config: hd_adapter.HomeDepotConfig = hd_adapter.HomeDepotConfig()
 
 
@@ -85,40 +88,36 @@ data_app.command("homedepot")(config_command(
     "graded positives, split by query.", flatten=("config",)))
 
 
-@data_app.command("amazon")
-def amazon(
-    out: OutOpt,
-    src: Annotated[
-        Path, typer.Option(help="Directory of RecBole atomic files.")
-    ] = amazon_adapter.DEFAULT_SRC,
-    name: Annotated[str, typer.Option(help="File stem: {name}.text, {name}.train.inter, ...")
-                    ] = amazon_adapter.DEFAULT_NAME,
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """Amazon Reviews 2018 (RecBole files): one session per history -> next item, splits as given."""
-    _guard_out(out, overwrite)
-    path, info = amazon_adapter.convert(src, out, name, overwrite=overwrite)
+class AmazonCommand(DatasetCommand):
+    """`radgr data amazon`: where the RecBole files are."""
+
+    src: Path = Field(amazon_adapter.DEFAULT_SRC, description="directory of RecBole atomic files")
+    name: str = Field(amazon_adapter.DEFAULT_NAME, description="file stem: {name}.text, {name}.train.inter, ...")
+
+
+def _amazon(cmd: AmazonCommand) -> None:
+    _guard_out(cmd.out, cmd.overwrite)
+    path, info = amazon_adapter.convert(cmd.src, cmd.out, cmd.name, overwrite=cmd.overwrite)
     _summary(path, info, f"; category root '{info['category_root']}'")
 
 
-class ImportCommand(BaseModel):
-    """`radgr data import`: the log, its catalog, where to write, and how its columns map (stored in
-    dataset.json)."""
+data_app.command("amazon")(config_command(
+    AmazonCommand, "Amazon", _amazon, "Amazon Reviews 2018 (RecBole files): one session per history -> next item, "
+    "splits as given."))
 
-    model_config = ConfigDict(extra="forbid")
+
+class ImportCommand(DatasetCommand):
+    """`radgr data import`: the log, its catalog, and how its columns map (stored in dataset.json)."""
 
     src: Path = Field(description="the log: .csv, .tsv, .jsonl or .parquet", json_schema_extra={"argument": True})
-    out: Path = Field(description="output dataset directory")
     catalog: Path | None = Field(None, description="an item file (item, title, text columns)")
-    overwrite: bool = Field(False, description="replace an existing dataset at --out")
     config: ImportConfig
 
 
 def _import(cmd: ImportCommand) -> None:
-    src, out, overwrite, config, catalog = cmd.src, cmd.out, cmd.overwrite, cmd.config, cmd.catalog
-    _guard_out(out, overwrite)
-    cat, sessions, info = build(src, config, catalog)
-    path = write_dataset(out, cat, sessions, info, overwrite=overwrite)
+    _guard_out(cmd.out, cmd.overwrite)
+    cat, sessions, info = build(cmd.src, cmd.config, cmd.catalog)
+    path = write_dataset(cmd.out, cat, sessions, info, overwrite=cmd.overwrite)
     info = json.loads((path / "dataset.json").read_text())
     train_pos = {p["sku_id"] for s, pos in zip(sessions["split"].to_pylist(), sessions["positives"].to_pylist(),
                                                strict=True) if s == "train" for p in pos}
@@ -133,20 +132,15 @@ data_app.command("import")(config_command(
     "negatives) or history (leave-one-out per user: last item test, the one before valid).", flatten=("config",)))
 
 
-class SynthCommand(BaseModel):
-    """`radgr data synth`: where to write, and the generator's settings (stored in dataset.json)."""
+class SynthCommand(DatasetCommand):
+    """`radgr data synth`: the generator's settings (stored in dataset.json)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    out: Path = Field(description="output dataset directory")
-    overwrite: bool = Field(False, description="replace an existing dataset at --out")
     synth: SynthConfig = SynthConfig()
 
 
 def _synth(cmd: SynthCommand) -> None:
-    out, overwrite = cmd.out, cmd.overwrite
-    _guard_out(out, overwrite)
-    path, info = write_synthetic(out, cmd.synth, overwrite=overwrite)
+    _guard_out(cmd.out, cmd.overwrite)
+    path, info = write_synthetic(cmd.out, cmd.synth, overwrite=cmd.overwrite)
     truth = info["synthetic_stats"]
     extra = (
         f"; pseudo-negative share {truth['pseudo_negative_share']:.3f}, "
