@@ -52,10 +52,17 @@ class RunConfig(BaseModel):
     data: Path = Field(description="dataset directory (radgr data ...)")
     index: Path = Field(description="SID index directory (radgr index build)")
     out: Path = Field(description="output folder: model/ (the checkpoint), metrics.csv, tb/, loss.png")
-    split: str = Field("train", description="split the examples come from")
+    split: Literal["train", "train+valid"] = Field(
+        "train", description="sessions trained on; train+valid refits on the valid sessions too once the "
+        "recipe is chosen on them (the deployed model: the test sessions stay unseen, their most recent "
+        "interactions are not)")
     steps: int | None = Field(None, ge=1, description="optimizer steps; default: `epochs` over the data")
     epochs: float | None = Field(None, gt=0, description="passes over the data when `steps` is not given; "
                                  f"default: one, and at least {MIN_DEFAULT_STEPS} steps (small datasets)")
+    stop_at_epoch: float | None = Field(None, gt=0, description="end the run at this epoch of its `steps`/"
+                                        "`epochs` LR schedule: a refit on train+valid, stopped at the epoch "
+                                        "where validation stopped the train-only run (its best checkpoint's "
+                                        "`epochs`)")
     batch_size: int = Field(16, ge=1, description="sessions per step and process")
     lr: float = Field(1e-3, gt=0, description="peak learning rate (scratch 1e-3; pretrained ~1e-5)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
@@ -89,6 +96,9 @@ class RunConfig(BaseModel):
             raise ValueError(f"eval_metric must be one of {', '.join(HEADLINE_NAMES)}")
         if self.patience is not None and self.eval_every is None:
             raise ValueError("patience needs eval_every (validation) to know when to stop")
+        if self.eval_every is not None and "valid" in self.split:
+            raise ValueError("eval_every validates on sessions that split train+valid trains on: choose the "
+                             "steps on a train-only run, then refit without validation")
         return self
 
 

@@ -414,7 +414,7 @@ def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:
     paths = [resolve_checkpoint(p) for p in cfg.model]
     index = load_index(cfg.index)
     for path in paths:  # before loading any weights: a mismatch on the last model fails at once
-        _precheck_index(path, index)
+        _precheck(path, index, cfg.split)
     dataset = load_dataset(cfg.data)
     results = []
     for given, path in zip(cfg.model, paths, strict=True):
@@ -456,14 +456,20 @@ def pick_prior(results: Sequence[dict[str, Any]], metric: str) -> tuple[float, d
     return best, margins
 
 
-def _precheck_index(path: Path, index: SidIndex) -> None:
-    """Refuse a checkpoint trained for another index from its metadata alone (`check_index` reruns after loading)."""
+def _precheck(path: Path, index: SidIndex, split: str) -> None:
+    """From a checkpoint's metadata alone: refuse one trained for another index (`check_index` reruns after
+    loading), or one trained on the sessions it would be judged on (a refit on train+valid, judged on valid)."""
 
     try:
-        trained_for = json.loads((path / META_FILE).read_text()).get("index_id")
-    except (OSError, ValueError, AttributeError):
+        meta = json.loads((path / META_FILE).read_text())
+        trained_for, stages = meta.get("index_id"), list(meta.get("stages", []))
+    except (OSError, ValueError, AttributeError, TypeError):
         return  # load_checkpoint reports a damaged file
     require_index(trained_for, index, f"checkpoint {path}")
+    seen = {part for st in stages if isinstance(st, dict) for part in str(st.get("split", "train")).split("+")}
+    if split != "train" and split in seen:
+        raise RadgrError(f"checkpoint {path} was trained on the '{split}' sessions: its numbers there are its "
+                         "training fit; evaluate it on another split")
 
 
 def floor_and_models(results: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:

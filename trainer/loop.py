@@ -343,6 +343,9 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
         residual_dropout(model, cfg.dropout)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    step_sessions = cfg.batch_size * acc.num_processes
+    end = total if cfg.stop_at_epoch is None else min(total, max(1, round(cfg.stop_at_epoch * stream.epoch_len
+                                                                          / step_sessions)))
     # The scheduler is stepped here once per optimizer step: `total` already counts every process's
     # sessions, so accelerate's per-process scheduler stepping would run it `num_processes` times too fast.
     model, optimizer = acc.prepare(model, optimizer)
@@ -369,8 +372,8 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
         if tracker is not None and state.get("rdrw"):
             tracker.load_state_dict(state["rdrw"])
         start = int(state["step"])
-        if start >= total:
-            acc.print(f"{cfg.out}: already trained for {start} of {total} steps")
+        if start >= end:
+            acc.print(f"{cfg.out}: already trained for {start} of {end} steps")
             return cfg.out / "model"
         if cfg.patience is not None and (state.get("best") or {}).get("stale", 0) >= cfg.patience:
             acc.print(f"{cfg.out}: stopped early at step {start} (no better valid {cfg.eval_metric} in "
@@ -383,6 +386,9 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
                                                    **({"index_ratio_used": index_ratio} if stage == "sft" else {})})
     log = MetricsLog(cfg.out, start, acc.is_main_process)
 
+    def epochs_at(step: int) -> float:
+        return round(step * step_sessions / stream.epoch_len, 4)
+
     sharded = acc.distributed_type == DistributedType.FSDP  # each rank holds a shard of the optimizer state
 
     run_start, earlier_s = time.perf_counter(), float((state or {}).get("train_s") or 0.0)
@@ -393,7 +399,8 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
         unwrapped = acc.unwrap_model(model)
         weights = acc.get_state_dict(model)
         if acc.is_main_process:
-            entry = {"stage": stage, "steps": step, "train_s": round(train_s, 1),
+            entry = {"stage": stage, "steps": step, "epochs": epochs_at(step), "train_s": round(train_s, 1),
+                     "split": cfg.split,
                      **({"method": cfg.method} if stage == "pref" else {})}
             ckpt.meta["stages"] = base_stages + [entry]
             _record_prior(ckpt, cfg)
@@ -421,7 +428,8 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
             model.train()
             if best["value"] is None or value > best["value"]:
                 best.update(step=step, value=value, stale=0)
-                ckpt.meta["stages"] = base_stages + [{"stage": stage, "steps": step, "best_of_validation": True}]
+                ckpt.meta["stages"] = base_stages + [{"stage": stage, "steps": step, "epochs": epochs_at(step),
+                                                      "split": cfg.split, "best_of_validation": True}]
                 _record_prior(ckpt, cfg)
                 save_checkpoint(ckpt, cfg.out / BEST, model=acc.unwrap_model(model))
             else:
@@ -431,9 +439,9 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
             log.valid(step, value, metrics)
         return bool(acc.reduce(stop, reduction="sum").item() > 0)
 
-    bar = tqdm(total=total, initial=start, disable=not (cfg.progress and acc.is_main_process), desc=stage)
+    bar = tqdm(total=end, initial=start, disable=not (cfg.progress and acc.is_main_process), desc=stage)
     tick = time.perf_counter()
-    for step in range(start, total):
+    for step in range(start, end):
         epoch, items = stream.at(step)
         batch = make_batch(ex, items, ckpt, cfg.max_positives, num_neg, all_sids, cfg.seed, epoch,
                            prior).to(acc.device)
@@ -445,19 +453,19 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
-        row = {"step": done, "epoch": round(done * cfg.batch_size * acc.num_processes / stream.epoch_len, 4),
+        row = {"step": done, "epoch": epochs_at(done),
                "loss": float(acc.reduce(loss.detach(), reduction="mean")), "lr": scheduler.get_last_lr()[0],
                "grad_norm": float(grad_norm),
                **{k: float(v) for k, v in stats.items()}}
         bar.update(1)
-        if done % cfg.log_every == 0 or done == total:
+        if done % cfg.log_every == 0 or done == end:
             now = time.perf_counter()
             row["sessions_per_s"] = round(cfg.log_every * cfg.batch_size * acc.num_processes / (now - tick), 2)
             tick = now
             log.log(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
-        stop = cfg.eval_every is not None and (done % cfg.eval_every == 0 or done == total) and validate(done)
-        if done % cfg.save_every == 0 or done == total or stop:
+        stop = cfg.eval_every is not None and (done % cfg.eval_every == 0 or done == end) and validate(done)
+        if done % cfg.save_every == 0 or done == end or stop:
             save(done)
         if on_step is not None:
             on_step(done, row)

@@ -89,7 +89,8 @@ class Dataset:
         return self.info.get("name", self.root.name)
 
     def split(self, name: str) -> pa.Table:
-        return self.sessions.filter(pc.equal(self.sessions["split"], name))
+        """The sessions of one split, or of several joined by '+' ("train+valid"), in file order."""
+        return self.sessions.filter(pc.is_in(self.sessions["split"], value_set=pa.array(name.split("+"))))
 
     def stats(self) -> dict[str, Any]:
         return dataset_stats(self.catalog, self.sessions)

@@ -307,6 +307,18 @@ def test_cli_two_models(tiny_ckpt, tiny_index, tiny_dataset, tmp_path, monkeypat
     assert code == 0 and "most popular" not in stdout and "index only" not in stdout
 
 
+def test_a_model_refit_on_valid_is_not_judged_on_valid(tiny_ckpt, tiny_index, tiny_dataset, tmp_path, monkeypatch,
+                                                       capsys):
+    tiny_ckpt.meta["stages"] = [{"stage": "sft", "steps": 6, "split": "train+valid"}]
+    path = save_checkpoint(tiny_ckpt, tmp_path / "refit")
+    args = ("eval", "--model", path, "--index", tiny_index.root, "--data", tiny_dataset.root, "--beam-width", 4,
+            "--max-sessions", 2, "--no-baselines", "--no-unconstrained")
+    code, _, stderr = run_cli(monkeypatch, capsys, *args, "--split", "valid")
+    assert code != 0 and "trained on the 'valid' sessions" in stderr and "Traceback" not in stderr
+    code, stdout, stderr = run_cli(monkeypatch, capsys, *args, "--split", "test")
+    assert code == 0, stderr
+
+
 @pytest.mark.parametrize(
     "what, message",
     [

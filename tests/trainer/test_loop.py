@@ -390,3 +390,40 @@ def test_dropout_trains_other_weights_and_leaves_the_checkpoint_format(sft_run, 
     assert not same_weights(run, sft_run)
     assert (run / "config.json").read_text() == (sft_run / "config.json").read_text()
     assert json.loads((tmp_path / "drop" / "train_config.json").read_text())["dropout"] == 0.3
+
+
+def test_stop_at_epoch_cuts_the_longer_schedule_where_an_uninterrupted_run_passes(tiny_dataset, tiny_index,
+                                                                                  tmp_path):
+    """Stopping at the epoch of step 4 of a 6-step schedule gives the first 4 steps of the 6-step run: the same LR
+    at every step (not a 4-step cosine); the stage records the epoch it reached, the number a refit stops at."""
+    with pytest.raises(Killed):
+        train(sft_cfg(tiny_dataset, tiny_index, tmp_path / "probe"), on_step=kill_at(1))
+    per_step = float(next(csv.DictReader(open(tmp_path / "probe" / "metrics.csv")))["epoch"])
+    cut = train(sft_cfg(tiny_dataset, tiny_index, tmp_path / "cut", stop_at_epoch=4 * per_step))
+    with pytest.raises(Killed):
+        train(sft_cfg(tiny_dataset, tiny_index, tmp_path / "full"), on_step=kill_at(4))
+    rows = {name: list(csv.DictReader(open(tmp_path / name / "metrics.csv"))) for name in ("cut", "full")}
+    assert [r["lr"] for r in rows["cut"]] == [r["lr"] for r in rows["full"][:4]]
+    assert float(rows["cut"][-1]["lr"]) > 0  # a 4-step cosine would have reached 0
+    assert load_state(cut)["step"] == 4
+    assert (tmp_path / "full" / "model").exists()
+    assert load_state(tmp_path / "full" / "model")["step"] == 3  # the kill came after step 3's save
+    assert load_checkpoint(cut).meta["stages"][-1]["epochs"] == pytest.approx(4 * per_step, abs=1e-3)
+    resumed = train(sft_cfg(tiny_dataset, tiny_index, tmp_path / "cut", stop_at_epoch=4 * per_step, resume=True))
+    assert same_weights(resumed, cut)  # already at its end: nothing more trained
+
+
+def test_refit_on_train_and_valid(tiny_dataset, tiny_index, tmp_path):
+    """split train+valid trains on both splits' sessions (counted from the epoch column against the examples
+    built another way) and records it in the checkpoint; validating on the sessions it trains on is refused."""
+    from trainer.data import build_examples
+
+    run = train(sft_cfg(tiny_dataset, tiny_index, tmp_path / "refit", split="train+valid", index_ratio=0))
+    n = sum(len(build_examples(tiny_dataset, tiny_index, None, split)) for split in ("train", "valid"))
+    rows = list(csv.DictReader(open(tmp_path / "refit" / "metrics.csv")))
+    assert float(rows[-1]["epoch"]) == pytest.approx(round(6 * 8 / n, 4))
+    assert tiny_dataset.split("train+valid").num_rows == (
+        tiny_dataset.split("train").num_rows + tiny_dataset.split("valid").num_rows)
+    assert load_checkpoint(run).meta["stages"][-1]["split"] == "train+valid"
+    with pytest.raises(ValueError, match="eval_every validates on sessions"):
+        sft_cfg(tiny_dataset, tiny_index, tmp_path / "x", split="train+valid", eval_every=2)
