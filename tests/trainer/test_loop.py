@@ -84,8 +84,10 @@ def test_pref_resume_after_kill_equals_uninterrupted(method, sft_run, tiny_datas
         with open(tmp_path / "full" / "metrics.csv") as fh:
             weights = [float(r["weight_mean"]) for r in csv.DictReader(fh)]
         assert weights[0] == 1.0 and weights[-1] < 1.0
-    stages = [{k: v for k, v in st.items() if k != "train_s"} for st in load_checkpoint(full).meta["stages"]]
-    assert stages == [{"stage": "sft", "steps": 6}, {"stage": "pref", "steps": 6, "method": method}]
+    stages = [{k: v for k, v in st.items() if k not in ("train_s", "epochs")}
+              for st in load_checkpoint(full).meta["stages"]]
+    assert stages == [{"stage": "sft", "steps": 6, "split": "train"},
+                      {"stage": "pref", "steps": 6, "split": "train", "method": method}]
 
 
 def test_errors(sft_run, tiny_dataset, tiny_index, tmp_path):
@@ -276,7 +278,10 @@ def test_validation_keeps_the_best_checkpoint_and_stops_on_patience(tiny_dataset
     assert load_state(tmp_path / "model")["step"] == 4 and load_state(tmp_path / "model")["best"] == {
         "step": 2, "value": 0.5, "stale": 2}
     best = load_checkpoint(tmp_path / "best")
-    assert best.meta["stages"][-1] == {"stage": "sft", "steps": 2, "best_of_validation": True}
+    with open(tmp_path / "metrics.csv") as fh:
+        epoch_at_2 = float(next(r["epoch"] for r in csv.DictReader(fh) if r["step"] == "2"))
+    assert best.meta["stages"][-1] == {"stage": "sft", "steps": 2, "epochs": epoch_at_2, "split": "train",
+                                       "best_of_validation": True}
     assert all(torch.equal(best.model.state_dict()[k], v) for k, v in snapshots[2].items())
     with open(tmp_path / "metrics.csv") as fh:
         valid = [(int(r["step"]), float(r["valid"])) for r in csv.DictReader(fh) if r["valid"]]
