@@ -267,14 +267,15 @@ best-homedepot best-amazon best-amazon-unique: best-%: $(STAMP)
 # $(BEST)/amazon/best, which `make best-amazon` trains), then the same anneal; no validation (valid is trained on),
 # so it is judged on test only: all 8,442 sessions, with the index-only and most-popular rows ($(BEST)/amazon-refit/
 # test.md). ~40 + 17 + 30 min with two threads (OMP_NUM_THREADS=2). The final model: $(BEST)/amazon-refit/annealed
-REFIT_STOP ?= $$($(BIN)/python -c "import json,sys; print(json.load(open(sys.argv[1]))['stages'][-1]['epochs'])" \
-	$(BEST)/amazon/best/radgr.json)
+REFIT_STOP ?=
 best-amazon-refit: $(STAMP)
 	test -f runs/amazon/index/manifest.json || $(MAKE) real-data
-	$(if $(filter $$%,$(REFIT_STOP)),test -f $(BEST)/amazon/best/radgr.json || $(MAKE) best-amazon)
+	[ -n "$(REFIT_STOP)" ] || test -f $(BEST)/amazon/best/radgr.json || $(MAKE) best-amazon
+	stop=$(or $(REFIT_STOP),$$($(BIN)/python -c "import json,sys; print(json.load(open(sys.argv[1]))['stages'][-1]['epochs'])" \
+	  $(BEST)/amazon/best/radgr.json)); \
 	resume=; test -f $(BEST)/amazon-refit/model/radgr.json && resume=--resume; \
 	$(BIN)/radgr train sft --data runs/amazon/data --index runs/amazon/index --out $(BEST)/amazon-refit \
-	  --split train+valid $(AMAZON_SFT) --stop-at-epoch $(REFIT_STOP) --seed $(SEED) --no-progress $$resume
+	  --split train+valid $(AMAZON_SFT) --stop-at-epoch $$stop --seed $(SEED) --no-progress $$resume
 	resume=; test -f $(BEST)/amazon-refit/annealed/model/radgr.json && resume=--resume; \
 	$(BIN)/radgr train sft --data runs/amazon/data --index runs/amazon/index --init $(BEST)/amazon-refit/model \
 	  --out $(BEST)/amazon-refit/annealed --split train+valid $(AMAZON_ANNEAL) --seed $(SEED) --no-progress $$resume

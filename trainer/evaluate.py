@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sid_index.data.schema import RELEVANT_GRADE, Dataset, load_dataset
+from sid_index.data.schema import RELEVANT_GRADE, Dataset, load_dataset, split_names
 from sid_index.decoding import IndexPrior, beam_search
 from sid_index.embed import embed_texts
 from sid_index.errors import RadgrError
@@ -466,7 +466,7 @@ def _precheck(path: Path, index: SidIndex, split: str) -> None:
     except (OSError, ValueError, AttributeError, TypeError):
         return  # load_checkpoint reports a damaged file
     require_index(trained_for, index, f"checkpoint {path}")
-    seen = {part for st in stages if isinstance(st, dict) for part in str(st.get("split", "train")).split("+")}
+    seen = {part for st in stages if isinstance(st, dict) for part in split_names(str(st.get("split", "train")))}
     if split != "train" and split in seen:
         raise RadgrError(f"checkpoint {path} was trained on the '{split}' sessions: its numbers there are its "
                          "training fit; evaluate it on another split")

@@ -460,7 +460,7 @@ def train(cfg: RunConfig, on_step: Callable[[int, dict], None] | None = None) ->
         bar.update(1)
         if done % cfg.log_every == 0 or done == end:
             now = time.perf_counter()
-            row["sessions_per_s"] = round(cfg.log_every * cfg.batch_size * acc.num_processes / (now - tick), 2)
+            row["sessions_per_s"] = round(cfg.log_every * step_sessions / (now - tick), 2)
             tick = now
             log.log(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}")

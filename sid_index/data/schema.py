@@ -30,6 +30,11 @@ from sid_index.errors import DataError
 SCHEMA_VERSION = 1
 SPLITS = ("train", "valid", "test")
 
+
+def split_names(name: str) -> list[str]:
+    """The splits a split name covers: "train" -> [train], "train+valid" -> [train, valid]."""
+    return name.split("+")
+
 CATALOG_SCHEMA = pa.schema(
     [
         pa.field("sku_id", pa.string(), nullable=False),
@@ -90,7 +95,7 @@ class Dataset:
 
     def split(self, name: str) -> pa.Table:
         """The sessions of one split, or of several joined by '+' ("train+valid"), in file order."""
-        return self.sessions.filter(pc.is_in(self.sessions["split"], value_set=pa.array(name.split("+"))))
+        return self.sessions.filter(pc.is_in(self.sessions["split"], value_set=pa.array(split_names(name))))
 
     def stats(self) -> dict[str, Any]:
         return dataset_stats(self.catalog, self.sessions)
