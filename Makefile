@@ -299,6 +299,12 @@ $(RECBOLE_VENV)/.installed:
 # SASRec, RecBole's defaults for this data, early-stopped on valid NDCG@10 (~1 h on one CPU thread).
 $(PEERS)/sasrec-amazon.json: $(RECBOLE_VENV)/.installed
 	$(RECBOLE_VENV)/bin/python bench/sasrec_recbole.py --data $(SHARED)/amazon-scientific --name Scientific --out $@
+# SASRec refit on train+valid for SASREC_REFIT_EPOCHS (the train-only run's best epoch 22, counted from 0, + 1), the
+# last epoch kept: the like-for-like peer of `make best-amazon-refit` (~40 min on two threads).
+SASREC_REFIT_EPOCHS ?= 23
+$(PEERS)/sasrec-amazon-refit.json: $(RECBOLE_VENV)/.installed
+	$(RECBOLE_VENV)/bin/python bench/sasrec_recbole.py --data $(SHARED)/amazon-scientific --name Scientific \
+	  --refit-epochs $(SASREC_REFIT_EPOCHS) --out $@
 
 # make demo's data and index alone
 demo-data: $(STAMP)

@@ -7,6 +7,10 @@ writes for every test row the top `--depth` items of a full ranking, keyed by th
 naming items by their original ids, so the project's harness scores them with the same metric code as
 every other row. RecBole's own test metrics are written beside them as a cross-check.
 
+`--refit-epochs N` is the refit protocol of `radgr train sft --split train+valid`: the valid rows join the
+training file, training runs exactly N epochs (the train-only run's best epoch + 1: RecBole counts from 0)
+at the same constant learning rate, and the last epoch is kept (valid is trained on, so it cannot stop it).
+
     .venv-recbole/bin/python bench/sasrec_recbole.py --data ../shared/data/amazon-scientific \
         --name Scientific --out runs/peers/sasrec-amazon.json
 """
@@ -32,6 +36,20 @@ def read_index(path: Path) -> dict[str, str]:
     return out
 
 
+def stage_split_files(data: Path, work: Path, name: str, refit: bool) -> None:
+    """RecBole wants <data_path>/<dataset>/<dataset>.<split>.inter: the given files, linked; for a refit the
+    training file is the train rows followed by the valid rows (each a history -> valid item row)."""
+    (work / name).mkdir()
+    for split in ("train", "valid", "test"):
+        file = f"{name}.{split}.inter"
+        if refit and split == "train":
+            valid_rows = (data / f"{name}.valid.inter").read_text(encoding="utf-8").splitlines()[1:]
+            train_text = (data / file).read_text(encoding="utf-8").rstrip("\n")
+            (work / name / file).write_text(train_text + "\n" + "\n".join(valid_rows) + "\n", encoding="utf-8")
+        else:
+            os.symlink((data / file).resolve(), work / name / file)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="folder with <name>.train/valid/test.inter")
@@ -44,7 +62,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2020)
     ap.add_argument("--budget-min", type=float, default=None,
                     help="stop training after this many minutes and keep the best epoch so far (stated in the output)")
+    ap.add_argument("--refit-epochs", type=int, default=None,
+                    help="train on train+valid for exactly this many epochs and keep the last (see the docstring)")
     args = ap.parse_args()
+    refit = args.refit_epochs is not None
+    if refit and args.refit_epochs < 1:
+        ap.error("--refit-epochs must be >= 1")
 
     import torch
     from recbole.config import Config
@@ -57,17 +80,15 @@ def main() -> None:
     args.data, args.out = args.data.resolve(), args.out.resolve()
     work = Path(tempfile.mkdtemp(prefix="recbole-"))
     os.chdir(work)  # RecBole writes log_tensorboard/ into the working directory
-    (work / args.name).mkdir()
-    for split in ("train", "valid", "test"):  # RecBole wants <data_path>/<dataset>/<dataset>.<split>.inter
-        name = f"{args.name}.{split}.inter"
-        os.symlink((args.data / name).resolve(), work / args.name / name)
+    stage_split_files(args.data, work, args.name, refit)
     settings = {
         "data_path": str(work), "checkpoint_dir": str(work / "saved"), "benchmark_filename": ["train", "valid", "test"],
         "alias_of_item_id": ["item_id_list"], "load_col": {"inter": ["user_id", "item_id_list", "item_id"]},
         "eval_args": {"split": {"RS": [1.0, 0.0, 0.0]}, "order": "TO", "mode": "full", "group_by": "user"},
         "train_neg_sample_args": None, "loss_type": "CE", "MAX_ITEM_LIST_LENGTH": 50,
         "metrics": ["Recall", "NDCG"], "topk": [10, 50], "valid_metric": "NDCG@10",
-        "epochs": args.epochs, "stopping_step": args.stopping_step, "train_batch_size": 2048,
+        "epochs": args.refit_epochs if refit else args.epochs,
+        "stopping_step": args.refit_epochs + 1 if refit else args.stopping_step, "train_batch_size": 2048,
         "eval_batch_size": 2048, "learning_rate": 0.001, "seed": args.seed, "reproducibility": True,
         "use_gpu": False, "device": "cpu", "show_progress": False, "worker": 0, "log_wandb": False,
     }
@@ -87,7 +108,7 @@ def main() -> None:
 
     def keep_best(epoch: int, valid_score: float) -> None:  # in memory: RecBole's own checkpoint is a pickle
         curve.append({"epoch": epoch, "valid_ndcg@10": float(valid_score)})
-        if valid_score > best["score"]:
+        if refit or valid_score > best["score"]:  # a refit keeps its last epoch
             best.update(score=float(valid_score), state=copy.deepcopy(model.state_dict()), epoch=epoch)
         print(f"epoch {epoch}: valid NDCG@10 {valid_score:.4f} (best {best['score']:.4f} at {best['epoch']}), "
               f"{(time.perf_counter() - start) / 60:.1f} min", flush=True)
@@ -116,7 +137,9 @@ def main() -> None:
                 rankings[users[str(user)]] = [items[str(t)] for t in dataset.id2token(dataset.iid_field, row)]
     rank_s = time.perf_counter() - start
     out = {
-        "system": "SASRec (RecBole 1.2.1)", "key": "user_id", "rankings": rankings, "train_s": train_s,
+        "system": f"SASRec (RecBole 1.2.1), refit on train+valid, {args.refit_epochs} epochs" if refit
+        else "SASRec (RecBole 1.2.1)", "refit_epochs": args.refit_epochs,
+        "key": "user_id", "rankings": rankings, "train_s": train_s,
         "rank_ms_per_session": 1000 * rank_s / max(len(rankings), 1), "best_epoch": best["epoch"],
         "stopped_by_budget": stopped_by_budget,
         "valid_curve": curve, "recbole_test": recbole_test,

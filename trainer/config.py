@@ -280,6 +280,9 @@ class PeersConfig(BaseModel):
                                             "weight (0: the model alone)")
     rankings: list[Path] = Field(default_factory=list, description="rankings made elsewhere (JSON; e.g. "
                                  "bench/sasrec_recbole.py); repeatable")
+    rows_from: list[Path] = Field(default_factory=list, description="rows scored earlier on the same sessions "
+                                  "(the --out JSON of radgr eval or radgr bench peers), added without decoding again; "
+                                  "a row this run computes is kept from this run; repeatable")
     split: Literal["train", "valid", "test"] = Field("test", description="split to evaluate")
     max_sessions: int | None = Field(None, ge=1, description="only the first N sessions (the same for every row)")
     beam_width: int = Field(BEAM_WIDTH, ge=1, description="beams per session (SIDs returned)")

@@ -15,6 +15,10 @@ from the SIDs of the ranked items, first seen first). Which peers apply follows 
 - rankings computed elsewhere (SASRec through RecBole, `bench/sasrec_recbole.py`, in its own virtual
   environment): a JSON file of item lists keyed by session id or by a user field;
 - published rows for the dataset (`PUBLISHED`), marked as not run here.
+
+Rows scored earlier (`--rows-from`: a `radgr eval` or `radgr bench peers` JSON) join the table when they
+were scored on exactly these sessions (their per-session values name them), so one table can gather a
+model decoded on another machine, or a peer whose rankings are gone, without decoding again.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from sid_index.trie import BEAM_WIDTH
 from trainer.config import PeersConfig
 from trainer.data import build_examples
 from trainer.evaluate import (
+    INDEX_ONLY,
     ITEM_KS,
     POPULAR_SIDS,
     EvalConfig,
@@ -291,6 +296,42 @@ def run_peers(index: SidIndex, dataset: Dataset, split: str = "test", width: int
     return out
 
 
+def reused_rows(path: Path, split: str, session_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of an earlier `--out` JSON (`radgr eval`: "models", `radgr bench peers`: "rows") scored on exactly
+    `session_ids` of `split`, checked so that each pairs session by session with this run's rows. radgr eval's
+    SID-popularity row is left out (the peers rank items), and so are published rows (added anyway)."""
+    try:
+        if path.stat().st_size > MAX_RANKING_FILE:
+            raise RadgrError(f"--rows-from {path}: larger than {MAX_RANKING_FILE >> 20} MiB")
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RadgrError(f"--rows-from {path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise RadgrError(f"--rows-from {path}: not valid JSON ({exc})") from None
+    rows = (doc.get("rows") or doc.get("models")) if isinstance(doc, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise RadgrError(f'--rows-from {path}: expected the JSON of radgr eval or radgr bench peers --out '
+                         '({"models": [...]} or {"rows": [...]})')
+    n, out = len(session_ids), []
+    for r in rows:
+        if r.get("model") == POPULAR_SIDS or r.get("published"):
+            continue
+        name = str(r.get("name") or r.get("model"))
+        per = r.get("per_session")
+        if r.get("split") != split:
+            raise RadgrError(f"--rows-from {path}: row '{name}' was scored on split {r.get('split')!r}, "
+                             f"this table on {split!r}")
+        if not isinstance(per, dict) or per.get("session_ids") != list(session_ids):
+            raise RadgrError(f"--rows-from {path}: row '{name}' was not scored on the {n} sessions of this table "
+                             "(its per-session values name other sessions)")
+        values_ok = all(isinstance(v, list) and len(v) == n and all(isinstance(x, int | float) for x in v)
+                        for k, v in per.items() if k != "session_ids")
+        if not (values_ok and r.get("sessions") == n and isinstance(r.get("item"), dict)):
+            raise RadgrError(f"--rows-from {path}: row '{name}' is malformed (metrics or per-session values)")
+        out.append(dict(r, name=name, reused_from=str(path)))
+    return out
+
+
 def published_rows(dataset: Dataset) -> list[dict[str, Any]]:
     """`PUBLISHED` rows of this dataset (by its dataset.json name)."""
     return [dict(row, published=True) for row in PUBLISHED.get(str(dataset.info.get("name", "")), [])]
@@ -302,9 +343,10 @@ def published_rows(dataset: Dataset) -> list[dict[str, Any]]:
 def compare(cfg: PeersConfig, log=print) -> list[dict[str, Any]]:
     """The models (with the most-popular-SID and index-only rows), every peer, and the published rows."""
 
-    for path in cfg.rankings:  # before any slow work
-        if not path.is_file():
-            raise RadgrError(f"--rankings {path}: no such file")
+    for flag, paths in (("--rankings", cfg.rankings), ("--rows-from", cfg.rows_from)):  # before any slow work
+        for path in paths:
+            if not path.is_file():
+                raise RadgrError(f"{flag} {path}: no such file")
     if cfg.model:
         ev = EvalConfig(model=cfg.model, index=cfg.index, data=cfg.data, split=cfg.split, beam_width=cfg.beam_width,
                         batch_size=cfg.batch_size, max_sessions=cfg.max_sessions, device=cfg.device,
@@ -325,7 +367,20 @@ def compare(cfg: PeersConfig, log=print) -> list[dict[str, Any]]:
             r["ms_per_session"] = 1000 / r["sessions_per_s"]
     results += run_peers(index, dataset, cfg.split, cfg.beam_width, cfg.max_sessions, cfg.embedding_model,
                          cfg.rankings, log)
-    return results + published_rows(dataset)
+    ids = next(r for r in results if r["model"] == INDEX_ONLY)["per_session"]["session_ids"]
+    have = {r.get("name") or r["model"] for r in results}
+    models, peers = [], []
+    for path in cfg.rows_from:
+        for r in reused_rows(path, cfg.split, ids):
+            if r.get("device") and not r["name"].startswith(OURS_PREFIX):
+                r["name"] = f"{OURS_PREFIX}{r['name']}"
+                r["train_s"] = checkpoint_train_s(r["model"])
+            if r["name"] in have:
+                log(f"--rows-from {path}: '{r['name']}' is computed by this run, kept from it")
+                continue
+            have.add(r["name"])
+            (models if r.get("device") else peers).append(r)
+    return models + results + peers + published_rows(dataset)
 
 
 # ----------------------------------------------------------------------------- the table

@@ -156,3 +156,40 @@ def test_cli_one_table_for_models_and_peers(tiny_dataset, tiny_index, tiny_ckpt,
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     assert len(lines) == len(rows) + 1 + (len(rows) - 1) + 1  # rows + header, then one pair per peer + header
     assert "most popular (train) |" not in table  # the SID-popularity row of radgr eval: here items are ranked
+
+
+def test_rows_from_an_earlier_run_join_the_table_unchanged(tiny_dataset, tiny_index, tiny_ckpt, tmp_path):
+    from radgr.cli import cli
+    from trainer.model import save_checkpoint
+
+    save_checkpoint(tiny_ckpt, tmp_path / "m")
+    base = ["bench", "peers", "--index", str(tiny_index.root), "--data", str(tiny_dataset.root), "--beam-width", "8"]
+    cli([*base, "--model", str(tmp_path / "m"), "--max-sessions", "6", "--out", str(tmp_path / "a.json")],
+        standalone_mode=False)
+    cli(["eval", "--model", str(tmp_path / "m"), "--index", str(tiny_index.root), "--data", str(tiny_dataset.root),
+         "--split", "test", "--max-sessions", "6", "--beam-width", "8", "--no-unconstrained",
+         "--out", str(tmp_path / "e.json")], standalone_mode=False)
+    first = json.loads((tmp_path / "a.json").read_text())["rows"]
+    # no decoding this time: the model row comes from radgr eval's file, the rest are recomputed
+    cli([*base, "--max-sessions", "6", "--rows-from", str(tmp_path / "e.json"), "--out", str(tmp_path / "b.json"),
+         "--markdown", str(tmp_path / "b.md")], standalone_mode=False)
+    second = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [r["name"] for r in second] == [r["name"] for r in first]
+    for a, b in zip(first, second, strict=True):
+        assert b["item"] == pytest.approx(a["item"]) and b["per_session"] == a["per_session"]
+    assert second[0]["reused_from"] == str(tmp_path / "e.json")
+    assert "Paired difference, model minus peer" in (tmp_path / "b.md").read_text()
+
+    # only rows scored on exactly these sessions of this split
+    for flags, message in ((["--max-sessions", "5"], "not scored on the 5 sessions"),
+                           (["--split", "valid"], "scored on split 'test', this table on 'valid'")):
+        with pytest.raises(RadgrError, match=message):
+            cli([*base, *flags, "--rows-from", str(tmp_path / "e.json")], standalone_mode=False)
+    bad = tmp_path / "bad.json"
+    for text, message in (("[", "not valid JSON"), ('{"rows": 3}', "expected the JSON of radgr eval"),
+                          (json.dumps({"rows": [dict(first[0], sessions=7)]}), "malformed")):
+        bad.write_text(text)
+        with pytest.raises(RadgrError, match=message):
+            cli([*base, "--max-sessions", "6", "--rows-from", str(bad)], standalone_mode=False)
+    with pytest.raises(RadgrError, match="no such file"):
+        cli([*base, "--rows-from", str(tmp_path / "absent.json")], standalone_mode=False)
