@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: test-fast quality-peers peers-homedepot peers-amazon best-homedepot best-amazon best-amazon-unique best-amazon-refit unique-index grid-homedepot grid-amazon pref-budget-homedepot pref-budget-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
+.PHONY: test-fast grid-seed-homedepot grid-seed-amazon quality-peers peers-homedepot peers-amazon best-homedepot best-amazon best-amazon-unique best-amazon-refit unique-index grid-homedepot grid-amazon pref-budget-homedepot pref-budget-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
 
 setup: $(STAMP)
 
@@ -228,10 +228,13 @@ quality-peers: peers-homedepot peers-amazon
 # The paper's comparison (issues 17, 20) from the converged recipe: `make best-<name>` for seeds 0-2 (seed 0
 # is $(BEST)'s run; seeds 1, 2 under $(GRID)/seed<n>), then every method and ablation from each seed's final
 # checkpoint, evaluated as the model alone (index prior 0) on the first $(GRID_SESSIONS) test sessions (Home
-# Depot: all 975). Resumable: run it again after an interruption. Results: $(GRID)/<name>/quality.md
+# Depot: all 975). Resumable: run it again after an interruption. Results: bench/results/quality_<name>.{md,png}
 GRID = runs/grid
 GRID_SESSIONS ?= 2000
-GRID_SEED_DIRS = $(BEST) $(GRID)/seed1 $(GRID)/seed2
+GRID_SEED_DIR_0 = $(BEST)
+GRID_SEED_DIR_1 = $(GRID)/seed1
+GRID_SEED_DIR_2 = $(GRID)/seed2
+GRID_SEED_DIRS = $(GRID_SEED_DIR_0) $(GRID_SEED_DIR_1) $(GRID_SEED_DIR_2)
 # The preference budget (issue 17): RAD-DPO and DPO from seed 0's final checkpoint, the model alone validated on
 # 1,000 valid sessions every 100 steps (bench/pref_budget.py; ~1 h per dataset on one thread). Its best step is
 # the pref.steps of GRID_SET_<name>. Results: bench/results/pref_budget_<name>.md
@@ -244,13 +247,25 @@ pref-budget-homedepot pref-budget-amazon: pref-budget-%: $(STAMP)
 GRID_PREF = --set pref.lr=1e-4 --set pref.batch_size=16 --set pref.rdrw_warmup=1024
 GRID_SET_amazon    ?= --set pref.steps=200
 GRID_SET_homedepot ?= --set pref.steps=200
+GRID_QUALITY = $(BIN)/radgr bench quality --name "$* (converged SFT, model alone)" --data runs/$*/data \
+	--index runs/$*/index --out $(GRID)/$* --preset real --results $(GRID_RESULTS)/$* \
+	--set eval.max_sessions=$(GRID_SESSIONS) --set "eval.index_prior=[0]" $(GRID_PREF) $(GRID_SET_$*)
+# Each (seed, row) result is also kept under $(GRID_RESULTS)/<name> (committed), and a kept one is not run again:
+# the grid can run one seed per session or machine. One seed: `make grid-seed-<name> SEED=n` (its best-<name>
+# SFT is skipped when every row of that seed is kept). The whole grid, then the table: `make grid-<name>`.
+GRID_RESULTS = bench/results/grid
+grid-seed-homedepot grid-seed-amazon: grid-seed-%: $(STAMP)
+	rows=$$($(BIN)/python -c "from trainer.variants import PAPER_VARIANTS; print(len(PAPER_VARIANTS) + 1)"); \
+	test "$$(ls $(GRID_RESULTS)/$*/seed$(SEED)/*/eval.json 2>/dev/null | wc -l)" -ge $$rows || \
+	  $(MAKE) best-$* BEST=$(GRID_SEED_DIR_$(SEED)) SEED=$(SEED)
+	$(GRID_QUALITY) --seeds $(SEED) --sft-checkpoint $(GRID_SEED_DIR_$(SEED))/$(BEST_FINAL_$*)
 grid-homedepot grid-amazon: grid-%: $(STAMP)
-	$(MAKE) best-$* SEED=0
-	$(MAKE) best-$* BEST=$(GRID)/seed1 SEED=1
-	$(MAKE) best-$* BEST=$(GRID)/seed2 SEED=2
-	$(BIN)/radgr bench quality --name "$* (converged SFT, model alone)" --data runs/$*/data --index runs/$*/index \
-	  --out $(GRID)/$* --preset real --seeds 0,1,2 $(foreach d,$(GRID_SEED_DIRS),--sft-checkpoint $(d)/$(BEST_FINAL_$*)) \
-	  --set eval.max_sessions=$(GRID_SESSIONS) --set "eval.index_prior=[0]" $(GRID_PREF) $(GRID_SET_$*)
+	$(MAKE) grid-seed-$* SEED=0
+	$(MAKE) grid-seed-$* SEED=1
+	$(MAKE) grid-seed-$* SEED=2
+	$(GRID_QUALITY) --seeds 0,1,2 $(foreach d,$(GRID_SEED_DIRS),--sft-checkpoint $(d)/$(BEST_FINAL_$*))
+	cp $(GRID)/$*/quality.md bench/results/quality_$*.md
+	cp $(GRID)/$*/recall.png bench/results/quality_$*.png
 best-homedepot best-amazon best-amazon-unique: best-%: $(STAMP)
 	test -f runs/$*/index/manifest.json || $(MAKE) $(if $(filter amazon-unique,$*),unique-index,real-data)
 	resume=; test -f $(BEST)/$*/model/radgr.json && resume=--resume; \

@@ -170,6 +170,9 @@ def quality_command(
     sft_checkpoint: Annotated[list[Path] | None, typer.Option(
         "--sft-checkpoint", help="the SFT checkpoint of each seed, in --seeds order (repeat; e.g. "
         "`make best-<name> SEED=<n>`'s): the sft row and the preference runs' start, instead of training")] = None,
+    results: Annotated[Path | None, typer.Option(
+        help="a second, durable home for each finished result (e.g. bench/results/grid/<name>): results found "
+        "there are not run again, so one seed can run per machine or session")] = None,
 ) -> None:
     """Every method and ablation from one SFT checkpoint per seed; mean ± std table. Re-run to continue."""
     from trainer.quality import run_quality
@@ -177,7 +180,7 @@ def quality_command(
 
     cfg = _quality_config(preset, set_, name=name, data=data, index=index, out=out, seeds=_seeds(seeds),
                           variants=variant or list(PAPER_VARIANTS), device=device, sft_from=sft_from,
-                          sft_checkpoints=sft_checkpoint or [])
+                          sft_checkpoints=sft_checkpoint or [], results=results)
     run_quality(cfg, log=lambda m: typer.echo(m, err=True))
     typer.echo((out / "quality.md").read_text(), nl=False)
     typer.echo(f"wrote {out / 'quality.json'}, {out / 'quality.md'}, {out / 'recall.png'}", err=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -61,6 +62,9 @@ class QualityConfig(BaseModel):
     sft_checkpoints: list[Path] = Field(default_factory=list, description="one SFT checkpoint per seed, in seed "
                                         "order, trained elsewhere (e.g. `make best-<name> SEED=<n>`): the sft row "
                                         "and every preference run's start")
+    results: Path | None = Field(None, description="a second, durable home for every finished (seed, row) result "
+                                 "(e.g. bench/results/grid/<name>, committed): each eval.json is copied there, and one "
+                                 "found there is not run again, so a grid can be run one seed per machine or session")
 
     @model_validator(mode="after")
     def _one_sft_source(self) -> QualityConfig:
@@ -83,15 +87,16 @@ def _same_settings(cfg, out: Path) -> None:
     """Refuse to reuse or resume a run in `out` that was started with other settings (a changed
     --set or preset would otherwise mix two experiments in one table)."""
     saved = out / "train_config.json"
-    if not saved.is_file():
-        return
-    ignore = {"stage", "resume", "progress", "index_ratio_used"}
-    was = {k: v for k, v in json.loads(saved.read_text()).items() if k not in ignore}
-    now = {k: v for k, v in json.loads(cfg.model_dump_json()).items() if k not in ignore}
-    changed = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+    if saved.is_file():
+        _refuse_changed(json.loads(saved.read_text()), cfg, {"stage", "resume", "progress", "index_ratio_used"}, out)
+
+
+def _refuse_changed(was: dict[str, Any], cfg, ignore: set[str], where: Path) -> None:
+    now = json.loads(cfg.model_dump_json())
+    changed = sorted(k for k in (was.keys() | now.keys()) - ignore if was.get(k) != now.get(k))
     if changed:
         diffs = ", ".join(f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in changed)
-        raise RadgrError(f"{out} was trained with other settings ({diffs}); use another --out or delete it")
+        raise RadgrError(f"{where} was trained with other settings ({diffs}); use another --out or delete it")
 
 
 def _same_eval(res: dict[str, Any], ev, path: Path) -> None:
@@ -200,14 +205,57 @@ def _stage_configs(cfg: QualityConfig, seed: int, root: Path, sft_checkpoint: Pa
     return configs
 
 
+# the keys of a preference run's config that name paths or machine state, not the experiment's settings
+_NOT_SETTINGS = {"stage", "resume", "progress", "index_ratio_used", "out", "init", "data", "index", "device"}
+
+
+def _result_path(folder: Path, seed: int, row: str) -> Path:
+    return folder / f"seed{seed}" / slug(row) / "eval.json"
+
+
+def _restore_results(cfg: QualityConfig, log: Callable[[str], None]) -> None:
+    """Copy the results kept under cfg.results into cfg.out where out lacks them (a fresh machine or session)."""
+    for seed in cfg.seeds:
+        for row in rows_of(cfg):
+            kept, here = _result_path(cfg.results, seed, row), _result_path(cfg.out, seed, row)
+            if kept.is_file() and not here.is_file():
+                here.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(kept, here)
+                log(f"seed {seed} {row}: the result kept in {kept}")
+
+
+def _keep(cfg: QualityConfig, seed: int, row: str, result: dict[str, Any]) -> None:
+    write_json(_result_path(cfg.out, seed, row), result)
+    if cfg.results is not None:
+        write_json(_result_path(cfg.results, seed, row), result)
+
+
+def _same_pref_settings(res: dict[str, Any], cfg, path: Path) -> None:
+    """Refuse a result whose preference run was trained with other settings than this experiment's."""
+    if res.get("train_config") is not None:  # absent: the sft row, or written before results carried them
+        _refuse_changed(res["train_config"], cfg, _NOT_SETTINGS, path)
+
+
 def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train and evaluate every (seed, variant) not done yet; return the aggregate (also written to out/)."""
     _stage_configs(cfg, cfg.seeds[0], cfg.out, cfg.out)  # every option checked before anything trains
+    if cfg.results is not None:
+        _restore_results(cfg, log)
     popular = None
     fingerprint = sft_fingerprint(cfg.data) if cfg.sft_from else None
-    given = {seed: _given_sft(cfg, seed) for seed in cfg.seeds} if cfg.sft_checkpoints else {}  # checked first
+    pending = [s for s in cfg.seeds if not all(_result_path(cfg.out, s, r).is_file() for r in rows_of(cfg))]
+    given = {seed: _given_sft(cfg, seed) for seed in pending} if cfg.sft_checkpoints else {}  # checked first
     for seed in cfg.seeds:
         root = cfg.out / f"seed{seed}"
+        if seed not in pending:  # every row done (perhaps on another machine): its SFT start is not needed
+            configs = _stage_configs(cfg, seed, root, root)
+            for row in rows_of(cfg):
+                path = _result_path(cfg.out, seed, row)
+                res = json.loads(path.read_text())
+                _same_eval(res, configs["eval"], path)
+                if row in configs:
+                    _same_pref_settings(res, configs[row], path)
+            continue
         if given:
             sft = given[seed]
         elif cfg.sft_from:
@@ -217,17 +265,23 @@ def run_quality(cfg: QualityConfig, log: Callable[[str], None] = print) -> dict[
         configs = _stage_configs(cfg, seed, root, Path(sft["checkpoint"]))
         if cfg.baseline and not (root / slug(POPULAR) / "eval.json").is_file():
             popular = popular or _evaluate_popular(configs["eval"])  # the same for every seed
-            write_json(root / slug(POPULAR) / "eval.json", popular | {"variant": POPULAR, "seed": seed})
+            _keep(cfg, seed, POPULAR, popular | {"variant": POPULAR, "seed": seed})
         for variant in cfg.variants:
             result = root / slug(variant) / "eval.json"
-            if VARIANTS[variant] is not None:
+            trained = VARIANTS[variant] is not None
+            if trained:
                 _same_settings(configs[variant], root / slug(variant))
             if result.is_file():
-                _same_eval(json.loads(result.read_text()), configs["eval"], result)
+                res = json.loads(result.read_text())
+                _same_eval(res, configs["eval"], result)
+                if trained:
+                    _same_pref_settings(res, configs[variant], result)
                 continue
-            run = sft if VARIANTS[variant] is None else _train_once(configs[variant], root / slug(variant), log)
+            run = _train_once(configs[variant], root / slug(variant), log) if trained else sft
             res = evaluate_models(configs["eval"].model_copy(update={"model": [run["checkpoint"]]}), log=log)[0]
-            write_json(result, res | {"variant": variant, "seed": seed, "train_s": run.get("seconds")})
+            res |= {"variant": variant, "seed": seed, "train_s": run.get("seconds")}
+            _keep(cfg, seed, variant, res | ({"train_config": json.loads(configs[variant].model_dump_json())}
+                                             if trained else {}))
             log(f"seed {seed} {variant}: SID R@128 {res['sid']['recall@128']:.4f}, MRR {res['sid']['mrr']:.4f}")
     return write_report(cfg)
 

@@ -15,7 +15,7 @@ import pytest
 
 from sid_index.errors import RadgrError
 from trainer.quality import PRESETS, QualityConfig, run_quality, sft_fingerprint, with_overrides
-from trainer.quality_report import collect
+from trainer.quality_report import collect, markdown
 from trainer.variants import POPULAR, slug
 
 RADGR = str(Path(sys.executable).with_name("radgr"))
@@ -177,3 +177,33 @@ def test_denoise_command_builds_each_share_and_one_table(tmp_path):
     assert all(set(rows) == {"sft", "rad-dpo-softmax", "rad-dpo-softmax w/o RDRW"} for rows in table["rows"].values())
     md = (out / "denoise.md").read_text()
     assert md.count("| 0% |") == 3 and md.count("| 30% |") == 3 and md == res.stdout
+
+
+def test_results_kept_elsewhere_are_not_run_again(tiny_dataset, tiny_index, tiny_ckpt, tmp_path):
+    from trainer.model import save_checkpoint
+
+    save_checkpoint(tiny_ckpt, tmp_path / "start")
+    sft, pref, ev = PRESETS["tiny"]
+    cfg = QualityConfig(sft=sft, pref=pref, eval=ev, name="kept", data=tiny_dataset.root, index=tiny_index.root,
+                        out=tmp_path / "runs", seeds=[0], variants=["sft", "dpo"], results=tmp_path / "kept",
+                        sft_checkpoints=[tmp_path / "start"])
+    logs: list[str] = []
+    rows = run_quality(cfg, log=logs.append)
+    for row in (POPULAR, "sft", "dpo"):  # every result in both homes, the same bytes
+        kept = tmp_path / "kept" / "seed0" / slug(row) / "eval.json"
+        assert kept.read_bytes() == (tmp_path / "runs" / "seed0" / slug(row) / "eval.json").read_bytes()
+    assert json.loads((tmp_path / "kept" / "seed0" / "dpo" / "eval.json").read_text())["train_config"]["steps"] == 2
+
+    # a fresh machine: no runs, no SFT checkpoint; the kept results make the same table without training
+    shutil.rmtree(tmp_path / "runs")
+    shutil.rmtree(tmp_path / "start")
+    logs.clear()
+    again = run_quality(cfg, log=logs.append)
+    assert not any(m.startswith(("training", "resuming")) for m in logs)
+    assert again["dpo"]["values"] == rows["dpo"]["values"] and again["sft"]["values"] == rows["sft"]["values"]
+    assert (tmp_path / "runs" / "quality.md").read_text() == markdown(rows, "kept")
+    # ... but not into an experiment with other settings
+    with pytest.raises(RadgrError, match=r"seed0/dpo/eval.json was trained with other settings \(steps 2 -> 3\)"):
+        run_quality(cfg.model_copy(update={"pref": pref | {"steps": 3}, "out": tmp_path / "runs2"}))
+    with pytest.raises(RadgrError, match=r"measured with other eval settings \(sessions 12 -> 10\)"):
+        run_quality(cfg.model_copy(update={"eval": ev | {"max_sessions": 10}, "out": tmp_path / "runs3"}))
