@@ -183,9 +183,8 @@ floor-demo floor-homedepot floor-amazon: floor-%: $(STAMP)
 
 # Against standard baselines (issue 16): our models (PEERS_MODELS_<name>, with and without the index prior) beside
 # popularity, BM25, dense MiniLM, next-item co-occurrence, history text and SASRec (RecBole, in its own virtual
-# environment: it needs numpy < 2), on the same test sessions. Results: bench/results/peers_<name>.{md,json};
-# Amazon also peers_amazon_full.md (the peers alone on all 8,442 test sessions); the models are scored on all
-# test sessions too (~11 min per model row on Amazon on one thread).
+# environment: it needs numpy < 2), every row on all test sessions (Amazon 8,442: ~10 min per model row with two
+# threads). Results: bench/results/peers_<name>.{md,json}.
 RECBOLE_VENV ?= .venv-recbole
 PEERS = runs/peers
 BEST = runs/best
@@ -219,10 +218,17 @@ BEST_FINAL_amazon    = amazon/annealed/best
 BEST_MODEL_homedepot = $(BEST)/$(BEST_FINAL_homedepot)
 BEST_MODEL_amazon    = $(BEST)/$(BEST_FINAL_amazon)
 BEST_MODEL_amazon-unique = $(BEST)/amazon-unique/annealed/best
-PEERS_MODELS_homedepot ?= --model $(BEST_MODEL_homedepot)
-PEERS_MODELS_amazon    ?= --model $(BEST_MODEL_amazon)
+# The model each peer table puts first (the one to deploy) and the target that trains it. Amazon: the refit on
+# train+valid, beside SASRec trained on train (early-stopped on valid) and SASRec refit the same way.
+PEERS_MODEL_homedepot   = $(BEST_MODEL_homedepot)
+PEERS_MODEL_amazon      = $(BEST)/amazon-refit/annealed/model
+PEERS_TRAIN_homedepot   = best-homedepot
+PEERS_TRAIN_amazon      = best-amazon-refit
+PEERS_MODELS_homedepot ?= --model $(PEERS_MODEL_homedepot)
+PEERS_MODELS_amazon    ?= --model $(PEERS_MODEL_amazon)
 PEERS_EVAL_homedepot   ?= --index-prior 0 --index-prior 50
-PEERS_EVAL_amazon      ?= --index-prior 0 --index-prior 20 --rankings $(PEERS)/sasrec-amazon.json
+PEERS_EVAL_amazon      ?= --index-prior 0 --index-prior 20 --rankings $(PEERS)/sasrec-amazon.json \
+	--rankings $(PEERS)/sasrec-amazon-refit.json
 quality-peers: peers-homedepot peers-amazon
 
 # The paper's comparison (issues 17, 20) from the converged recipe: `make best-<name>` for seeds 0-2 (seed 0
@@ -299,11 +305,9 @@ best-amazon-refit: $(STAMP)
 	  --batch-size 16 --out $(BEST)/amazon-refit/test.json --markdown $(BEST)/amazon-refit/test.md
 peers-homedepot peers-amazon: peers-%: $(STAMP)
 	test -f runs/$*/index/manifest.json || $(MAKE) real-data
-	test -f $(BEST_MODEL_$*)/radgr.json || $(MAKE) best-$*
+	test -f $(PEERS_MODEL_$*)/radgr.json || $(MAKE) $(PEERS_TRAIN_$*)
 	$(if $(filter amazon,$*),test -f $(PEERS)/sasrec-amazon.json || $(MAKE) $(PEERS)/sasrec-amazon.json)
-	$(if $(filter amazon,$*),$(BIN)/radgr bench peers --index runs/amazon/index --data runs/amazon/data \
-	  --rankings $(PEERS)/sasrec-amazon.json --out bench/results/peers_amazon_full.json \
-	  --markdown bench/results/peers_amazon_full.md)
+	$(if $(filter amazon,$*),test -f $(PEERS)/sasrec-amazon-refit.json || $(MAKE) $(PEERS)/sasrec-amazon-refit.json)
 	$(BIN)/radgr bench peers --index runs/$*/index --data runs/$*/data $(PEERS_MODELS_$*) $(PEERS_EVAL_$*) \
 	  --out bench/results/peers_$*.json --markdown bench/results/peers_$*.md
 $(RECBOLE_VENV)/.installed:
