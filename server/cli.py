@@ -26,6 +26,9 @@ def serve_command(
     index_prior: Annotated[float | None, typer.Option(
         help="fuse the index's retrieval score into the search with this weight, as radgr eval --index-prior "
              "[RADGR_INDEX_PRIOR, default: the weight the checkpoint was trained with, else 0]")] = None,
+    item_prior: Annotated[float | None, typer.Option(
+        help="add the item prior (query or history text embedding against each decoded SKU's own) with this "
+             "weight, as radgr eval --item-prior [RADGR_ITEM_PRIOR, default: the checkpoint's, else 0]")] = None,
     graceful_s: Annotated[float | None, typer.Option(
         help="on SIGTERM/SIGINT, wait this long for in-flight requests [RADGR_SHUTDOWN_GRACE_S, default 30]")] = None,
 ) -> None:
@@ -41,7 +44,7 @@ def serve_command(
     from server.settings import ServerSettings
 
     given = dict(model=model, index=index, engine=engine, host=host, port=port, device=device, beam_width=beam_width,
-                 index_prior=index_prior, shutdown_grace_s=graceful_s)
+                 index_prior=index_prior, item_prior=item_prior, shutdown_grace_s=graceful_s)
     try:
         settings = ServerSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:

@@ -19,7 +19,7 @@ from sid_index.atomic import CHECKSUMS
 from sid_index.embed import CachedEncoder, resolve_model
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids, scored_items
-from sid_index.retrieve import embedding_model_of, request_vector
+from sid_index.retrieve import embedding_model_of, item_bonus, item_request_vector, request_vector
 from sid_index.tokens import format_sid, sid_tokens
 from trainer.data import history_codes
 from trainer.model import Checkpoint
@@ -87,14 +87,19 @@ class Encoded:
     vector: np.ndarray | None  # the query's text embedding (checkpoints with text inputs, or the index prior)
     prior: np.ndarray | None  # the index prior's request vector (servers with an index prior)
     embed_s: float | None  # time spent embedding the query (None: not embedded)
+    item: np.ndarray | None = None  # the item prior's request vector (servers with an item prior)
 
 
 class Retriever:
     """Builds prompts (and text / index-prior vectors) from requests and turns decoded SIDs into ranked SKUs."""
 
-    def __init__(self, ckpt: Checkpoint, index: SidIndex, text_cache: int = 4096, index_prior: float = 0.0):
+    def __init__(self, ckpt: Checkpoint, index: SidIndex, text_cache: int = 4096, index_prior: float = 0.0,
+                 item_prior: float = 0.0):
         check_compatible(ckpt, index)
         self.index = index
+        self.item_prior = item_prior  # weight of the item prior on each SKU of the beam (0: none)
+        if item_prior > 0:
+            index.vectors_of([])  # refuses an index without item vectors before the server starts
         self.prompts: PromptBuilder = ckpt.prompts
         self.encoder = None  # the index's text model: for checkpoints with text inputs and for the index prior
         self.centroids = None  # the index's RQ-KMeans centroids, for the index prior
@@ -103,7 +108,7 @@ class Retriever:
             self.centroids = load_centroids(index)
             if len(self.centroids) != index.levels:
                 raise RadgrError(f"index prior: index {index.root} has no RQ-KMeans centroids (built from given codes)")
-        if ckpt.text_model is not None or index_prior > 0:
+        if ckpt.text_model is not None or index_prior > 0 or item_prior > 0:
 
             text = ckpt.text_model
             model = (resolve_model(text.get("embedding_model"), text.get("embedding_fingerprint")) if text
@@ -129,7 +134,8 @@ class Retriever:
         vector = self.vector(query)
         embed_s = None if vector is None else time.perf_counter() - t0
         prior = None if self.centroids is None else request_vector(self.centroids, vector, codes)
-        return Encoded(prompt, vector, prior, embed_s)
+        item = item_request_vector(self.index, vector, history) if self.item_prior > 0 else None
+        return Encoded(prompt, vector, prior, embed_s, item)
 
     def prompt(
         self, query: str | None, history: Sequence[str] = (), user: Mapping[str, str] | None = None
@@ -151,10 +157,12 @@ class Retriever:
         """The SKU's catalog title, where the index keeps titles."""
         return self.index.title_of(sku)
 
-    def items(self, hits: Hits, top_k: int) -> list[Item]:
+    def items(self, hits: Hits, top_k: int, item_vector: np.ndarray | None = None) -> list[Item]:
         """The best `top_k` SKUs of the beam, each scored by its share of its SID's probability (log p(SID) -
-        log |SKUs(SID)|, `sid_index.index.scored_items`, as radgr eval ranks them); `rank` is its SID's."""
+        log |SKUs(SID)|) plus the weighted item prior against `item_vector` (`Encoded.item`), as radgr eval
+        ranks them (`sid_index.index.scored_items`); `rank` is its SID's."""
         codes = hits.codes.tolist()
-        ranked = scored_items(codes, np.asarray(hits.scores).tolist(), self.index.skus_of)
+        ranked = scored_items(codes, np.asarray(hits.scores).tolist(), self.index.skus_of,
+                              item_bonus(self.index, item_vector, self.item_prior))
         return [Item(sku=sku, sid=format_sid(codes[rank]), score=score, rank=rank)
                 for sku, rank, score in ranked[:top_k]]

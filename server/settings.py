@@ -32,6 +32,9 @@ class ServerSettings(BaseSettings):
     index_prior: float | None = Field(None, ge=0, description="weight of the index's own retrieval score fused "
                                       "into the beam search (radgr eval --index-prior; 0: the model alone; "
                                       "None: the weight the checkpoint was trained with, else 0)")
+    item_prior: float | None = Field(None, ge=0, description="weight of the item prior (the request's text "
+                                     "embedding against each decoded SKU's own) added to the SKUs' scores (radgr "
+                                     "eval --item-prior; None: the checkpoint's, else 0)")
     score_eos: bool = Field(False, description="add log p(EOS | SID) to scores (one more decoder step)")
     max_query_chars: int = Field(512, ge=1)
     max_history: int = Field(200, ge=0, description="history items a request may send (the prompt keeps the last few)")
@@ -75,8 +78,12 @@ class ServerSettings(BaseSettings):
         return self
 
 
-def with_checkpoint_prior(settings: ServerSettings, trained_prior: float) -> ServerSettings:
-    """`settings` with `index_prior` set: as given, else the weight the checkpoint was trained with."""
-    if settings.index_prior is not None:
-        return settings
-    return settings.model_copy(update={"index_prior": float(trained_prior)})
+def with_checkpoint_prior(settings: ServerSettings, trained_prior: float, item_prior: float = 0.0
+                          ) -> ServerSettings:
+    """`settings` with `index_prior` and `item_prior` set: as given, else the checkpoint's weights."""
+    update = {}
+    if settings.index_prior is None:
+        update["index_prior"] = float(trained_prior)
+    if settings.item_prior is None:
+        update["item_prior"] = float(item_prior)
+    return settings.model_copy(update=update) if update else settings

@@ -154,7 +154,7 @@ class VllmEngine(BatchingEngine):
         super().__init__(**kwargs)
         self.ckpt = ckpt
         self.index = index
-        self.settings = settings = with_checkpoint_prior(settings, ckpt.index_prior)
+        self.settings = settings = with_checkpoint_prior(settings, ckpt.index_prior, ckpt.item_prior)
         self.score_eos = settings.score_eos
         self.fanout = max_fanout(index)
         self.constraint = index.constraint("cpu")  # the driver's copy, to track each beam's trie node

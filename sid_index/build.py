@@ -113,4 +113,5 @@ def build_index(cfg: IndexConfig, progress: bool = True) -> Path:
         meta=meta,
         overwrite=cfg.overwrite,
         titles=catalog["title"].to_pylist(),
+        item_vectors=emb,
     )

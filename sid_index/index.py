@@ -9,6 +9,9 @@
     centroids_l{l}.npy      RQ-KMeans codebooks (when built from embeddings)
     sku_titles.marisa       marisa BytesTrie: sku_id -> catalog title, cut to TITLE_CHARS (when given):
                             what a person reads next to a result (`radgr query`, `with_titles`)
+    sku_rows.marisa         marisa Trie: sku_id -> row of item_vectors.npy (when built from embeddings)
+    item_vectors.npy        [SKUs, D] float16: each SKU's own text embedding, unquantised: the item prior
+                            (`item_prior_scores`) ranks a beam's SKUs by it, which a SID's centroids cannot
 
 `index_id` (a hash of the file checksums) names the index; checkpoints trained for it
 record it, and the server refuses a checkpoint trained for another index.
@@ -19,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,8 @@ SKU_SEP = "\t"
 MANIFEST_FILE = "manifest.json"
 TITLES_FILE = "sku_titles.marisa"
 TITLE_CHARS = 200  # a title as shown next to a result; the full text stays in the catalog
+ROWS_FILE = "sku_rows.marisa"
+ITEM_VECTORS_FILE = "item_vectors.npy"
 
 
 def sid_key(codes: Iterable[int]) -> str:
@@ -52,6 +57,8 @@ class SidIndex:
     sku_to_sid: marisa_trie.RecordTrie
     sid_to_skus: marisa_trie.BytesTrie
     titles: marisa_trie.BytesTrie | None = None  # indexes built without titles have none
+    rows: marisa_trie.Trie | None = None  # sku_id -> row of item_vectors (indexes built from given codes: none)
+    item_vectors: np.ndarray | None = None  # [SKUs, D] float16, memory-mapped
 
     @property
     def index_id(self) -> str:
@@ -87,6 +94,18 @@ class SidIndex:
         hit = self.titles.get(sku_id)
         return hit[0].decode("utf-8") if hit else None
 
+    def vectors_of(self, sku_ids: Sequence[str]) -> np.ndarray:
+        """The SKUs' own text embeddings [len, D] float32 (unquantised); zeros for an unknown SKU."""
+        if self.item_vectors is None or self.rows is None:
+            raise RadgrError(f"index {self.root} keeps no item vectors (built before they were kept, or from "
+                             "given codes): rebuild it with `radgr index build` for the item prior")
+        rows = [self.rows.get(s, -1) if "\x00" not in s else -1 for s in sku_ids]
+        out = np.zeros((len(rows), self.item_vectors.shape[1]), dtype=np.float32)
+        known = [i for i, r in enumerate(rows) if r >= 0]
+        if known:
+            out[known] = self.item_vectors[[rows[i] for i in known]]
+        return out
+
     def skus_of(self, codes: Sequence[int]) -> list[str]:
         """SKUs sharing a SID, most popular first; [] for a SID not in the index."""
         hit = self.sid_to_skus.get(sid_key(codes))
@@ -101,13 +120,16 @@ class SidIndex:
         return SidConstraint(self.trie, device=device, **kwargs)
 
 
-def scored_items(sids: Sequence[Sequence[int]], scores: Sequence[float], skus_of) -> list[tuple[str, int, float]]:
+def scored_items(sids: Sequence[Sequence[int]], scores: Sequence[float], skus_of,
+                 item_bonus: Callable[[list[str]], np.ndarray] | None = None) -> list[tuple[str, int, float]]:
     """The SKUs of a scored SID list (a beam: log-probs), best item first, as (sku, SID rank, item score).
 
     Every SKU on a SID is trained on the same tokens, so a SID's probability is the mass of all of its
     SKUs; each SKU gets an equal share, log p(SID) - log |SKUs(SID)|. A SID crowded with SKUs then no
     longer fills the top of the item list with its SKUs ahead of a slightly less likely SID with one.
-    Ties keep the SID order, then the index's order within a SID (most popular first).
+    `item_bonus(skus)` -> one score per SKU added to its share (the weighted item prior: what tells apart
+    the SKUs of a SID, and a SID's SKUs from its neighbours'). Ties keep the SID order, then the index's
+    order within a SID (most popular first).
     """
     out = []
     for rank, (sid, score) in enumerate(zip(sids, scores, strict=True)):
@@ -115,6 +137,9 @@ def scored_items(sids: Sequence[Sequence[int]], scores: Sequence[float], skus_of
         if skus:
             share = float(score) - float(np.log(len(skus)))
             out.extend((sku, rank, share) for sku in skus)
+    if item_bonus is not None and out:
+        bonus = np.asarray(item_bonus([sku for sku, _, _ in out]), dtype=np.float64)
+        out = [(sku, rank, share + float(b)) for (sku, rank, share), b in zip(out, bonus, strict=True)]
     out.sort(key=lambda item: -item[2])  # stable: ties stay in SID order, then the index's order
     return out
 
@@ -129,9 +154,11 @@ def write_index(
     meta: dict[str, Any] | None = None,
     overwrite: bool = True,
     titles: Sequence[str] | None = None,
+    item_vectors: np.ndarray | None = None,
 ) -> Path:
     """Write an index for SKUs with their codes [N, L]; SKUs sharing a SID are ordered by popularity;
-    `titles` (one per SKU) are kept for display."""
+    `titles` (one per SKU) are kept for display, `item_vectors` [N, D] (the SKUs' text embeddings) for
+    the item prior."""
     codes = np.asarray(codes, dtype=np.int64)
     n = len(sku_ids)
     if codes.shape != (n, len(codebook_sizes)):
@@ -167,6 +194,14 @@ def write_index(
                                   for sku, t in zip(sku_ids, titles, strict=True)).save(str(tmp / TITLES_FILE))
         for level, c in enumerate(centroids or []):
             np.save(tmp / f"centroids_l{level}.npy", np.asarray(c, dtype=np.float32))
+        if item_vectors is not None:
+            if len(item_vectors) != n:
+                raise ValueError(f"{len(item_vectors)} item vectors for {n} SKUs")
+            rows = marisa_trie.Trie(sku_ids)
+            order = np.empty(n, dtype=np.int64)
+            order[[rows[s] for s in sku_ids]] = np.arange(n)  # row r holds the SKU whose key id is r
+            rows.save(str(tmp / ROWS_FILE))
+            np.save(tmp / ITEM_VECTORS_FILE, np.asarray(item_vectors, dtype=np.float16)[order])
         files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir())}
         index_id = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
         manifest = {
@@ -239,7 +274,19 @@ def load_index(path: str | Path, verify: bool = True, mmap: bool = True) -> SidI
             titles.mmap(str(root / TITLES_FILE))
         else:
             titles.load(str(root / TITLES_FILE))
-    return SidIndex(root=root, manifest=manifest, trie=trie, sku_to_sid=sku_map, sid_to_skus=sid_map, titles=titles)
+    rows = vectors = None
+    if ROWS_FILE in manifest["files"] and ITEM_VECTORS_FILE in manifest["files"]:
+        rows = marisa_trie.Trie()
+        if mmap:
+            rows.mmap(str(root / ROWS_FILE))
+        else:
+            rows.load(str(root / ROWS_FILE))
+        vectors = np.load(root / ITEM_VECTORS_FILE, mmap_mode=mode, allow_pickle=False)
+        if vectors.ndim != 2 or len(vectors) != len(rows) or len(rows) != manifest["num_skus"]:
+            raise IndexFormatError(f"{root / ITEM_VECTORS_FILE}: shape {vectors.shape} does not match "
+                                   f"{manifest['num_skus']} SKUs")
+    return SidIndex(root=root, manifest=manifest, trie=trie, sku_to_sid=sku_map, sid_to_skus=sid_map, titles=titles,
+                    rows=rows, item_vectors=vectors)
 
 
 def require_index(trained_for: str | None, index: SidIndex, what: str) -> None:

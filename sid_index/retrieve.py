@@ -51,6 +51,34 @@ def prior_scores(centroids: Sequence[np.ndarray], vector: np.ndarray, codes: np.
     return (q @ q - (diff * diff).sum(-1)).astype(np.float32)
 
 
+def item_prior_scores(vector: np.ndarray, item_vectors: np.ndarray) -> np.ndarray:
+    """|q|^2 - |q - e|^2 = 2 q.e - |e|^2 of items with their own (unquantised) vectors `item_vectors` [N, D]:
+    `prior_scores` at item level, where each SKU has its own vector instead of its SID's reconstruction."""
+    q = np.asarray(vector, dtype=np.float32)
+    e = np.asarray(item_vectors, dtype=np.float32)
+    return (2.0 * (e @ q) - (e * e).sum(-1)).astype(np.float32)
+
+
+def item_request_vector(index: SidIndex, query_vector: np.ndarray | None, history: Sequence[str] = ()
+                        ) -> np.ndarray | None:
+    """The item prior's request vector: the query's embedding when given, else the recency-weighted mean
+    (HISTORY_WEIGHTS) of the last history SKUs' own vectors (sku_ids, oldest first); else None."""
+    if query_vector is not None:
+        return np.asarray(query_vector, dtype=np.float32)
+    recent = [s for s in history if index.sid_of(s) is not None][-len(HISTORY_WEIGHTS):][::-1]  # newest first
+    if not recent:
+        return None
+    w = np.asarray(HISTORY_WEIGHTS[: len(recent)], dtype=np.float32)
+    return (w[:, None] * index.vectors_of(recent)).sum(0) / w.sum()
+
+
+def item_bonus(index: SidIndex, vector: np.ndarray | None, weight: float):
+    """`scored_items`' item_bonus for one request: weight x `item_prior_scores`; None for no prior."""
+    if vector is None or weight <= 0:
+        return None
+    return lambda skus: weight * item_prior_scores(vector, index.vectors_of(skus))
+
+
 def history_vector(centroids: Sequence[np.ndarray], history: Sequence[Sequence[int]]) -> np.ndarray | None:
     """Recency-weighted mean of the SID vectors of the last history items (oldest first in `history`)."""
     recent = list(history)[-len(HISTORY_WEIGHTS):][::-1]  # newest first

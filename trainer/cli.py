@@ -39,14 +39,15 @@ def _record_picked_prior(cfg, results: list) -> None:
     from trainer.evaluate import pick_prior
     from trainer.model import update_checkpoint_meta
 
-    weight, margins = pick_prior(results, cfg.pick_prior)
-    for w, d in sorted(margins.items()):
-        typer.echo(f"index prior {w:g}: {cfg.pick_prior} {d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] "
-                   "vs index only", err=True)
+    (weight, item), margins = pick_prior(results, cfg.pick_prior)
+    for (w, v), d in sorted(margins.items()):
+        typer.echo(f"index prior {w:g}, item prior {v:g}: {cfg.pick_prior} {d['mean']:+.4f} "
+                   f"[{d['lo']:+.4f}, {d['hi']:+.4f}] vs index only", err=True)
     picked = {"split": cfg.split, "sessions": results[0]["sessions"], "metric": cfg.pick_prior,
-              "weights": sorted(margins), "margin": margins[weight]}
-    path = update_checkpoint_meta(cfg.model[0], {"index_prior": weight, "index_prior_picked": picked})
-    typer.echo(f"picked index prior {weight:g} ({cfg.pick_prior}); written to {path}", err=True)
+              "weights": [list(p) for p in sorted(margins)], "margin": margins[(weight, item)]}
+    path = update_checkpoint_meta(cfg.model[0], {"index_prior": weight, "item_prior": item,
+                                                 "index_prior_picked": picked})
+    typer.echo(f"picked index prior {weight:g}, item prior {item:g} ({cfg.pick_prior}); written to {path}", err=True)
 
 
 def _write_results(cfg, key: str, results: list, table: str) -> None:

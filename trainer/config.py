@@ -226,13 +226,17 @@ class EvalConfig(BaseModel):
     index_prior: list[float] | None = Field(None, description="weights of the index's retrieval score fused into "
                                             "the search; repeat: one row per model and weight (0: the model "
                                             "alone; not given: the weight each checkpoint was trained with)")
+    item_prior: list[float] | None = Field(None, description="weights of the item prior (the request's text "
+                                           "embedding against each SKU's own) added to every SKU of the beam; "
+                                           "repeat: one row per weight, all from one beam search (0: none; not "
+                                           "given: the checkpoint's)")
     embedding_model: Path | None = Field(None, description="the index's text model, when not where the index says")
     out: Path | None = Field(None, description="write every model's metrics as JSON here")
     markdown: Path | None = Field(None, description="write the results table (markdown) here")
-    pick_prior: str | None = Field(None, description="after scoring the index-prior weights of one model on valid, "
-                                   "write into its checkpoint the weight surest to beat the index-only row on this "
-                                   "metric (e.g. 'item recall@10'; the highest lower end of the paired 95% "
-                                   "interval): radgr eval and serve then fuse it by default")
+    pick_prior: str | None = Field(None, description="after scoring the index-prior (and item-prior) weights of one "
+                                   "model on valid, write into its checkpoint the pair surest to beat the index-only "
+                                   "row on this metric (e.g. 'item recall@10'; the highest lower end of the paired "
+                                   "95% interval): radgr eval and serve then fuse it by default")
 
     @model_validator(mode="after")
     def _picking(self) -> EvalConfig:
@@ -246,7 +250,7 @@ class EvalConfig(BaseModel):
             raise ValueError("pick_prior needs exactly one model and the baselines (the index-only row)")
         return self
 
-    @field_validator("index_prior")
+    @field_validator("index_prior", "item_prior")
     @classmethod
     def _weights(cls, v: list[float] | None) -> list[float] | None:
         if v is not None and (not v or any(w < 0 for w in v)):
@@ -278,6 +282,8 @@ class PeersConfig(BaseModel):
                               "repeat for several")
     index_prior: list[float] | None = Field(None, description="as radgr eval --index-prior: one row per model and "
                                             "weight (0: the model alone)")
+    item_prior: list[float] | None = Field(None, description="as radgr eval --item-prior: one row per model, "
+                                           "index-prior weight and item-prior weight")
     rankings: list[Path] = Field(default_factory=list, description="rankings made elsewhere (JSON; e.g. "
                                  "bench/sasrec_recbole.py); repeatable")
     rows_from: list[Path] = Field(default_factory=list, description="rows scored earlier on the same sessions "

@@ -14,6 +14,9 @@ For every session with a positive the model decodes `width` SIDs under the index
 - Intervals: every mean comes with a 95% bootstrap interval over sessions (`ci95`), and the
   per-session values of the headline metrics are kept (`per_session`) so that two systems
   evaluated on the same sessions can be compared pairwise (`paired_difference`).
+- Item prior (`item_prior` > 0): each SKU of the beam also gets weight x the item prior, the
+  request vector against the SKU's own text embedding (`sid_index.retrieve.item_prior_scores`);
+  several weights re-score one beam search.
 - Baselines on the same sessions: the most popular SIDs of train, and index-only retrieval
   (`sid_index.retrieve`: the request's text embedding against the SIDs' centroid sums).
 - Invalid-SID rate: the same model decoded with no constraint (same width); the share of
@@ -39,7 +42,7 @@ from sid_index.decoding import IndexPrior, beam_search
 from sid_index.embed import embed_texts
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids, load_index, require_index, scored_items
-from sid_index.retrieve import IndexRetriever, embedding_model_of, request_vector
+from sid_index.retrieve import IndexRetriever, embedding_model_of, item_bonus, item_request_vector, request_vector
 from sid_index.trie import BEAM_WIDTH
 from trainer.config import HEADLINE, HEADLINE_NAMES, EvalConfig
 from trainer.data import build_examples, embed_prompt_texts, history_codes
@@ -87,12 +90,13 @@ def dedupe(items: Iterable[Hashable]) -> list:
     return list(dict.fromkeys(items))
 
 
-def ranked_items(ranked_sids: Sequence[Sequence[int]], skus_of, scores: Sequence[float] | None = None) -> list[str]:
+def ranked_items(ranked_sids: Sequence[Sequence[int]], skus_of, scores: Sequence[float] | None = None,
+                 item_bonus=None) -> list[str]:
     """SKUs of ranked SIDs. Without scores (a fixed ranking: popularity, distance): every SKU of each SID in
     the index's order, concatenated. With the SIDs' log-probs (a model's beam): by item share of its SID's
-    probability (`sid_index.index.scored_items`). Repeats dropped."""
+    probability plus `item_bonus` (the item prior; `sid_index.index.scored_items`). Repeats dropped."""
     if scores is not None:
-        return dedupe(sku for sku, _, _ in scored_items(ranked_sids, scores, skus_of))
+        return dedupe(sku for sku, _, _ in scored_items(ranked_sids, scores, skus_of, item_bonus))
     return dedupe(sku for sid in ranked_sids for sku in skus_of(sid))
 
 
@@ -166,9 +170,11 @@ class RankingScores:
         self.sid, self.item, self.sid_curve, self.item_curve, self.truth_rows = [], [], [], [], []
         self.session_ids: list[str] = []
 
-    def add(self, ex, i: int, sids: list[tuple[int, ...]], scores: list[float] | None = None) -> None:
-        """Score the ranking `sids` (with the model's log-probs `scores`, if any) for session `i` of `ex`."""
-        self._add(ex, i, sids, ranked_items(sids, self.index.skus_of, scores))
+    def add(self, ex, i: int, sids: list[tuple[int, ...]], scores: list[float] | None = None,
+            item_bonus=None) -> None:
+        """Score the ranking `sids` (with the model's log-probs `scores` and the item prior's `item_bonus`,
+        if any) for session `i` of `ex`."""
+        self._add(ex, i, sids, ranked_items(sids, self.index.skus_of, scores, item_bonus))
 
     def add_items(self, ex, i: int, items: list[str]) -> None:
         """Score an item ranking (a peer's): its SID ranking is the SIDs of its items, first seen first."""
@@ -251,18 +257,37 @@ def request_vectors(ex, n: int, dataset: Dataset, split: str, index: SidIndex, c
     """The index-only request vector of the first `n` sessions of `ex` (`sid_index.retrieve.request_vector`):
     the query's embedding by the index's text model, else the history's SID vectors, else None."""
 
+    queries, histories = _requests(ex, n, dataset, split)
+    qvec = _query_vectors(queries, index, embedding_model)
+    history = [history_codes(index, h)[0] for h in histories]
+    return [request_vector(centroids, qvec.get(i), history[i]) for i in range(n)]
+
+
+def item_request_vectors(ex, n: int, dataset: Dataset, split: str, index: SidIndex,
+                         embedding_model: Path | None = None) -> list[np.ndarray | None]:
+    """The item prior's request vector of the first `n` sessions (`sid_index.retrieve.item_request_vector`):
+    the query's embedding, else the last history items' own vectors, else None."""
+    queries, histories = _requests(ex, n, dataset, split)
+    qvec = _query_vectors(queries, index, embedding_model)
+    return [item_request_vector(index, qvec.get(i), histories[i]) for i in range(n)]
+
+
+def _requests(ex, n: int, dataset: Dataset, split: str) -> tuple[list[str], list[list[str]]]:
+    """The query (stripped) and history (sku_ids) of the first `n` sessions of `ex`."""
     table = dataset.split(split)
     requests = {s: (q, h) for s, q, h in zip(table["session_id"].to_pylist(), table["query"].to_pylist(),
                                               table["history"].to_pylist(), strict=True)}
-    queries = [(requests[ex.session_ids[i]][0] or "").strip() for i in range(n)]
-    with_query = [i for i in range(n) if queries[i]]
-    qvec = {}
-    if with_query:
-        model = embedding_model_of(index, embedding_model)
-        emb, _ = embed_texts([queries[i] for i in with_query], model, progress=False)
-        qvec = dict(zip(with_query, emb, strict=True))
-    history = [history_codes(index, requests[ex.session_ids[i]][1] or [])[0] for i in range(n)]
-    return [request_vector(centroids, qvec.get(i), history[i]) for i in range(n)]
+    picked = [requests[ex.session_ids[i]] for i in range(n)]
+    return [(q or "").strip() for q, _ in picked], [list(h or []) for _, h in picked]
+
+
+def _query_vectors(queries: Sequence[str], index: SidIndex, embedding_model: Path | None) -> dict[int, np.ndarray]:
+    """Position -> the query's embedding by the index's text model, for the non-empty queries."""
+    with_query = [i for i, q in enumerate(queries) if q]
+    if not with_query:
+        return {}
+    emb, _ = embed_texts([queries[i] for i in with_query], embedding_model_of(index, embedding_model), progress=False)
+    return dict(zip(with_query, emb, strict=True))
 
 
 def evaluate_index_only(
@@ -316,11 +341,33 @@ def evaluate(
     unconstrained: bool = True,
     index_prior: float = 0.0,
     embedding_model: Path | None = None,
+    item_prior: float = 0.0,
 ) -> dict[str, Any]:
     """Metrics of one checkpoint (`trainer.model.Checkpoint`) on one split; see the module docstring.
 
     `index_prior` > 0 fuses the index's own retrieval score into the search (`sid_index.decoding.IndexPrior`)
-    with that weight, from the same request vectors as the index-only row."""
+    with that weight, from the same request vectors as the index-only row; `item_prior` > 0 adds the item
+    prior (`sid_index.retrieve.item_prior_scores`) with that weight to each SKU's score of the beam."""
+    return evaluate_item_priors(ckpt, index, dataset, split, width, batch_size, max_sessions, device, unconstrained,
+                                index_prior, embedding_model, (item_prior,))[0]
+
+
+def evaluate_item_priors(
+    ckpt,
+    index: SidIndex,
+    dataset: Dataset,
+    split: str = "test",
+    width: int = BEAM_WIDTH,
+    batch_size: int = 16,
+    max_sessions: int | None = None,
+    device: str = "cpu",
+    unconstrained: bool = True,
+    index_prior: float = 0.0,
+    embedding_model: Path | None = None,
+    item_priors: Sequence[float] = (0.0,),
+) -> list[dict[str, Any]]:
+    """`evaluate` for several item-prior weights from one beam search per session (the item prior re-scores
+    the beam's SKUs and leaves the search alone): one result per weight, in order."""
 
     start = time.perf_counter()
     dev = torch.device(device)
@@ -347,7 +394,7 @@ def evaluate(
     def prior(batch: list[int]) -> IndexPrior | None:
         return None if prior_vectors is None else IndexPrior.of(centroids, prior_vectors[batch], index_prior, dev)
 
-    scores = RankingScores(index, truth_targets(dataset.split(split), index), width)
+    truth = truth_targets(dataset.split(split), index)
     trie_beams = trie_invalid = 0
     ranked: dict[int, tuple[list[tuple[int, ...]], list[float]]] = {}
     t0 = time.perf_counter()
@@ -362,8 +409,14 @@ def evaluate(
             ranked[i] = [tuple(c) for c in codes[row][keep[row]].tolist()], beam[row][keep[row]].tolist()
     _sync(dev)
     decode_s = time.perf_counter() - t0
-    for i in range(n):  # session order, so per-session values pair with every other system's
-        scores.add(ex, i, *ranked[i])
+    item_vectors = (item_request_vectors(ex, n, dataset, split, index, embedding_model)
+                    if any(w > 0 for w in item_priors) else [None] * n)
+    per_weight = []
+    for weight in item_priors:
+        scores = RankingScores(index, truth, width)
+        for i in range(n):  # session order, so per-session values pair with every other system's
+            scores.add(ex, i, *ranked[i], item_bonus=item_bonus(index, item_vectors[i], weight))
+        per_weight.append((weight, scores.summary()))
 
     free: dict[str, Any] = {}
     if unconstrained:
@@ -385,22 +438,24 @@ def evaluate(
             "decode_s": time.perf_counter() - t0,
         }
 
-    return {
+    wall_s = time.perf_counter() - start
+    return [{
         "model": str(ckpt.path) if ckpt.path is not None else None,
         "index_prior": index_prior,
+        "item_prior": weight,
         "split": split,
         "width": width,
         "sessions": n,
         "skipped": ex.skipped,  # sessions of the split without any positive in the index
         "not_evaluated": len(ex) - n,  # beyond --max-sessions
-        **scores.summary(),
+        **summary,
         "constrained": {"invalid_rate": trie_invalid / trie_beams if trie_beams else 0.0, "beams": trie_beams},
         "unconstrained": free,
         "decode_s": decode_s,
         "sessions_per_s": n / decode_s if decode_s > 0 else None,
-        "wall_s": time.perf_counter() - start,
+        "wall_s": wall_s,
         "device": str(dev),
-    }
+    } for weight, summary in per_weight]
 
 
 # ----------------------------------------------------------------------------- several checkpoints -> one table
@@ -420,13 +475,18 @@ def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:
     for given, path in zip(cfg.model, paths, strict=True):
         ckpt = load_checkpoint(path, device=cfg.device)
         ckpt.check_index(index)
+        item_priors = cfg.item_prior if cfg.item_prior is not None else [ckpt.item_prior]
         for weight in cfg.index_prior if cfg.index_prior is not None else [ckpt.index_prior]:
             log(f"evaluating {given} on {cfg.data} ({cfg.split}), beam width {cfg.beam_width}, {cfg.device}"
-                + (f", index prior {weight:g}" if weight else ""))
-            res = evaluate(ckpt, index, dataset, cfg.split, cfg.beam_width, cfg.batch_size, cfg.max_sessions,
-                           cfg.device, cfg.unconstrained and not weight, weight, cfg.embedding_model)
-            res["name"] = str(given) + (f" + index prior {weight:g}" if weight else "")
-            results.append(res)
+                + (f", index prior {weight:g}" if weight else "")
+                + (f", item prior {', '.join(f'{w:g}' for w in item_priors)}" if any(item_priors) else ""))
+            rows = evaluate_item_priors(ckpt, index, dataset, cfg.split, cfg.beam_width, cfg.batch_size,
+                                        cfg.max_sessions, cfg.device, cfg.unconstrained and not weight, weight,
+                                        cfg.embedding_model, item_priors)
+            for res in rows:
+                res["name"] = (str(given) + (f" + index prior {weight:g}" if weight else "")
+                               + (f" + item prior {res['item_prior']:g}" if res["item_prior"] else ""))
+            results.extend(rows)
         del ckpt
     if cfg.baselines:
         log(f"baselines on the same sessions: most popular, {INDEX_ONLY}")
@@ -437,21 +497,24 @@ def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:
     return results
 
 
-def pick_prior(results: Sequence[dict[str, Any]], metric: str) -> tuple[float, dict[float, dict[str, float]]]:
-    """The index-prior weight whose margin over the index-only row on `metric` is surest: the highest lower
-    end of the paired 95% interval (ties: the higher mean). Why not the highest mean: on a few hundred or
-    thousand valid sessions the means of nearby weights sit inside each other's noise, and the one chosen
-    should be the weight that beats the floor, not a coin toss between weights.
+Weights = tuple[float, float]  # (index prior, item prior)
 
-    `results`: one model's rows (one per weight, `index_prior` set) and the index-only row, same sessions.
-    Returns the weight and, per weight, its paired difference to the floor."""
+
+def pick_prior(results: Sequence[dict[str, Any]], metric: str) -> tuple[Weights, dict[Weights, dict[str, float]]]:
+    """The (index-prior, item-prior) weights whose margin over the index-only row on `metric` is surest: the
+    highest lower end of the paired 95% interval (ties: the higher mean). Why not the highest mean: on a few
+    hundred or thousand valid sessions the means of nearby weights sit inside each other's noise, and the
+    one chosen should be the weight that beats the floor, not a coin toss between weights.
+
+    `results`: one model's rows (one per weight pair, `index_prior` and `item_prior` set) and the index-only
+    row, same sessions. Returns the pair and, per pair, its paired difference to the floor."""
     floor, rows = floor_and_models(results)
     if floor is None or not rows:
         raise RadgrError("--pick-prior needs the model's rows and the index-only row (no --no-baselines)")
     if metric not in floor["per_session"]:
         raise RadgrError(f"--pick-prior: unknown metric '{metric}'")
-    margins = {float(r["index_prior"]): paired_difference(r["per_session"][metric], floor["per_session"][metric])
-               for r in rows}
+    margins = {(float(r["index_prior"]), float(r.get("item_prior", 0.0))):
+               paired_difference(r["per_session"][metric], floor["per_session"][metric]) for r in rows}
     best = max(margins, key=lambda w: (margins[w]["lo"], margins[w]["mean"]))
     return best, margins
 

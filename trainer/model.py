@@ -65,6 +65,12 @@ class Checkpoint:
         return float(self.meta.get("index_prior", 0.0))
 
     @property
+    def item_prior(self) -> float:
+        """Weight of the item prior the model is served with (0: none; `sid_index.retrieve.item_prior_scores`):
+        the one `radgr eval --pick-prior` chose on valid beside the index prior."""
+        return float(self.meta.get("item_prior", 0.0))
+
+    @property
     def eos_id(self) -> int:
         return int(self.meta["eos_id"])
 
@@ -317,9 +323,10 @@ def load_checkpoint(
         raise RadgrError(f"{path / META_FILE}: damaged checkpoint metadata ({exc})") from None
     if meta.get("format") != CHECKPOINT_FORMAT or meta.get("version") != CHECKPOINT_VERSION:
         raise RadgrError(f"{path}: checkpoint format {meta.get('format')} v{meta.get('version')} is not supported")
-    prior = meta.get("index_prior", 0.0)
-    if isinstance(prior, bool) or not isinstance(prior, int | float) or not math.isfinite(prior) or prior < 0:
-        raise RadgrError(f"{path / META_FILE}: index_prior must be a number >= 0, got {prior!r}")
+    for key in ("index_prior", "item_prior"):
+        prior = meta.get(key, 0.0)
+        if isinstance(prior, bool) or not isinstance(prior, int | float) or not math.isfinite(prior) or prior < 0:
+            raise RadgrError(f"{path / META_FILE}: {key} must be a number >= 0, got {prior!r}")
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device) if with_model else None
     vocab = SidVocab.from_tokenizer(tokenizer, meta["codebook_sizes"])

@@ -464,3 +464,43 @@ def test_damaged_weights_stop_the_server_before_it_binds(served_path, tiny_index
     (ck / "model.safetensors").write_bytes(bytes(weights))
     with pytest.raises(RadgrError, match="model.safetensors: damaged"):
         preflight(settings_for(ck, tiny_index))
+
+
+def test_item_prior_served_reorders_the_beams_skus_as_computed_offline(served, served_path, tiny_index, requests,
+                                                                       tmp_path):
+    """`--item-prior W` keeps the search and re-scores its SKUs: each served score is the plain score (share of
+    its SID) + W x (2 q.e - |e|^2) with q the query's embedding, or the recency-weighted history items' own
+    vectors (1, 1/2, 1/4, newest first), computed here by hand; the order follows the scores. A checkpoint
+    with a picked item prior is served with it."""
+    from sid_index.embed import embed_texts
+    from trainer.model import load_checkpoint, save_checkpoint
+
+    width, weight = 16, 3.0
+    query, history = next((q, h) for q, h in requests if q and len(h) >= 3)
+    asks = [{"query": query}, {"history": history}]
+    plain = create_app(settings_for(served_path, tiny_index, beam_width=width, max_top_k=1000))
+    fused = create_app(settings_for(served_path, tiny_index, beam_width=width, max_top_k=1000, item_prior=weight))
+    answers = {}
+    with TestClient(plain) as a, TestClient(fused) as b:
+        wait_ready(a), wait_ready(b)
+        for ask in asks:
+            base = {i["sku_id"]: i["score"] for i in a.post("/v1/retrieve", json=ask | {"top_k": 1000}).json()["items"]}
+            got = answers[str(ask)] = b.post("/v1/retrieve", json=ask | {"top_k": 1000}).json()["items"]
+            if "query" in ask:
+                q = embed_texts([ask["query"]], progress=False)[0][0].astype(np.float64)
+            else:
+                last = history[-3:][::-1]
+                q = sum(w * tiny_index.vectors_of([s])[0] for w, s in zip((1, 0.5, 0.25), last)) / 1.75
+            assert {i["sku_id"] for i in got} == set(base)  # same beam, same SKUs
+            for item in got:
+                e = tiny_index.vectors_of([item["sku_id"]])[0].astype(np.float64)
+                assert item["score"] == pytest.approx(base[item["sku_id"]] + weight * (2 * e @ q - e @ e), abs=1e-4)
+            scores = [i["score"] for i in got]
+            assert scores == sorted(scores, reverse=True)
+            assert [i["sku_id"] for i in got] != list(base)  # the prior moved something
+    picked = load_checkpoint(served_path)
+    picked.meta["item_prior"] = weight  # as `radgr eval --pick-prior` records it
+    path = save_checkpoint(picked, tmp_path / "picked")
+    with TestClient(create_app(settings_for(path, tiny_index, beam_width=width, max_top_k=1000))) as c:
+        wait_ready(c)
+        assert c.post("/v1/retrieve", json=asks[0] | {"top_k": 1000}).json()["items"] == answers[str(asks[0])]

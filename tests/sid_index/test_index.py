@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from sid_index.errors import IndexFormatError
-from sid_index.index import TITLE_CHARS, TITLES_FILE, load_index, write_index
+from sid_index.errors import IndexFormatError, RadgrError
+from sid_index.index import ITEM_VECTORS_FILE, TITLE_CHARS, TITLES_FILE, load_index, write_index
 
 SIZES = (8, 4, 4)
 
@@ -59,6 +59,30 @@ def test_titles_round_trip_cut_and_checked(built, tmp_path, mmap):
     raw[-1] ^= 0xFF
     (path / TITLES_FILE).write_bytes(bytes(raw))
     with pytest.raises(IndexFormatError, match="sku_titles.marisa: damaged"):
+        load_index(path)
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_item_vectors_round_trip_by_sku(built, tmp_path, mmap):
+    """Each SKU's own vector comes back by sku_id (float16, in any order asked; unknown SKUs get zeros);
+    an index built without vectors refuses with a message; the file is under the manifest's checksums."""
+    _, skus, codes, _ = built
+    vectors = np.random.default_rng(1).normal(size=(len(skus), 6)).astype(np.float32)
+    path = write_index(tmp_path / "vec", skus, codes, SIZES, item_vectors=vectors)
+    idx = load_index(path, mmap=mmap)
+    asked = [skus[7], "absent", skus[0], skus[399], skus[7] + "\x00"]
+    got = idx.vectors_of(asked)
+    want = np.stack([vectors[7], np.zeros(6), vectors[0], vectors[399], np.zeros(6)]).astype(np.float16)
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+    assert got.dtype == np.float32
+    with pytest.raises(RadgrError, match="keeps no item vectors"):
+        load_index(built[0]).vectors_of(skus[:1])
+    with pytest.raises(ValueError, match="3 item vectors for 400 SKUs"):
+        write_index(tmp_path / "bad", skus, codes, SIZES, item_vectors=vectors[:3])
+    raw = bytearray((path / ITEM_VECTORS_FILE).read_bytes())
+    raw[-1] ^= 0xFF
+    (path / ITEM_VECTORS_FILE).write_bytes(bytes(raw))
+    with pytest.raises(IndexFormatError, match="checksum"):
         load_index(path)
 
 

@@ -384,9 +384,12 @@ def test_pick_prior_takes_the_surest_margin_over_the_index_not_the_highest_mean(
     results = [row("m", 0.0, noisy), row("m", 20.0, steady), row(INDEX_ONLY, 0.0, floor, None)]
     assert noisy.mean() > steady.mean()
     weight, margins = pick_prior(results, "item recall@10")
-    assert weight == 20.0
-    assert margins[0.0] == paired_difference(noisy, floor) and margins[20.0] == paired_difference(steady, floor)
-    assert margins[20.0]["lo"] > margins[0.0]["lo"]
+    assert weight == (20.0, 0.0)  # (index prior, item prior): rows without an item prior have 0
+    assert margins[0.0, 0.0] == paired_difference(noisy, floor)
+    assert margins[20.0, 0.0] == paired_difference(steady, floor)
+    assert margins[20.0, 0.0]["lo"] > margins[0.0, 0.0]["lo"]
+    item_row = row("m", 0.0, floor + 0.05) | {"item_prior": 2.0}
+    assert pick_prior([*results, item_row], "item recall@10")[0] == (0.0, 2.0)
     with pytest.raises(RadgrError, match="index-only row"):
         pick_prior(results[:2], "item recall@10")
 
@@ -409,11 +412,58 @@ def test_cli_pick_prior_writes_the_weight_into_the_checkpoint(tiny_ckpt, tiny_in
                                             unconstrained=False, index_prior=w)["per_session"]["sid mrr"], floor)
               for w in (0.0, 1e4)}
     want = max(margin, key=lambda w: (margin[w]["lo"], margin[w]["mean"]))
-    assert ckpt.index_prior == want and f"picked index prior {want:g}" in stderr
+    assert ckpt.index_prior == want and f"picked index prior {want:g}, item prior 0" in stderr
+    assert ckpt.item_prior == 0.0
     picked = ckpt.meta["index_prior_picked"]
-    assert picked["split"] == "valid" and picked["sessions"] == 12 and picked["weights"] == [0.0, 1e4]
+    assert picked["split"] == "valid" and picked["sessions"] == 12 and picked["weights"] == [[0.0, 0.0], [1e4, 0.0]]
     code, _, stderr = run_cli(monkeypatch, capsys, *args, "--split", "test", "--pick-prior", "sid mrr")
     assert code == 2 and "choose on the sessions it is judged on" in stderr
     code, _, stderr = run_cli(monkeypatch, capsys, *args, "--split", "valid", "--pick-prior", "sid mrr",
                               "--no-baselines")
     assert code == 2 and "index-only row" in stderr
+
+
+def test_item_prior_rescores_one_beam_exactly(tiny_ckpt, tiny_index, tiny_dataset):
+    """Several item-prior weights from one beam search: weight 0 is the plain evaluation; every other row
+    ranks the same beam's SKUs by share + weight x (2 q.e - |e|^2), recomputed here by a naive loop over the
+    SKUs with the query embedded separately; a huge weight orders the beam's SKUs by cosine alone."""
+    from sid_index.decoding import beam_search
+    from sid_index.embed import embed_texts
+    from sid_index.retrieve import embedding_model_of
+    from trainer.data import build_examples, embed_prompt_texts
+    from trainer.evaluate import evaluate, evaluate_item_priors, ranking_metrics
+
+    width, n = 8, 10
+    rows = evaluate_item_priors(tiny_ckpt, tiny_index, tiny_dataset, width=width, batch_size=4, max_sessions=n,
+                                unconstrained=False, item_priors=(0.0, 0.5, 1e6))
+    plain = evaluate(tiny_ckpt, tiny_index, tiny_dataset, width=width, batch_size=4, max_sessions=n,
+                     unconstrained=False)
+    assert [r["item_prior"] for r in rows] == [0.0, 0.5, 1e6]
+    assert rows[0]["per_session"] == plain["per_session"]
+
+    ex = build_examples(tiny_dataset, tiny_index, tiny_ckpt.prompts, "test")
+    embed_prompt_texts(ex, tiny_ckpt.text_model)
+    table = tiny_dataset.split("test")
+    query_of = dict(zip(table["session_id"].to_pylist(), table["query"].to_pylist(), strict=True))
+    model = embedding_model_of(tiny_index)
+    expect = {0.5: [], 1e6: []}
+    for i in range(n):
+        res = beam_search(tiny_ckpt.decoder.eval(), [ex.prompts[i]], tiny_ckpt.vocab, tiny_ckpt.eos_id, width,
+                          tiny_index.constraint("cpu"), pad_id=tiny_ckpt.pad_id)
+        keep = res.valid[0].numpy()
+        sids = [tuple(c) for c in res.codes[0].numpy()[keep].tolist()]
+        scores = res.scores[0].float().numpy()[keep].tolist()
+        q = embed_texts([query_of[ex.session_ids[i]].strip()], model, progress=False)[0][0]
+        gains = dict(zip(ex.pos_skus[i], ex.pos_sku_grades[i], strict=True))
+        for w in expect:
+            cands = []
+            for rank, (sid, score) in enumerate(zip(sids, scores, strict=True)):
+                skus = tiny_index.skus_of(sid)
+                for sku in skus:
+                    e = tiny_index.vectors_of([sku])[0].astype(np.float64)
+                    cands.append((score - np.log(len(skus)) + w * (2 * e @ q - e @ e), rank, sku))
+            ranked = list(dict.fromkeys(sku for _, _, sku in sorted(cands, key=lambda t: (-t[0], t[1]))))
+            expect[w].append(ranking_metrics(ranked, ex.pos_skus[i], (10,), gains)["mrr"])
+    for row, w in zip(rows[1:], expect, strict=True):
+        assert row["per_session"]["item mrr"] == pytest.approx(expect[w], abs=1e-12)
+    assert rows[2]["per_session"]["item mrr"] != rows[0]["per_session"]["item mrr"]  # the prior moved something
