@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -112,13 +113,21 @@ def embed_texts(
     return emb, {**info, "dim": int(emb.shape[1]), "cached": False}
 
 
+HF_LOAD_LOCK = threading.RLock()
+"""Held around every Hugging Face model load in this process. transformers' `from_pretrained` swaps class-level
+functions while it builds a model (`PreTrainedModel.tie_weights`, the `torch.nn.init` functions) and puts the
+saved ones back after: two loads in two threads (a server loading two apps, an embedder beside a model) can
+restore each other's stand-ins and leave weight tying off for the rest of the process."""
+
+
 def load_model(model_path: Path, device: str | None = None):
     """Load a sentence-transformers model from a local folder, never touching a model hub."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(model_path), device=device, local_files_only=True)
+    with HF_LOAD_LOCK:
+        return SentenceTransformer(str(model_path), device=device, local_files_only=True)
 
 
 class CachedEncoder:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from sid_index.atomic import CHECKSUMS, atomic_dir, complete_leftover, sha256_file, verify_checksums
+from sid_index.embed import HF_LOAD_LOCK
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids, require_index
 from sid_index.retrieve import embedding_model_of
@@ -127,7 +128,8 @@ def scratch_model(tokenizer, cfg: ScratchModelConfig, seed: int = 0):
         bos_token_id=None,
     )
     torch.manual_seed(seed)
-    return Qwen3ForCausalLM(config)
+    with HF_LOAD_LOCK:  # post_init ties the weights: not while another thread loads (see HF_LOAD_LOCK)
+        return Qwen3ForCausalLM(config)
 
 
 def residual_dropout(model: torch.nn.Module, p: float) -> list[torch.utils.hooks.RemovableHandle]:
@@ -165,8 +167,9 @@ def new_model(
         base = Path(base)
         if not (base / "config.json").is_file():
             raise RadgrError(f"{base}: not a Hugging Face checkpoint folder (no config.json)")
-        tokenizer = AutoTokenizer.from_pretrained(base)
-        model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
+        with HF_LOAD_LOCK:
+            tokenizer = AutoTokenizer.from_pretrained(base)
+            model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
         if tokenizer.eos_token_id is None:
             raise RadgrError(f"{base}: the tokenizer has no EOS token")
         if tokenizer.pad_token_id is None:
@@ -327,8 +330,9 @@ def load_checkpoint(
         prior = meta.get(key, 0.0)
         if isinstance(prior, bool) or not isinstance(prior, int | float) or not math.isfinite(prior) or prior < 0:
             raise RadgrError(f"{path / META_FILE}: {key} must be a number >= 0, got {prior!r}")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device) if with_model else None
+    with HF_LOAD_LOCK:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device) if with_model else None
     vocab = SidVocab.from_tokenizer(tokenizer, meta["codebook_sizes"])
     if list(vocab.offsets) != meta["sid_offsets"]:
         raise RadgrError(f"{path}: tokenizer SID token ids {vocab.offsets} differ from {META_FILE}")

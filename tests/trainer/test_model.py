@@ -106,3 +106,36 @@ def test_residual_dropout_drops_block_outputs_only_while_training(tiny_ckpt):
     with torch.no_grad():  # hooks gone: training mode computes what eval mode does (Qwen3 has no dropout of its own)
         assert torch.equal(model(input_ids=ids).logits, plain)
     model.eval()
+
+
+
+def test_loads_in_threads_leave_weight_tying_on(served_path):
+    """transformers' from_pretrained swaps PreTrainedModel.tie_weights for a no-op while it loads and puts the
+    saved one back after; two loads in two threads once left the no-op in place for the whole process (a
+    server's two apps; every later load then failed on an untied lm_head). With HF_LOAD_LOCK the loads take
+    turns: the class keeps its own tie_weights and every model's head is its embedding. (With the lock swapped
+    for a no-op, 8 threads x 3 rounds left the stand-in in place on every one of 5 runs here.)"""
+    import threading
+
+    from transformers import PreTrainedModel
+
+    original = PreTrainedModel.__dict__["tie_weights"]
+    start, loaded, errors = threading.Barrier(8), [], []
+
+    def load():
+        start.wait()
+        try:
+            loaded.append(load_checkpoint(served_path).model)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    for _ in range(3):
+        threads = [threading.Thread(target=load) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert PreTrainedModel.__dict__["tie_weights"] is original
+    assert not errors and len(loaded) == 24
+    for m in loaded:
+        assert m.lm_head.weight is m.model.embed_tokens.weight and not m.lm_head.weight.is_meta
