@@ -29,6 +29,9 @@ def serve_command(
     item_prior: Annotated[float | None, typer.Option(
         help="add the item prior (query or history text embedding against each decoded SKU's own) with this "
              "weight, as radgr eval --item-prior [RADGR_ITEM_PRIOR, default: the checkpoint's, else 0]")] = None,
+    index_prior_form: Annotated[str | None, typer.Option(
+        help="what the index prior scores, as radgr eval --index-prior-form: sid | item (native engine) "
+             "[RADGR_INDEX_PRIOR_FORM, default: the checkpoint's, else sid]")] = None,
     graceful_s: Annotated[float | None, typer.Option(
         help="on SIGTERM/SIGINT, wait this long for in-flight requests [RADGR_SHUTDOWN_GRACE_S, default 30]")] = None,
 ) -> None:
@@ -44,7 +47,8 @@ def serve_command(
     from server.settings import ServerSettings
 
     given = dict(model=model, index=index, engine=engine, host=host, port=port, device=device, beam_width=beam_width,
-                 index_prior=index_prior, item_prior=item_prior, shutdown_grace_s=graceful_s)
+                 index_prior=index_prior, item_prior=item_prior, index_prior_form=index_prior_form,
+                 shutdown_grace_s=graceful_s)
     try:
         settings = ServerSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:

@@ -19,6 +19,7 @@ from server.engine import BatchingEngine
 from server.metrics import ServerMetrics
 from server.retriever import Retriever, model_version
 from server.settings import ServerSettings, with_checkpoint_prior
+from sid_index.errors import RadgrError
 from sid_index.index import load_index
 from trainer.model import load_checkpoint
 
@@ -39,18 +40,23 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
     """Checkpoint + index + engine, checked against each other (raises RadgrError on a mismatch)."""
     index = load_index(settings.index)
     ckpt = load_checkpoint(settings.model, with_model=False)
-    settings = with_checkpoint_prior(settings, ckpt.index_prior, ckpt.item_prior)
-    native = resolve_engine(settings.engine, ckpt.prompts.config.align) == "native"
+    settings = with_checkpoint_prior(settings, ckpt.index_prior, ckpt.item_prior, ckpt.index_prior_form)
+    item_form = settings.index_prior > 0 and settings.index_prior_form == "item"
+    if item_form and settings.engine == "vllm":
+        raise RadgrError("the item-form index prior runs on the native engine only: serve with --engine native "
+                         "(or auto), or with --index-prior-form sid")
+    native = item_form or resolve_engine(settings.engine, ckpt.prompts.config.align) == "native"
     if native:
         ckpt = load_checkpoint(settings.model, device="cpu", dtype=settings.dtype)
-    retriever = Retriever(ckpt, index, index_prior=settings.index_prior, item_prior=settings.item_prior)  # checks the pair before any engine starts
+    retriever = Retriever(ckpt, index, index_prior=settings.index_prior, item_prior=settings.item_prior,
+                          index_prior_form=settings.index_prior_form)  # checks the pair before any engine starts
     common = dict(max_batch=settings.max_batch_requests, max_pending=settings.max_pending,
                   on_batch=metrics.observe_batch)
     if native:  # the engine chosen is imported, not both: importing vLLM costs seconds
         from server.native_engine import NativeEngine
 
         engine: BatchingEngine = NativeEngine(ckpt, index, settings.device, settings.score_eos, settings.index_prior,
-                                              **common)
+                                              index_prior_form=settings.index_prior_form, **common)
     else:
         from server.vllm_engine import VllmEngine
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from server.engine import BatchingEngine, BatchStats, Hits
-from sid_index.decoding import IndexPrior, beam_search
+from sid_index.decoding import IndexPrior, ItemPriorTable, beam_search
 from sid_index.index import SidIndex, load_centroids
 from trainer.model import Checkpoint
 
@@ -24,7 +24,7 @@ class NativeEngine(BatchingEngine):
     name = "native"
 
     def __init__(self, ckpt: Checkpoint, index: SidIndex, device: str = "cpu", score_eos: bool = False,
-                 index_prior: float = 0.0, **kwargs):
+                 index_prior: float = 0.0, index_prior_form: str = "sid", **kwargs):
         super().__init__(**kwargs)
         self.ckpt = ckpt
         self.model = ckpt.decoder.to(device).eval()
@@ -32,9 +32,10 @@ class NativeEngine(BatchingEngine):
         self.score_eos = score_eos
         self.device = device
         self.index_prior = index_prior  # weight of the index's retrieval score (sid_index.decoding.IndexPrior)
-        self.centroids = None
-        if index_prior > 0:
-
+        self.centroids = self.items = None
+        if index_prior > 0 and index_prior_form == "item":
+            self.items = ItemPriorTable.of(index, device)  # sid_index.decoding.ItemPrior: SIDs' best items
+        elif index_prior > 0:
             self.centroids = load_centroids(index)
 
     @torch.inference_mode()
@@ -47,10 +48,11 @@ class NativeEngine(BatchingEngine):
             zero = np.zeros(ck.text_inputs.text_dim, dtype=np.float32)
             text = torch.from_numpy(np.stack([zero if v is None else v for v in vectors or [None] * len(prompts)]))
         prior = None
-        if self.centroids is not None:
+        if self.centroids is not None or self.items is not None:
             if priors is None or any(p is None for p in priors):
                 raise ValueError("an engine with an index prior needs every request's prior vector")
-            prior = IndexPrior.of(self.centroids, np.stack(priors), self.index_prior, self.device)
+            prior = (self.items.prior(np.stack(priors), self.index_prior) if self.items is not None
+                     else IndexPrior.of(self.centroids, np.stack(priors), self.index_prior, self.device))
         res = beam_search(
             self.model, prompts, ck.vocab, ck.eos_id, max(widths), self.constraint,
             include_eos=self.score_eos, pad_id=ck.pad_id, widths=widths, text_vectors=text, prior=prior,

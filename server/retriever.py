@@ -94,7 +94,7 @@ class Retriever:
     """Builds prompts (and text / index-prior vectors) from requests and turns decoded SIDs into ranked SKUs."""
 
     def __init__(self, ckpt: Checkpoint, index: SidIndex, text_cache: int = 4096, index_prior: float = 0.0,
-                 item_prior: float = 0.0):
+                 item_prior: float = 0.0, index_prior_form: str = "sid"):
         check_compatible(ckpt, index)
         self.index = index
         self.item_prior = item_prior  # weight of the item prior on each SKU of the beam (0: none)
@@ -103,8 +103,10 @@ class Retriever:
         self.prompts: PromptBuilder = ckpt.prompts
         self.encoder = None  # the index's text model: for checkpoints with text inputs and for the index prior
         self.centroids = None  # the index's RQ-KMeans centroids, for the index prior
-        if index_prior > 0:
-
+        self.item_form = index_prior > 0 and index_prior_form == "item"  # the index prior at item resolution
+        if self.item_form:
+            index.vectors_of([])  # refuses an index without item vectors before the server starts
+        elif index_prior > 0:
             self.centroids = load_centroids(index)
             if len(self.centroids) != index.levels:
                 raise RadgrError(f"index prior: index {index.root} has no RQ-KMeans centroids (built from given codes)")
@@ -133,8 +135,9 @@ class Retriever:
         t0 = time.perf_counter()
         vector = self.vector(query)
         embed_s = None if vector is None else time.perf_counter() - t0
-        prior = None if self.centroids is None else request_vector(self.centroids, vector, codes)
-        item = item_request_vector(self.index, vector, history) if self.item_prior > 0 else None
+        item = item_request_vector(self.index, vector, history) if self.item_prior > 0 or self.item_form else None
+        prior = item if self.item_form else None if self.centroids is None else request_vector(self.centroids,
+                                                                                                 vector, codes)
         return Encoded(prompt, vector, prior, embed_s, item)
 
     def prompt(

@@ -35,6 +35,9 @@ class ServerSettings(BaseSettings):
     item_prior: float | None = Field(None, ge=0, description="weight of the item prior (the request's text "
                                      "embedding against each decoded SKU's own) added to the SKUs' scores (radgr "
                                      "eval --item-prior; None: the checkpoint's, else 0)")
+    index_prior_form: Literal["sid", "item"] | None = Field(
+        None, description="what the index prior scores (radgr eval --index-prior-form): 'sid' each SID's centroid "
+        "sum, 'item' its best SKU's own text vector, native engine only; None: the checkpoint's, else 'sid'")
     score_eos: bool = Field(False, description="add log p(EOS | SID) to scores (one more decoder step)")
     max_query_chars: int = Field(512, ge=1)
     max_history: int = Field(200, ge=0, description="history items a request may send (the prompt keeps the last few)")
@@ -78,10 +81,12 @@ class ServerSettings(BaseSettings):
         return self
 
 
-def with_checkpoint_prior(settings: ServerSettings, trained_prior: float, item_prior: float = 0.0
-                          ) -> ServerSettings:
-    """`settings` with `index_prior` and `item_prior` set: as given, else the checkpoint's weights."""
+def with_checkpoint_prior(settings: ServerSettings, trained_prior: float, item_prior: float = 0.0,
+                          form: str = "sid") -> ServerSettings:
+    """`settings` with `index_prior`, `item_prior` and `index_prior_form` set: as given, else the checkpoint's."""
     update = {}
+    if settings.index_prior_form is None:
+        update["index_prior_form"] = form
     if settings.index_prior is None:
         update["index_prior"] = float(trained_prior)
     if settings.item_prior is None:

@@ -121,6 +121,20 @@ class SidConstraint:
         out[rows[hit]] = edge[hit]  # codes are distinct among siblings: at most one hit per row
         return torch.where(ok, out, torch.full_like(out, -1))
 
+    def children(self, level: int, nodes: torch.Tensor) -> torch.Tensor:
+        """Long [B, K_level]: the child node (at level+1) each code leads to from each node of `level`; -1 where
+        the code is not allowed (every code for node -1). `advance` for every code at once."""
+        k = self.codebook_sizes[level]
+        child = self._child[level]
+        if child is not None:
+            return child[torch.where(nodes >= 0, nodes, child.shape[0] - 1)].long()
+        rows, edge, picked, live = self._children(level, nodes)
+        out = torch.full((nodes.shape[0], k + 1), -1, dtype=torch.long, device=self.device)
+        if live is not None:
+            picked = torch.where(live, picked, torch.full_like(picked, k))
+        out[rows, picked] = edge.long()
+        return out[:, :k]
+
     def mask_nodes(self, level: int, nodes: torch.Tensor) -> torch.Tensor:
         """Bool [B, K_level]: codes allowed after each node of `level` (all False for node -1)."""
         k = self.codebook_sizes[level]

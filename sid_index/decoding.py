@@ -18,17 +18,25 @@ each SID's score also gets `weight * (|q|^2 - |q - v_SID|^2)`: q the request's t
 v_SID the sum of its codes' centroids. It is added level by level, `weight * (2 r.c - |c|^2)`
 for code centroid c and the beam's residual r (q minus its prefix's centroids); the increments
 telescope to the whole term, so the search ranks model and index evidence together.
+
+An `ItemPrior` is the same term at item resolution: a SID is worth `weight * max (2 q.e - |e|^2)` over
+its SKUs' own text vectors e (no quantisation loss), and each prefix is worth the best SID under it.
+Step t adds the change of that best value, so the increments again telescope to the SID's own term,
+and the prefix part is an exact lookahead: at a large weight the search returns exactly the `width`
+SIDs holding the best items (dense retrieval at SID level), at any width.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from sid_index.constraint import SidConstraint
+from sid_index.index import SidIndex
 from sid_index.tokens import SidVocab
-from sid_index.trie import BEAM_WIDTH
+from sid_index.trie import BEAM_WIDTH, TrieArrays
 
 NEG_INF = float("-inf")
 
@@ -51,6 +59,61 @@ class IndexPrior:
         v = sum(c[codes[..., level]] for level, c in enumerate(self.centroids))
         q = self.vectors[:, None, :]
         return self.weight * ((q * q).sum(-1) - ((q - v) ** 2).sum(-1))
+
+
+@dataclass
+class ItemPrior:
+    """The index prior at item resolution, searched with exact lookahead (see the module docstring)."""
+
+    heads: list[torch.Tensor]  # heads[t] [B, nodes at level t+1]: weight x the best item score under each node
+
+    def score(self, leaves: torch.Tensor) -> torch.Tensor:
+        """weight * the best item score of SIDs given as leaf ids [B, S] (the reference the search must equal)."""
+        return self.heads[-1].gather(1, leaves)
+
+
+class ItemPriorTable:
+    """What an `ItemPrior` is computed from, once per index and device: every SKU's own text vector, the
+    trie position (leaf id) of its SID and each level's parent links."""
+
+    def __init__(self, trie: TrieArrays, item_vectors: np.ndarray, item_sids: np.ndarray,
+                 device: str | torch.device = "cpu"):
+        sids = trie.sids()  # sorted: row i is leaf (last-level edge) i
+        radix = np.cumprod([1, *trie.codebook_sizes[:0:-1]])[::-1].astype(np.int64)  # mixed-radix SID keys
+        keys, item_keys = sids @ radix, np.asarray(item_sids, dtype=np.int64).reshape(len(item_vectors), -1) @ radix
+        leaves = np.searchsorted(keys, item_keys)
+        if (leaves >= len(keys)).any() or (keys[np.minimum(leaves, len(keys) - 1)] != item_keys).any():
+            raise ValueError("an item's SID is not in the trie")
+        vectors = torch.from_numpy(np.asarray(item_vectors, dtype=np.float32))
+        self.device = torch.device(device)
+        self.vectors = vectors.to(self.device)  # [N, D]
+        self.norms = (vectors * vectors).sum(-1).to(self.device)  # [N]
+        self.leaves = torch.from_numpy(leaves).to(self.device)  # [N] leaf id of each item
+        self.parents = [torch.from_numpy(trie.parents(level)).to(self.device) for level in range(trie.levels)]
+        self.sizes = [trie.nodes(level) for level in range(trie.levels)] + [trie.num_sids]  # nodes per level
+
+    @staticmethod
+    def of(index: SidIndex, device: str | torch.device = "cpu") -> ItemPriorTable:
+        """The table of an index's own item vectors (`radgr index build` keeps them)."""
+        if index.item_vectors is None or index.rows is None:
+            raise ValueError(f"index {index.root} keeps no item vectors (built from given codes, or before they "
+                             "were kept): rebuild it with `radgr index build` for an item-resolution prior")
+        sids = [index.sid_of(index.rows.restore_key(r)) for r in range(len(index.rows))]
+        return ItemPriorTable(index.trie, index.item_vectors, np.asarray(sids, dtype=np.int64), device)
+
+    def prior(self, vectors, weight: float) -> ItemPrior:
+        """The `ItemPrior` of request vectors [B, D] (zero rows: no prior for that request)."""
+        q = torch.as_tensor(vectors, dtype=torch.float32, device=self.device).reshape(-1, self.vectors.shape[1])
+        items = 2 * q @ self.vectors.T - self.norms  # [B, N]
+        batch = q.shape[0]
+        best = torch.full((batch, self.sizes[-1]), NEG_INF, device=self.device)
+        best.scatter_reduce_(1, self.leaves.expand(batch, -1), items, "amax")
+        heads = [best]
+        for level in range(len(self.parents) - 1, 0, -1):  # nodes of level+1 are the edges of `level`
+            up = torch.full((batch, self.sizes[level]), NEG_INF, device=self.device)
+            heads.insert(0, up.scatter_reduce_(1, self.parents[level].expand(batch, -1), heads[0], "amax"))
+        live = (q != 0).any(-1, keepdim=True)
+        return ItemPrior([torch.where(live, float(weight) * h, torch.zeros_like(h)) for h in heads])
 
 
 @dataclass
@@ -121,7 +184,7 @@ def beam_search(
     constrained: bool = True,
     widths: list[int] | None = None,
     text_vectors: torch.Tensor | None = None,
-    prior: IndexPrior | None = None,
+    prior: IndexPrior | ItemPrior | None = None,
 ) -> BeamResult:
     """The best `width` SIDs of each prompt, best first.
 
@@ -136,7 +199,8 @@ def beam_search(
     batch: a prompt's slots past its width are kept empty at every step, which is exactly a
     search of that width (the server batches requests of different widths this way).
     `text_vectors` [B, D] fill the prompts' text-vector slots (a `TextInputLM` model).
-    `prior` adds the index's retrieval score to every SID's (constrained search only).
+    `prior` adds the index's retrieval score to every SID's (constrained search only): an `IndexPrior` (SID
+    reconstructions) or an `ItemPrior` (the SIDs' best items, with exact lookahead).
     The model is used as it is (call `model.eval()` first).
     """
     device = model_device(model)
@@ -169,16 +233,18 @@ def beam_search(
     nodes = constraint.root(batch)[:, None] if use_trie else None  # [B, beams] trie node of each beam
     if prior is not None and not use_trie:
         raise ValueError("an index prior needs the constrained search")
-    residual = None if prior is None else prior.vectors.to(work)[:, None, :]  # [B, beams, D]
+    residual = prior.vectors.to(work)[:, None, :] if isinstance(prior, IndexPrior) else None  # [B, beams, D]
     for t in range(levels):
         if use_trie:
             lo, hi = vocab.token_range(t)
             lse = torch.logsumexp(logits.to(work), -1, keepdim=True)
             logp = logits[:, lo:hi].to(work) - lse
-            if prior is not None:  # weight * (|r|^2 - |r - c|^2) = weight * (2 r.c - |c|^2) per (beam, code)
+            if isinstance(prior, IndexPrior):  # weight * (2 r.c - |c|^2) per (beam, code)
                 cent = prior.centroids[t].to(work)
                 gain = 2 * residual @ cent.T - (cent * cent).sum(-1)
                 logp = logp + prior.weight * gain.reshape(batch * beams, -1)
+            elif isinstance(prior, ItemPrior):  # the best item below each child, minus the best below the beam
+                logp = logp + _lookahead_gain(prior, t, nodes, constraint).to(work)
             logp = logp.masked_fill(~constraint.mask_nodes(t, nodes.reshape(-1)), NEG_INF)
         else:
             lo = 0
@@ -221,6 +287,20 @@ def beam_search(
     else:
         valid = live & (codes >= 0).all(-1)
     return BeamResult(codes=codes, scores=scores, valid=valid, tokens=tokens)
+
+
+def _lookahead_gain(prior: ItemPrior, t: int, nodes: torch.Tensor, constraint: SidConstraint) -> torch.Tensor:
+    """[B * beams, K_t]: heads[t] of each (beam, code)'s child minus heads[t-1] of the beam's node (0 at t = 0)."""
+    batch, beams = nodes.shape
+    flat = nodes.reshape(-1)
+    row = torch.arange(batch, device=flat.device).repeat_interleave(beams)  # the request of each beam
+    head = prior.heads[t]
+    kids = constraint.children(t, flat).clamp(min=0)  # forbidden codes are masked after
+    gain = head.reshape(-1)[row[:, None] * head.shape[1] + kids]
+    if t > 0:
+        here = prior.heads[t - 1]
+        gain = gain - here.reshape(-1)[row * here.shape[1] + flat.clamp(min=0)][:, None]
+    return gain
 
 
 def _beam_logits(model, cache, prompt_mask: torch.Tensor, next_pos: torch.Tensor, tokens: torch.Tensor):

@@ -230,6 +230,10 @@ class EvalConfig(BaseModel):
                                            "embedding against each SKU's own) added to every SKU of the beam; "
                                            "repeat: one row per weight, all from one beam search (0: none; not "
                                            "given: the checkpoint's)")
+    index_prior_form: Literal["sid", "item"] | None = Field(None, description="what the index prior scores: 'sid' "
+                                                           "each SID's centroid sum, 'item' its best SKU's own text "
+                                                           "vector, searched with exact lookahead (adds the index-only "
+                                                           "row at item resolution; not given: the checkpoint's)")
     embedding_model: Path | None = Field(None, description="the index's text model, when not where the index says")
     out: Path | None = Field(None, description="write every model's metrics as JSON here")
     markdown: Path | None = Field(None, description="write the results table (markdown) here")
@@ -284,6 +288,7 @@ class PeersConfig(BaseModel):
                                             "weight (0: the model alone)")
     item_prior: list[float] | None = Field(None, description="as radgr eval --item-prior: one row per model, "
                                            "index-prior weight and item-prior weight")
+    index_prior_form: Literal["sid", "item"] | None = Field(None, description="as radgr eval --index-prior-form")
     rankings: list[Path] = Field(default_factory=list, description="rankings made elsewhere (JSON; e.g. "
                                  "bench/sasrec_recbole.py); repeatable")
     rows_from: list[Path] = Field(default_factory=list, description="rows scored earlier on the same sessions "

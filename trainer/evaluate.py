@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from sid_index.data.schema import RELEVANT_GRADE, Dataset, load_dataset, split_names
-from sid_index.decoding import IndexPrior, beam_search
+from sid_index.decoding import IndexPrior, ItemPrior, ItemPriorTable, beam_search
 from sid_index.embed import embed_texts
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids, load_index, require_index, scored_items
@@ -250,6 +250,7 @@ def evaluate_popular(
 
 
 INDEX_ONLY = "index only (quantised text embedding)"
+INDEX_ONLY_ITEMS = "index only (item text vectors)"
 
 
 def request_vectors(ex, n: int, dataset: Dataset, split: str, index: SidIndex, centroids,
@@ -311,6 +312,29 @@ def evaluate_index_only(
     return _fixed_rankings(INDEX_ONLY, index, dataset, split, width, max_sessions, rank, True)
 
 
+def evaluate_index_only_items(
+    index: SidIndex, dataset: Dataset, split: str = "test", width: int = BEAM_WIDTH,
+    max_sessions: int | None = None, embedding_model: Path | None = None,
+) -> dict[str, Any]:
+    """The index alone at item resolution, the floor of the item-form index prior: each session's item-prior
+    request vector (query embedding, else the last history items' own vectors) against every SKU's own vector;
+    SIDs ranked by their best SKU (exact dense retrieval, read off at SID level)."""
+
+    def rank(ex, n: int) -> list[list[tuple[int, ...]]]:
+        table, sids = ItemPriorTable.of(index), index.trie.sids()
+        vectors = item_request_vectors(ex, n, dataset, split, index, embedding_model)
+        out = []
+        for i in range(n):
+            if vectors[i] is None:
+                out.append([])
+                continue
+            best = table.prior(vectors[i][None], 1.0).heads[-1][0]
+            out.append([tuple(sids[j].tolist()) for j in best.topk(min(width, len(best))).indices.tolist()])
+        return out
+
+    return _fixed_rankings(INDEX_ONLY_ITEMS, index, dataset, split, width, max_sessions, rank, True)
+
+
 def prior_request_vectors(ex, n: int, dataset: Dataset, split: str, index: SidIndex,
                           embedding_model: Path | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     """The index's centroids and the request vectors [n, D] the index prior scores SIDs against (zeros for a
@@ -342,14 +366,16 @@ def evaluate(
     index_prior: float = 0.0,
     embedding_model: Path | None = None,
     item_prior: float = 0.0,
+    prior_form: str = "sid",
 ) -> dict[str, Any]:
     """Metrics of one checkpoint (`trainer.model.Checkpoint`) on one split; see the module docstring.
 
     `index_prior` > 0 fuses the index's own retrieval score into the search (`sid_index.decoding.IndexPrior`)
     with that weight, from the same request vectors as the index-only row; `item_prior` > 0 adds the item
-    prior (`sid_index.retrieve.item_prior_scores`) with that weight to each SKU's score of the beam."""
+    prior (`sid_index.retrieve.item_prior_scores`) with that weight to each SKU's score of the beam. `prior_form`
+    'item' fuses the index prior at item resolution instead (`sid_index.decoding.ItemPrior`)."""
     return evaluate_item_priors(ckpt, index, dataset, split, width, batch_size, max_sessions, device, unconstrained,
-                                index_prior, embedding_model, (item_prior,))[0]
+                                index_prior, embedding_model, (item_prior,), prior_form)[0]
 
 
 def evaluate_item_priors(
@@ -365,6 +391,7 @@ def evaluate_item_priors(
     index_prior: float = 0.0,
     embedding_model: Path | None = None,
     item_priors: Sequence[float] = (0.0,),
+    prior_form: str = "sid",
 ) -> list[dict[str, Any]]:
     """`evaluate` for several item-prior weights from one beam search per session (the item prior re-scores
     the beam's SKUs and leaves the search alone): one result per weight, in order."""
@@ -388,11 +415,20 @@ def evaluate_item_priors(
     def vectors(batch: list[int]) -> torch.Tensor | None:
         return None if ex.text_vectors is None else torch.from_numpy(ex.text_vectors[batch])
 
-    centroids, prior_vectors = (prior_request_vectors(ex, n, dataset, split, index, embedding_model)
-                                if index_prior > 0 else (None, None))
+    item_vectors = (item_request_vectors(ex, n, dataset, split, index, embedding_model)
+                    if any(w > 0 for w in item_priors) or (index_prior > 0 and prior_form == "item") else [None] * n)
+    if index_prior > 0 and prior_form == "item":
+        table, zero = ItemPriorTable.of(index, dev), np.zeros(index.item_vectors.shape[1], dtype=np.float32)
+        item_stack = np.stack([zero if v is None else v for v in item_vectors])
 
-    def prior(batch: list[int]) -> IndexPrior | None:
-        return None if prior_vectors is None else IndexPrior.of(centroids, prior_vectors[batch], index_prior, dev)
+        def prior(batch: list[int]) -> IndexPrior | ItemPrior | None:
+            return table.prior(item_stack[batch], index_prior)
+    else:
+        centroids, prior_vectors = (prior_request_vectors(ex, n, dataset, split, index, embedding_model)
+                                    if index_prior > 0 else (None, None))
+
+        def prior(batch: list[int]) -> IndexPrior | ItemPrior | None:
+            return None if prior_vectors is None else IndexPrior.of(centroids, prior_vectors[batch], index_prior, dev)
 
     truth = truth_targets(dataset.split(split), index)
     trie_beams = trie_invalid = 0
@@ -409,8 +445,6 @@ def evaluate_item_priors(
             ranked[i] = [tuple(c) for c in codes[row][keep[row]].tolist()], beam[row][keep[row]].tolist()
     _sync(dev)
     decode_s = time.perf_counter() - t0
-    item_vectors = (item_request_vectors(ex, n, dataset, split, index, embedding_model)
-                    if any(w > 0 for w in item_priors) else [None] * n)
     per_weight = []
     for weight in item_priors:
         scores = RankingScores(index, truth, width)
@@ -442,6 +476,7 @@ def evaluate_item_priors(
     return [{
         "model": str(ckpt.path) if ckpt.path is not None else None,
         "index_prior": index_prior,
+        "index_prior_form": prior_form,
         "item_prior": weight,
         "split": split,
         "width": width,
@@ -476,21 +511,25 @@ def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:
         ckpt = load_checkpoint(path, device=cfg.device)
         ckpt.check_index(index)
         item_priors = cfg.item_prior if cfg.item_prior is not None else [ckpt.item_prior]
+        form = cfg.index_prior_form or ckpt.index_prior_form
         for weight in cfg.index_prior if cfg.index_prior is not None else [ckpt.index_prior]:
+            prior_name = f" + index prior {weight:g}" + (" (items)" if form == "item" else "") if weight else ""
             log(f"evaluating {given} on {cfg.data} ({cfg.split}), beam width {cfg.beam_width}, {cfg.device}"
-                + (f", index prior {weight:g}" if weight else "")
+                + prior_name.replace(" + ", ", ", 1)
                 + (f", item prior {', '.join(f'{w:g}' for w in item_priors)}" if any(item_priors) else ""))
             rows = evaluate_item_priors(ckpt, index, dataset, cfg.split, cfg.beam_width, cfg.batch_size,
                                         cfg.max_sessions, cfg.device, cfg.unconstrained and not weight, weight,
-                                        cfg.embedding_model, item_priors)
+                                        cfg.embedding_model, item_priors, form)
             for res in rows:
-                res["name"] = (str(given) + (f" + index prior {weight:g}" if weight else "")
+                res["name"] = (str(given) + prior_name
                                + (f" + item prior {res['item_prior']:g}" if res["item_prior"] else ""))
             results.extend(rows)
         del ckpt
     if cfg.baselines:
-        log(f"baselines on the same sessions: most popular, {INDEX_ONLY}")
-        for fn, kw in ((evaluate_popular, {}), (evaluate_index_only, {"embedding_model": cfg.embedding_model})):
+        floors = [evaluate_index_only] + ([evaluate_index_only_items] if cfg.index_prior_form == "item" else [])
+        log(f"baselines on the same sessions: most popular, {INDEX_ONLY}"
+            + (f", {INDEX_ONLY_ITEMS}" if len(floors) > 1 else ""))
+        for fn, kw in [(evaluate_popular, {})] + [(f, {"embedding_model": cfg.embedding_model}) for f in floors]:
             res = fn(index, dataset, cfg.split, cfg.beam_width, cfg.max_sessions, **kw)
             res["name"] = res["model"]
             results.append(res)
@@ -536,8 +575,10 @@ def _precheck(path: Path, index: SidIndex, split: str) -> None:
 
 
 def floor_and_models(results: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The index-only row (None when absent) and the trained checkpoints' rows, those with per-session scores."""
-    floor = next((r for r in results if r["model"] == INDEX_ONLY and r.get("per_session")), None)
+    """The index-only row (None when absent; the item-resolution one when present, the stronger floor) and the
+    trained checkpoints' rows, those with per-session scores."""
+    floors = {r["model"]: r for r in results if r["model"] in (INDEX_ONLY, INDEX_ONLY_ITEMS) and r.get("per_session")}
+    floor = floors.get(INDEX_ONLY_ITEMS, floors.get(INDEX_ONLY))
     return floor, [r for r in results if r.get("per_session") and r.get("device")]
 
 
@@ -576,7 +617,8 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     floor, models = floor_and_models(results)
     if floor is not None and models:
-        lines += ["", f"Paired difference to {INDEX_ONLY} on the same sessions (mean [95% interval]; * excludes 0):",
+        lines += ["", f"Paired difference to {floor['model']} on the same sessions "
+                  "(mean [95% interval]; * excludes 0):",
                   "", "| model | " + " | ".join(HEADLINE_NAMES) + " |", "|" + "---|" * (len(HEADLINE_NAMES) + 1)]
         for r in models:
             cells = [difference_cell(r, floor, name) for name in HEADLINE_NAMES]

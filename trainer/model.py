@@ -66,6 +66,12 @@ class Checkpoint:
         return float(self.meta.get("index_prior", 0.0))
 
     @property
+    def index_prior_form(self) -> str:
+        """What the index prior scores: 'sid' (each SID's centroid sum) or 'item' (its best SKU's own vector,
+        `sid_index.decoding.ItemPrior`); set by `radgr eval --pick-prior` with the weight."""
+        return str(self.meta.get("index_prior_form", "sid"))
+
+    @property
     def item_prior(self) -> float:
         """Weight of the item prior the model is served with (0: none; `sid_index.retrieve.item_prior_scores`):
         the one `radgr eval --pick-prior` chose on valid beside the index prior."""
@@ -330,6 +336,9 @@ def load_checkpoint(
         prior = meta.get(key, 0.0)
         if isinstance(prior, bool) or not isinstance(prior, int | float) or not math.isfinite(prior) or prior < 0:
             raise RadgrError(f"{path / META_FILE}: {key} must be a number >= 0, got {prior!r}")
+    if meta.get("index_prior_form", "sid") not in ("sid", "item"):
+        raise RadgrError(f"{path / META_FILE}: index_prior_form must be 'sid' or 'item', "
+                         f"got {meta.get('index_prior_form')!r}")
     with HF_LOAD_LOCK:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device) if with_model else None

@@ -351,6 +351,7 @@ def compare(cfg: PeersConfig, log=print) -> list[dict[str, Any]]:
         ev = EvalConfig(model=cfg.model, index=cfg.index, data=cfg.data, split=cfg.split, beam_width=cfg.beam_width,
                         batch_size=cfg.batch_size, max_sessions=cfg.max_sessions, device=cfg.device,
                         unconstrained=False, index_prior=cfg.index_prior, item_prior=cfg.item_prior,
+                        index_prior_form=cfg.index_prior_form,
                         embedding_model=cfg.embedding_model)
         # the peers' popularity ranks items; radgr eval's popular-SID row would be a second, different one
         results = [r for r in evaluate_models(ev, log) if r["model"] != POPULAR_SIDS]

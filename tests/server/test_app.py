@@ -449,6 +449,46 @@ def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tin
             assert sid_order(body["items"]) == answers[2.0, str(ask)]
 
 
+def test_item_form_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tiny_index, requests,
+                                                                  tmp_path):
+    """`--index-prior W --index-prior-form item` answers exactly what beam search with the `ItemPrior` gives
+    offline, at a narrow width (the lookahead needs none wider), for query and history-only requests; a
+    checkpoint whose picked prior is item-form is served with it; vLLM refuses the form with one line."""
+    from sid_index.decoding import ItemPriorTable, beam_search
+    from sid_index.embed import embed_texts
+    from sid_index.retrieve import item_request_vector
+    from trainer.model import load_checkpoint, save_checkpoint
+
+    width, weight = 8, 3.0
+    table = ItemPriorTable.of(tiny_index)
+    query, history = next((q, h) for q, h in requests if q and h)
+    asks = [{"query": query}, {"history": history[:5]}]
+    settings = settings_for(served_path, tiny_index, beam_width=width, index_prior=weight, index_prior_form="item",
+                            max_top_k=1000)
+    answers = {}
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        for ask in asks:
+            answers[str(ask)] = sid_order(c.post("/v1/retrieve", json=ask | {"top_k": 1000}).json()["items"])
+            q = embed_texts([ask["query"]], progress=False)[0][0] if "query" in ask else None
+            vec = item_request_vector(tiny_index, q, ask.get("history", []))
+            prompt = Retriever(served, tiny_index).prompt(ask.get("query"), ask.get("history", []))
+            res = beam_search(served.decoder, [prompt], served.vocab, served.eos_id, width,
+                              tiny_index.constraint("cpu"), pad_id=served.pad_id, include_eos=False,
+                              prior=table.prior(vec[None], weight))
+            assert answers[str(ask)] == [format_sid(c) for c in res.sids(0)], ask
+    picked = load_checkpoint(served_path)
+    picked.meta.update(index_prior=weight, index_prior_form="item")  # as `radgr eval --pick-prior` records it
+    path = save_checkpoint(picked, tmp_path / "picked")
+    with TestClient(create_app(settings_for(path, tiny_index, beam_width=width, max_top_k=1000))) as c:
+        wait_ready(c)
+        for ask in asks:
+            body = c.post("/v1/retrieve", json=ask | {"top_k": 1000}).json()
+            assert sid_order(body["items"]) == answers[str(ask)]
+    with pytest.raises(RadgrError, match="item-form index prior runs on the native engine only"):
+        load(settings.model_copy(update={"engine": "vllm"}), None)
+
+
 def test_damaged_weights_stop_the_server_before_it_binds(served_path, tiny_index, tmp_path):
     """4 KB of flipped bytes in model.safetensors (same size): refused with one line by the pre-flight check
     `radgr serve` runs before binding its port, instead of serving garbage scores under the same version."""
@@ -490,7 +530,7 @@ def test_item_prior_served_reorders_the_beams_skus_as_computed_offline(served, s
                 q = embed_texts([ask["query"]], progress=False)[0][0].astype(np.float64)
             else:
                 last = history[-3:][::-1]
-                q = sum(w * tiny_index.vectors_of([s])[0] for w, s in zip((1, 0.5, 0.25), last)) / 1.75
+                q = sum(w * tiny_index.vectors_of([s])[0] for w, s in zip((1, 0.5, 0.25), last, strict=False)) / 1.75
             assert {i["sku_id"] for i in got} == set(base)  # same beam, same SKUs
             for item in got:
                 e = tiny_index.vectors_of([item["sku_id"]])[0].astype(np.float64)

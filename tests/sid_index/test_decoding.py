@@ -200,3 +200,82 @@ def test_index_prior_exact_against_brute_force(peaked, trie, include_eos):
     with pytest.raises(ValueError, match="constrained search"):
         beam_search(peaked, PROMPTS, VOCAB, EOS, width=8, constraint=SidConstraint(trie), constrained=False,
                     prior=prior)
+
+
+def item_table(trie, seed: int = 5):
+    """Every SID with one item, plus 90 more items on random SIDs (several items per SID), random vectors."""
+    from sid_index.decoding import ItemPriorTable
+
+    rng = np.random.default_rng(seed)
+    sids = trie.sids()
+    item_sids = np.concatenate([sids, sids[rng.integers(0, len(sids), 90)]])
+    item_vectors = rng.normal(size=(len(item_sids), 8))
+    return ItemPriorTable(trie, item_vectors, item_sids), item_sids, item_vectors
+
+
+def test_item_prior_heads_are_the_best_item_below_each_node(trie):
+    """heads[t][b, node] = weight x max over the items below that node of 2 q.e - |e|^2, by a naive loop
+    over prefixes; a request without a vector gets no prior."""
+    table, item_sids, item_vectors = item_table(trie)
+    rng = np.random.default_rng(6)
+    vectors = rng.normal(size=(3, 8))
+    vectors[2] = 0
+    prior = table.prior(vectors, 2.5)
+    sids = trie.sids()
+    for level in range(1, 4):
+        prefixes = sorted({tuple(s[:level]) for s in sids.tolist()})  # node order: sorted prefixes
+        assert prior.heads[level - 1].shape == (3, len(prefixes))
+        for node, prefix in enumerate(prefixes):
+            below = [i for i, s in enumerate(item_sids.tolist()) if tuple(s[:level]) == prefix]
+            for b in range(2):
+                e = item_vectors[below]
+                want = 2.5 * max(2 * e @ vectors[b] - (e * e).sum(-1))
+                assert prior.heads[level - 1][b, node].item() == pytest.approx(want, rel=1e-5, abs=1e-4)
+        assert (prior.heads[level - 1][2] == 0).all()
+    import itertools
+
+    from sid_index.decoding import ItemPriorTable
+
+    missing = next(c for c in itertools.product(*map(range, SIZES)) if not (sids == c).all(1).any())
+    with pytest.raises(ValueError, match="not in the trie"):
+        ItemPriorTable(trie, item_vectors[:1], np.asarray([missing]))
+
+
+@pytest.mark.parametrize("include_eos", [True, False])
+def test_item_prior_exact_against_brute_force(peaked, trie, include_eos):
+    """At an exact width the fused search ranks every SID by model score + weight x its best item's score."""
+    table, _, _ = item_table(trie)
+    rng = np.random.default_rng(7)
+    prior = table.prior(rng.normal(size=(len(PROMPTS), 8)), 0.5)
+    sids = torch.from_numpy(trie.sids())
+    leaves = torch.arange(len(sids))[None].expand(len(PROMPTS), -1)  # sorted SIDs are the leaves in order
+    res = beam_search(peaked, PROMPTS, VOCAB, EOS, width=64, constraint=SidConstraint(trie), include_eos=include_eos,
+                      prior=prior)
+    n = len(sids)
+    for b, prompt in enumerate(PROMPTS):
+        fused = score_sids(peaked, prompt, sids, VOCAB, EOS, include_eos=include_eos) + prior.score(leaves)[b].double()
+        order = torch.argsort(fused, descending=True)
+        assert torch.equal(res.codes[b, :n], sids[order])
+        torch.testing.assert_close(res.scores[b, :n], fused[order], rtol=1e-6, atol=1e-4)
+    plain = beam_search(peaked, PROMPTS, VOCAB, EOS, width=64, constraint=SidConstraint(trie), include_eos=include_eos)
+    assert not torch.equal(plain.codes, res.codes)
+
+
+@pytest.mark.parametrize("width", [1, 3, 7, 20])
+@pytest.mark.parametrize("ragged", [True, False])
+def test_item_prior_lookahead_finds_the_best_items_sids_at_any_width(peaked, trie, width, ragged):
+    """The lookahead is exact: when the prior outweighs the model, a search of any width returns exactly the
+    `width` SIDs whose best items score highest, in that order (a prefix-by-prefix increment without the
+    lookahead prunes some of them at narrow widths); both constraint layouts."""
+    table, item_sids, item_vectors = item_table(trie)
+    rng = np.random.default_rng(8)
+    vectors = rng.normal(size=(len(PROMPTS), 8))
+    prior = table.prior(vectors, 1e4)
+    res = beam_search(peaked, PROMPTS, VOCAB, EOS, width=width, constraint=SidConstraint(trie, ragged=ragged),
+                      prior=prior)
+    for b in range(len(PROMPTS)):
+        best = {}
+        for s, e in zip(map(tuple, item_sids.tolist()), item_vectors, strict=True):
+            best[s] = max(best.get(s, -np.inf), 2 * e @ vectors[b] - e @ e)
+        want = sorted(best, key=best.get, reverse=True)[:width]
+        assert res.sids(b) == want

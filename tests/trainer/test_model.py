@@ -48,6 +48,20 @@ def test_a_bad_index_prior_in_the_metadata_is_refused(tiny_ckpt, tmp_path, bad):
     del tiny_ckpt.meta["index_prior"]
 
 
+@pytest.mark.parametrize("bad", ["items", 1, None])
+def test_a_bad_index_prior_form_in_the_metadata_is_refused(tiny_ckpt, tmp_path, bad):
+    """The prior's form is read from radgr.json too: only 'sid' (the default when absent) or 'item'."""
+    assert tiny_ckpt.index_prior_form == "sid"
+    tiny_ckpt.meta["index_prior_form"] = bad
+    save_checkpoint(tiny_ckpt, tmp_path / "ck")
+    with pytest.raises(RadgrError, match="index_prior_form must be 'sid' or 'item'"):
+        load_checkpoint(tmp_path / "ck")
+    tiny_ckpt.meta["index_prior_form"] = "item"
+    save_checkpoint(tiny_ckpt, tmp_path / "ok")
+    assert load_checkpoint(tmp_path / "ok").index_prior_form == "item"
+    del tiny_ckpt.meta["index_prior_form"]
+
+
 def test_a_metadata_update_keeps_the_weights_and_verifies(tiny_ckpt, tmp_path):
     """update_checkpoint_meta changes radgr.json only: the weight file is the same inode (not rewritten), the
     folder still passes its checksums, the other metadata is kept; a damaged folder is refused untouched."""

@@ -102,9 +102,11 @@ def test_tiny_grid_runs_resumes_and_reports(tiny_dataset, tiny_index, tmp_path):
 
     # runs made with other settings are neither reused nor resumed into a changed experiment
     changed = cfg.model_copy(update={"pref": pref | {"steps": 3}})
-    with pytest.raises(RadgrError, match=r"seed0/rad-dpo-softmax/eval.json was trained with other settings \(steps 2 -> 3\)"):
+    with pytest.raises(RadgrError,
+                       match=r"seed0/rad-dpo-softmax/eval.json was trained with other settings \(steps 2 -> 3\)"):
         run_quality(changed)
-    with pytest.raises(RadgrError, match=r"seed0/most-popular-train/eval.json was measured with other eval settings \(sessions 12 -> 10\)"):
+    with pytest.raises(RadgrError, match=r"seed0/most-popular-train/eval.json was measured with other eval settings "
+                                         r"\(sessions 12 -> 10\)"):
         run_quality(cfg.model_copy(update={"eval": ev | {"max_sessions": 10}}))
 
 
