@@ -519,3 +519,25 @@ def test_item_form_prior_with_a_huge_weight_is_the_item_floor_at_any_width(tiny_
         assert fused["per_session"][key] == pytest.approx(floor["per_session"][key]), key
     sid_floor = {"model": "index only (quantised text embedding)", "per_session": {"x": [0]}}
     assert floor_and_models([sid_floor, floor, fused])[0]["model"] == INDEX_ONLY_ITEMS
+
+
+def test_cli_pick_prior_of_the_item_form_records_the_form(tiny_ckpt, tiny_index, tiny_dataset, tmp_path, monkeypatch,
+                                                          capsys):
+    """--index-prior-form item: the margins are taken over the item-resolution floor, and the checkpoint gets
+    the form with the weight, so radgr eval and serve fuse the same prior by default."""
+    from trainer.evaluate import evaluate, evaluate_index_only_items, paired_difference
+
+    ck = save_checkpoint(tiny_ckpt, tmp_path / "ck")
+    code, _, stderr = run_cli(monkeypatch, capsys, "eval", "--model", ck, "--index", tiny_index.root, "--data",
+                              tiny_dataset.root, "--beam-width", 8, "--max-sessions", 12, "--no-unconstrained",
+                              "--index-prior", 0, "--index-prior", 1e4, "--index-prior-form", "item",
+                              "--split", "valid", "--pick-prior", "sid mrr")
+    assert code == 0, stderr
+    ckpt = load_checkpoint(ck)
+    floor = evaluate_index_only_items(tiny_index, tiny_dataset, "valid", 8, 12)["per_session"]["sid mrr"]
+    margin = {w: paired_difference(evaluate(ckpt, tiny_index, tiny_dataset, "valid", 8, 16, 12, unconstrained=False,
+                                            index_prior=w, prior_form="item")["per_session"]["sid mrr"], floor)
+              for w in (0.0, 1e4)}
+    assert margin[1e4]["mean"] == 0.0  # the drowned model is the item floor itself
+    want = max(margin, key=lambda w: (margin[w]["lo"], margin[w]["mean"]))
+    assert ckpt.index_prior == want and ckpt.index_prior_form == "item"
