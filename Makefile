@@ -208,8 +208,10 @@ BEST_ANNEAL_amazon ?= $(AMAZON_ANNEAL) --eval-every 250 --eval-sessions 3000 --e
 # (radgr eval --pick-prior; served by default): ~8 min (Home Depot, all valid) / ~12 min (Amazon, 3,000 valid).
 BEST_PICK_homedepot ?= --index-prior 0 --index-prior 5 --index-prior 20 --index-prior 50 \
 	--pick-prior "item recall@100"
-BEST_PICK_amazon    ?= --max-sessions 3000 --index-prior 0 --index-prior 20 --index-prior 50 \
-	--pick-prior "item recall@10"
+# Amazon: the index prior at item resolution (each SID scored by its best SKU's own vector; bench/results/
+# item_form_prior.md), weights picked on 2,000 valid sessions (~9 min).
+BEST_PICK_amazon    ?= --max-sessions 2000 --index-prior-form item --index-prior 0 --index-prior 3 --index-prior 10 \
+	--index-prior 30 --item-prior 0 --item-prior 10 --pick-prior "item recall@10"
 SEED ?= 0
 # stage-1 options added to the recipe for a lever experiment, e.g. make best-amazon BEST=runs/drop SFT_EXTRA="--dropout 0.2"
 SFT_EXTRA ?=
