@@ -98,15 +98,13 @@ class Retriever:
         check_compatible(ckpt, index)
         self.index = index
         self.item_prior = item_prior  # weight of the item prior on each SKU of the beam (0: none)
-        if item_prior > 0:
+        self.item_form = index_prior > 0 and index_prior_form == "item"  # the index prior at item resolution
+        if item_prior > 0 or self.item_form:
             index.vectors_of([])  # refuses an index without item vectors before the server starts
         self.prompts: PromptBuilder = ckpt.prompts
         self.encoder = None  # the index's text model: for checkpoints with text inputs and for the index prior
         self.centroids = None  # the index's RQ-KMeans centroids, for the index prior
-        self.item_form = index_prior > 0 and index_prior_form == "item"  # the index prior at item resolution
-        if self.item_form:
-            index.vectors_of([])  # refuses an index without item vectors before the server starts
-        elif index_prior > 0:
+        if index_prior > 0 and not self.item_form:
             self.centroids = load_centroids(index)
             if len(self.centroids) != index.levels:
                 raise RadgrError(f"index prior: index {index.root} has no RQ-KMeans centroids (built from given codes)")

@@ -95,20 +95,22 @@ class ItemPriorTable:
     @staticmethod
     def of(index: SidIndex, device: str | torch.device = "cpu") -> ItemPriorTable:
         """The table of an index's own item vectors (`radgr index build` keeps them)."""
-        if index.item_vectors is None or index.rows is None:
-            raise ValueError(f"index {index.root} keeps no item vectors (built from given codes, or before they "
-                             "were kept): rebuild it with `radgr index build` for an item-resolution prior")
+        index.vectors_of([])  # refuses an index without item vectors, with the item prior's message
         sids = [index.sid_of(index.rows.restore_key(r)) for r in range(len(index.rows))]
         return ItemPriorTable(index.trie, index.item_vectors, np.asarray(sids, dtype=np.int64), device)
+
+    def sid_scores(self, q: torch.Tensor) -> torch.Tensor:
+        """[B, num_sids]: the best 2 q.e - |e|^2 over each SID's items, for request vectors q [B, D] (SIDs in
+        trie order, `TrieArrays.sids`)."""
+        items = 2 * q @ self.vectors.T - self.norms  # [B, N]
+        best = torch.full((q.shape[0], self.sizes[-1]), NEG_INF, device=self.device)
+        return best.scatter_reduce_(1, self.leaves.expand(q.shape[0], -1), items, "amax")
 
     def prior(self, vectors, weight: float) -> ItemPrior:
         """The `ItemPrior` of request vectors [B, D] (zero rows: no prior for that request)."""
         q = torch.as_tensor(vectors, dtype=torch.float32, device=self.device).reshape(-1, self.vectors.shape[1])
-        items = 2 * q @ self.vectors.T - self.norms  # [B, N]
         batch = q.shape[0]
-        best = torch.full((batch, self.sizes[-1]), NEG_INF, device=self.device)
-        best.scatter_reduce_(1, self.leaves.expand(batch, -1), items, "amax")
-        heads = [best]
+        heads = [self.sid_scores(q)]
         for level in range(len(self.parents) - 1, 0, -1):  # nodes of level+1 are the edges of `level`
             up = torch.full((batch, self.sizes[level]), NEG_INF, device=self.device)
             heads.insert(0, up.scatter_reduce_(1, self.parents[level].expand(batch, -1), heads[0], "amax"))

@@ -323,13 +323,14 @@ def evaluate_index_only_items(
     def rank(ex, n: int) -> list[list[tuple[int, ...]]]:
         table, sids = ItemPriorTable.of(index), index.trie.sids()
         vectors = item_request_vectors(ex, n, dataset, split, index, embedding_model)
-        out = []
-        for i in range(n):
-            if vectors[i] is None:
-                out.append([])
-                continue
-            best = table.prior(vectors[i][None], 1.0).heads[-1][0]
-            out.append([tuple(sids[j].tolist()) for j in best.topk(min(width, len(best))).indices.tolist()])
+        found = [i for i in range(n) if vectors[i] is not None]
+        out: list[list[tuple[int, ...]]] = [[] for _ in range(n)]
+        for start in range(0, len(found), 256):  # [256 x SKUs] scores at a time
+            part = found[start : start + 256]
+            best = table.sid_scores(torch.from_numpy(np.stack([vectors[i] for i in part])))
+            top = best.topk(min(width, best.shape[1]), dim=1).indices.tolist()
+            for i, row in zip(part, top, strict=True):
+                out[i] = [tuple(sids[j].tolist()) for j in row]
         return out
 
     return _fixed_rankings(INDEX_ONLY_ITEMS, index, dataset, split, width, max_sessions, rank, True)
