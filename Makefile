@@ -205,8 +205,9 @@ BEST_ANNEAL_amazon-unique ?= $(BEST_ANNEAL_amazon)
 BEST_PICK_amazon-unique   ?= $(BEST_PICK_amazon)
 BEST_ANNEAL_amazon ?= $(AMAZON_ANNEAL) --eval-every 250 --eval-sessions 3000 --eval-metric "item recall@10"
 # Last, the index-prior weight surest to beat the index-only row on valid is written into the final model
-# (radgr eval --pick-prior; served by default): ~8 min (Home Depot, all valid) / ~12 min (Amazon, 3,000 valid).
-BEST_PICK_homedepot ?= --index-prior 0 --index-prior 5 --index-prior 20 --index-prior 50 \
+# (radgr eval --pick-prior; served by default): ~8 min (Home Depot, all valid, the item form as on Amazon) / ~12 min
+# (Amazon, 3,000 valid).
+BEST_PICK_homedepot ?= --index-prior-form item --index-prior 0 --index-prior 10 --index-prior 30 --index-prior 100 \
 	--pick-prior "item recall@100"
 # Amazon: the index prior at item resolution (each SID scored by its best SKU's own vector; bench/results/
 # item_form_prior.md), weights picked on 2,000 valid sessions (~9 min).

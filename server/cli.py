@@ -30,7 +30,7 @@ def serve_command(
         help="add the item prior (query or history text embedding against each decoded SKU's own) with this "
              "weight, as radgr eval --item-prior [RADGR_ITEM_PRIOR, default: the checkpoint's, else 0]")] = None,
     index_prior_form: Annotated[str | None, typer.Option(
-        help="what the index prior scores, as radgr eval --index-prior-form: sid | item (native engine) "
+        help="what the index prior scores, as radgr eval --index-prior-form: sid | item "
              "[RADGR_INDEX_PRIOR_FORM, default: the checkpoint's, else sid]")] = None,
     graceful_s: Annotated[float | None, typer.Option(
         help="on SIGTERM/SIGINT, wait this long for in-flight requests [RADGR_SHUTDOWN_GRACE_S, default 30]")] = None,

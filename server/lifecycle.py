@@ -19,7 +19,6 @@ from server.engine import BatchingEngine
 from server.metrics import ServerMetrics
 from server.retriever import Retriever, model_version
 from server.settings import ServerSettings, with_checkpoint_prior
-from sid_index.errors import RadgrError
 from sid_index.index import load_index
 from trainer.model import load_checkpoint
 
@@ -41,11 +40,7 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
     index = load_index(settings.index)
     ckpt = load_checkpoint(settings.model, with_model=False)
     settings = with_checkpoint_prior(settings, ckpt.index_prior, ckpt.item_prior, ckpt.index_prior_form)
-    item_form = settings.index_prior > 0 and settings.index_prior_form == "item"
-    if item_form and settings.engine == "vllm":
-        raise RadgrError("the item-form index prior runs on the native engine only: serve with --engine native "
-                         "(or auto), or with --index-prior-form sid")
-    native = item_form or resolve_engine(settings.engine, ckpt.prompts.config.align) == "native"
+    native = resolve_engine(settings.engine, ckpt.prompts.config.align) == "native"
     if native:
         ckpt = load_checkpoint(settings.model, device="cpu", dtype=settings.dtype)
     retriever = Retriever(ckpt, index, index_prior=settings.index_prior, item_prior=settings.item_prior,

@@ -37,7 +37,7 @@ class ServerSettings(BaseSettings):
                                      "eval --item-prior; None: the checkpoint's, else 0)")
     index_prior_form: Literal["sid", "item"] | None = Field(
         None, description="what the index prior scores (radgr eval --index-prior-form): 'sid' each SID's centroid "
-        "sum, 'item' its best SKU's own text vector, native engine only; None: the checkpoint's, else 'sid'")
+        "sum, 'item' its best SKU's own text vector; None: the checkpoint's, else 'sid'")
     score_eos: bool = Field(False, description="add log p(EOS | SID) to scores (one more decoder step)")
     max_query_chars: int = Field(512, ge=1)
     max_history: int = Field(200, ge=0, description="history items a request may send (the prompt keeps the last few)")

@@ -25,10 +25,13 @@ vector in its slot) and submits them as a mixed-mode `EmbedsPrompt` whose token 
 ones, every position taken from the embeddings; the logits processor still reads the beam's SID
 prefix from those ids, and vLLM's prefix cache hashes the embeddings block by block.
 
-With an index prior (`sid_index.decoding.IndexPrior`) the driver adds each candidate code's prior
-gain, weight * (2 r.c - |c|^2) with r the request vector minus the beam's prefix centroids, to
-its log-prob before picking beams: every allowed code of a beam comes back (k = the level's
-largest fan-out), so this is the same search as the native engine's.
+With an index prior the driver adds each candidate code's prior gain to its log-prob before
+picking beams: every allowed code of a beam comes back (k = the level's largest fan-out, whatever
+the width: the top codes by log-prob alone need not hold the best fused ones), so this is the same
+search as the native engine's. The SID form (`sid_index.decoding.IndexPrior`): weight
+* (2 r.c - |c|^2), r the request vector minus the beam's prefix centroids. The item form
+(`sid_index.decoding.ItemPrior`): the best item below the code's trie node minus the best below
+the beam's, from the request's heads (computed once per batch), the driver tracking each beam's node.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import torch
 
 from server.engine import BatchingEngine, BatchStats, Hits
 from server.settings import ServerSettings, with_checkpoint_prior
+from sid_index.decoding import ItemPriorTable
 from sid_index.index import SidIndex, load_centroids, load_index
 from trainer.model import Checkpoint
 
@@ -154,23 +158,26 @@ class VllmEngine(BatchingEngine):
         super().__init__(**kwargs)
         self.ckpt = ckpt
         self.index = index
-        self.settings = settings = with_checkpoint_prior(settings, ckpt.index_prior, ckpt.item_prior)
+        self.settings = settings = with_checkpoint_prior(settings, ckpt.index_prior, ckpt.item_prior,
+                                                         ckpt.index_prior_form)
         self.score_eos = settings.score_eos
         self.fanout = max_fanout(index)
         self.constraint = index.constraint("cpu")  # the driver's copy, to track each beam's trie node
         self.text_inputs = ckpt.text_inputs  # None: plain token prompts
         self.token_embedding = _token_embedding(ckpt.path) if self.text_inputs is not None else None
-        self.centroids = None  # per level [K, D] float64, when the server fuses the index prior
-        if settings.index_prior > 0:
-
+        self.centroids = self.items = None  # what the index prior is computed from, when the server fuses it
+        if settings.index_prior > 0 and settings.index_prior_form == "item":
+            self.items = ItemPriorTable.of(index)  # the best item below every trie node, per request
+        elif settings.index_prior > 0:  # per level [K, D] float64
             self.centroids = [np.asarray(c, dtype=np.float64) for c in load_centroids(index)]
+        self.fused = self.centroids is not None or self.items is not None  # an index prior is added
         self.llm = None
         self._n = 0
 
     def _engine_args(self) -> dict:
         s, ck = self.settings, self.ckpt
         cpu = not torch.cuda.is_available()
-        need = max(min(s.max_beam_width, f) for f in self.fanout)
+        need = max(f if self.fused else min(s.max_beam_width, f) for f in self.fanout)
         args = dict(
             model=str(Path(ck.path).resolve()),
             tokenizer=str(Path(ck.path).resolve()),
@@ -214,7 +221,9 @@ class VllmEngine(BatchingEngine):
     def start(self) -> None:
         super().start()
         # Build the engine now (in the worker thread) so start-up errors surface at load time.
-        prior = None if self.centroids is None else np.zeros(self.centroids[0].shape[1])
+        prior = None
+        if self.fused:
+            prior = np.zeros(self.centroids[0].shape[1] if self.items is None else self.items.vectors.shape[1])
         self.submit([self.ckpt.eos_id], 1, 600, None, prior).result()
 
     def shutdown_backend(self) -> None:
@@ -284,6 +293,17 @@ class VllmEngine(BatchingEngine):
         gain = 2 * np.einsum("nd,nkd->nk", residual, cent) - (cent * cent).sum(-1)
         return self.settings.index_prior * gain
 
+    def _item_gain(self, heads: list[np.ndarray], nodes: np.ndarray, codes: np.ndarray, level: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """The item form's gain of candidate codes [n, k] after beams at trie `nodes` [n] (one request's
+        heads), and the child node of each (-1: not allowed; its log-prob is -inf)."""
+        kids = self.constraint.children(level, torch.from_numpy(nodes)).numpy()  # [n, K_level]
+        child = np.take_along_axis(kids, np.clip(codes, 0, kids.shape[1] - 1), 1)
+        gain = heads[level][np.maximum(child, 0)]
+        if level:
+            gain = gain - heads[level - 1][nodes][:, None]
+        return gain, child
+
     def decode(self, prompts: list[list[int]], widths: list[int], vectors: list[np.ndarray | None] | None = None,
                priors: list[np.ndarray | None] | None = None) -> tuple[list[Hits], BatchStats]:
         start = time.perf_counter()
@@ -293,13 +313,18 @@ class VllmEngine(BatchingEngine):
         # Per request: beam tokens [n, t], scores [n]
         toks = [np.zeros((1, 0), dtype=np.int64) for _ in prompts]
         scores = [np.zeros(1) for _ in prompts]
-        prior = self.centroids is not None
-        if prior and (priors is None or any(p is None for p in priors)):
+        prior = self.centroids is not None  # the SID form
+        if self.fused and (priors is None or any(p is None for p in priors)):
             raise ValueError("an engine with an index prior needs every request's prior vector")
         residual = [np.asarray(p, dtype=np.float64)[None] for p in priors] if prior else None  # [beams, D]
+        heads = nodes = None  # the item form: per request, each level's heads and each beam's trie node
+        if self.items is not None:
+            item = self.items.prior(np.stack(priors), self.settings.index_prior).heads
+            heads = [[h[b].numpy() for h in item] for b in range(len(prompts))]
+            nodes = [np.zeros(1, dtype=np.int64) for _ in prompts]
         beams_per_step = []
         for t in range(levels + int(self.score_eos)):
-            k = 1 if t == levels else max(1, min(max(widths), self.fanout[t]))
+            k = 1 if t == levels else self.fanout[t] if self.fused else max(1, min(max(widths), self.fanout[t]))
             flat_prompts = [p + row.tolist() for p, beams in zip(prompts, toks, strict=True) for row in beams]
             flat_vectors = [v for v, beams in zip(vectors or [None] * len(prompts), toks, strict=True) for _ in beams]
             beams_per_step.append(len(flat_prompts))
@@ -311,6 +336,9 @@ class VllmEngine(BatchingEngine):
                 at += n
                 if prior and t < levels:
                     cand_lp = cand_lp + self._prior_gain(residual[b], cand_ids - offsets[t], t)
+                if heads is not None and t < levels:
+                    gain, child = self._item_gain(heads[b], nodes[b], cand_ids - offsets[t], t)
+                    cand_lp = cand_lp + gain
                 total = (scores[b][:, None] + cand_lp).reshape(-1)
                 if t == levels:  # EOS: one candidate per beam, re-rank
                     order = np.argsort(-total, kind="stable")
@@ -325,6 +353,8 @@ class VllmEngine(BatchingEngine):
                 scores[b] = total[keep]
                 if prior:
                     residual[b] = residual[b][parent] - self.centroids[t][cand_ids[parent, col] - offsets[t]]
+                if heads is not None:
+                    nodes[b] = child[parent, col]
         hits, invalid = [], 0
         for b in range(len(prompts)):
             codes = toks[b] - offsets[None, :]

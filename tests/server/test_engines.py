@@ -97,39 +97,54 @@ def test_vllm_engine_exact_and_equal_to_native(served_path, served, tiny_index, 
 
 
 @pytest.mark.slow
-def test_both_engines_fuse_the_index_prior_exactly(served_path, served, tiny_index, requests):
-    """With `index_prior` both engines return the brute-force ranking of model log-prob + the prior's score
-    (`IndexPrior.score`, computed here over every SID), with the same scores."""
+@pytest.mark.parametrize("form", ["sid", "item"])
+def test_both_engines_fuse_the_index_prior_exactly(served_path, served, tiny_index, requests, form):
+    """With `index_prior` both engines return the brute-force ranking of model log-prob + the prior's score,
+    computed here over every SID (`IndexPrior.score`: the centroid sum; `ItemPrior.score`: the SID's best
+    item), with the same scores."""
     from server.retriever import Retriever
-    from sid_index.decoding import IndexPrior
+    from sid_index.decoding import IndexPrior, ItemPriorTable
     from sid_index.index import load_centroids
     from trainer.model import load_checkpoint
 
     weight = 2.0
-    encoded = [Retriever(served, tiny_index, index_prior=weight).encode(q, h) for q, h in requests]
+    encoded = [Retriever(served, tiny_index, index_prior=weight, index_prior_form=form).encode(q, h)
+               for q, h in requests]
     prompts, priors = [e.prompt for e in encoded], [e.prior for e in encoded]
     width = exact_width(tiny_index, False)
-    centroids = load_centroids(tiny_index)
-    engines = [NativeEngine(served, tiny_index, index_prior=weight)]
+    sids = torch.from_numpy(tiny_index.trie.sids().astype(np.int64))  # row i: leaf i of the trie
+    centroids, table = load_centroids(tiny_index), ItemPriorTable.of(tiny_index)
+
+    def prior_score(prior: np.ndarray) -> np.ndarray:
+        if form == "item":
+            return table.prior(prior[None], weight).score(torch.arange(len(sids))[None])[0].numpy()
+        return IndexPrior.of(centroids, prior[None], weight, "cpu").score(sids[None])[0].numpy()
+
+    engines = [NativeEngine(served, tiny_index, index_prior=weight, index_prior_form=form)]
     if __import__("importlib").util.find_spec("vllm") is not None:
         from server.vllm_engine import VllmEngine
 
         settings = ServerSettings(model=str(served_path), index=str(tiny_index.root), engine="vllm", dtype="float32",
-                                  max_beam_width=width, beam_width=width, vllm_kv_cache_gib=0.25, index_prior=weight)
+                                  max_beam_width=width, beam_width=width, vllm_kv_cache_gib=0.25, index_prior=weight,
+                                  index_prior_form=form)
         engines.append(VllmEngine(load_checkpoint(served_path, with_model=False), tiny_index, settings, max_batch=8))
+    narrow = []
     for engine in engines:
         engine.start()
         try:
             hits, stats = engine.decode(prompts, [width] * len(prompts), None, priors)
             assert stats.invalid == 0
             for prompt, prior, h in zip(prompts, priors, hits, strict=True):
-                codes, scores = brute_force(served, tiny_index, prompt, False)
-                gain = IndexPrior.of(centroids, prior[None], weight, "cpu").score(torch.from_numpy(codes)[None])[0]
-                fused = scores + gain.numpy()
+                model = score_sids(served.model, prompt, sids, served.vocab, served.eos_id, include_eos=False)
+                fused = model.numpy() + prior_score(prior)
                 order = np.argsort(-fused, kind="stable")
-                assert_same_ranking(h, codes[order], fused[order])
+                assert_same_ranking(h, sids.numpy()[order], fused[order])
+            narrow.append(engine.decode(prompts[:3], [4] * 3, None, priors[:3])[0])  # beams pruned each level
         finally:
             engine.close()
+    for h, n in zip(narrow[-1], narrow[0], strict=True):  # vLLM's narrow search = the native one's
+        np.testing.assert_array_equal(h.codes, n.codes)
+        np.testing.assert_allclose(h.scores, n.scores, atol=1e-4)
     assert len(engines) == 2 or pytest.skip("vLLM not installed: native engine checked only")
 
 
