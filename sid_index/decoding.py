@@ -78,17 +78,15 @@ class ItemPriorTable:
 
     def __init__(self, trie: TrieArrays, item_vectors: np.ndarray, item_sids: np.ndarray,
                  device: str | torch.device = "cpu"):
-        sids = trie.sids()  # sorted: row i is leaf (last-level edge) i
-        radix = np.cumprod([1, *trie.codebook_sizes[:0:-1]])[::-1].astype(np.int64)  # mixed-radix SID keys
-        keys, item_keys = sids @ radix, np.asarray(item_sids, dtype=np.int64).reshape(len(item_vectors), -1) @ radix
-        leaves = np.searchsorted(keys, item_keys)
-        if (leaves >= len(keys)).any() or (keys[np.minimum(leaves, len(keys) - 1)] != item_keys).any():
+        codes = torch.as_tensor(np.asarray(item_sids, dtype=np.int64).reshape(len(item_vectors), -1))
+        leaves = SidConstraint(trie, dense_budget=0).nodes_of(codes)  # last-level edge ids: no tables built
+        if (leaves < 0).any():
             raise ValueError("an item's SID is not in the trie")
         vectors = torch.from_numpy(np.asarray(item_vectors, dtype=np.float32))
         self.device = torch.device(device)
         self.vectors = vectors.to(self.device)  # [N, D]
         self.norms = (vectors * vectors).sum(-1).to(self.device)  # [N]
-        self.leaves = torch.from_numpy(leaves).to(self.device)  # [N] leaf id of each item
+        self.leaves = leaves.to(self.device)  # [N] leaf id of each item (row of `TrieArrays.sids`)
         self.parents = [torch.from_numpy(trie.parents(level)).to(self.device) for level in range(trie.levels)]
         self.sizes = [trie.nodes(level) for level in range(trie.levels)] + [trie.num_sids]  # nodes per level
 
