@@ -221,17 +221,18 @@ BEST_FINAL_amazon    = amazon/annealed/best
 BEST_MODEL_homedepot = $(BEST)/$(BEST_FINAL_homedepot)
 BEST_MODEL_amazon    = $(BEST)/$(BEST_FINAL_amazon)
 BEST_MODEL_amazon-unique = $(BEST)/amazon-unique/annealed/best
-# The model each peer table puts first (the one to deploy) and the target that trains it. Amazon: the refit on
-# train+valid, beside SASRec trained on train (early-stopped on valid) and SASRec refit the same way.
+# The model each peer table puts first (the one to deploy) and the target that trains it: the best recipe, on
+# train only like SASRec (trained on train, early-stopped on valid), with the item-form index prior at the weight
+# its valid pick chose (Amazon 10).
 PEERS_MODEL_homedepot   = $(BEST_MODEL_homedepot)
-PEERS_MODEL_amazon      = $(BEST)/amazon-refit/annealed/model
+PEERS_MODEL_amazon      = $(BEST_MODEL_amazon)
 PEERS_TRAIN_homedepot   = best-homedepot
-PEERS_TRAIN_amazon      = best-amazon-refit
+PEERS_TRAIN_amazon      = best-amazon
 PEERS_MODELS_homedepot ?= --model $(PEERS_MODEL_homedepot)
 PEERS_MODELS_amazon    ?= --model $(PEERS_MODEL_amazon)
 PEERS_EVAL_homedepot   ?= --index-prior 0 --index-prior 50
-PEERS_EVAL_amazon      ?= --index-prior 0 --index-prior 20 --rankings $(PEERS)/sasrec-amazon.json \
-	--rankings $(PEERS)/sasrec-amazon-refit.json
+PEERS_EVAL_amazon      ?= --index-prior-form item --index-prior 0 --index-prior 10 --batch-size 16 \
+	--rankings $(PEERS)/sasrec-amazon.json
 quality-peers: peers-homedepot peers-amazon
 
 # The paper's comparison (issues 17, 20) from the converged recipe: `make best-<name>` for seeds 0-2 (seed 0
@@ -310,7 +311,6 @@ peers-homedepot peers-amazon: peers-%: $(STAMP)
 	test -f runs/$*/index/manifest.json || $(MAKE) real-data
 	test -f $(PEERS_MODEL_$*)/radgr.json || $(MAKE) $(PEERS_TRAIN_$*)
 	$(if $(filter amazon,$*),test -f $(PEERS)/sasrec-amazon.json || $(MAKE) $(PEERS)/sasrec-amazon.json)
-	$(if $(filter amazon,$*),test -f $(PEERS)/sasrec-amazon-refit.json || $(MAKE) $(PEERS)/sasrec-amazon-refit.json)
 	$(BIN)/radgr bench peers --index runs/$*/index --data runs/$*/data $(PEERS_MODELS_$*) $(PEERS_EVAL_$*) \
 	  --out bench/results/peers_$*.json --markdown bench/results/peers_$*.md
 $(RECBOLE_VENV)/.installed:

@@ -257,9 +257,10 @@ class EvalConfig(BaseModel):
     @field_validator("index_prior", "item_prior")
     @classmethod
     def _weights(cls, v: list[float] | None) -> list[float] | None:
+        """>= 0, each once (a weight given twice would score, and print, the same row twice)."""
         if v is not None and (not v or any(w < 0 for w in v)):
             raise ValueError("weights must be >= 0")
-        return v
+        return None if v is None else list(dict.fromkeys(v))
 
     @field_validator("device")
     @classmethod

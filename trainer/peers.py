@@ -418,7 +418,7 @@ def peers_table(results: Sequence[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     models = [r for r in results if r.get("device") and r.get("per_session")]
     peers = [r for r in results if not r.get("device") and r.get("per_session")]
-    keys = ("item recall@10", "item recall@100", "item ndcg@10")
+    keys = ("item recall@10", "item recall@50", "item recall@100", "item ndcg@10")
     if models and peers:
         lines += ["", "Paired difference, model minus peer, on the same sessions (mean [95% interval]; "
                   "* excludes 0):", "", "| model | peer | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]

@@ -383,6 +383,8 @@ def test_pref_on_the_index_prior(sft_run, tiny_dataset, tiny_index, tmp_path):
     assert [r["index_prior"] for r in evaluate_models(EvalConfig(**ev), log=lambda *_: None)] == [weight]
     assert [r["index_prior"] for r in evaluate_models(EvalConfig(**ev, index_prior=[0.0]),
                                                       log=lambda *_: None)] == [0.0]
+    twice = EvalConfig(**ev, index_prior=[0.0, weight, 0.0], item_prior=[0.0, 0.0])  # e.g. a script's picked 0
+    assert (twice.index_prior, twice.item_prior) == ([0.0, weight], [0.0])  # one row per distinct pair
     with pytest.raises(ValueError, match="index_prior"):  # a reward offset of RAD-DPO's list-wise term only
         PREF_CONFIGS["dpo"](data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "d", init=sft_run,
                             index_prior=1.0)
