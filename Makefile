@@ -223,14 +223,14 @@ BEST_MODEL_amazon    = $(BEST)/$(BEST_FINAL_amazon)
 BEST_MODEL_amazon-unique = $(BEST)/amazon-unique/annealed/best
 # The model each peer table puts first (the one to deploy) and the target that trains it: the best recipe, on
 # train only like SASRec (trained on train, early-stopped on valid), with the item-form index prior at the weight
-# its valid pick chose (Amazon 10).
+# its valid pick chose (Amazon 10, Home Depot 100).
 PEERS_MODEL_homedepot   = $(BEST_MODEL_homedepot)
 PEERS_MODEL_amazon      = $(BEST_MODEL_amazon)
 PEERS_TRAIN_homedepot   = best-homedepot
 PEERS_TRAIN_amazon      = best-amazon
 PEERS_MODELS_homedepot ?= --model $(PEERS_MODEL_homedepot)
 PEERS_MODELS_amazon    ?= --model $(PEERS_MODEL_amazon)
-PEERS_EVAL_homedepot   ?= --index-prior 0 --index-prior 50
+PEERS_EVAL_homedepot   ?= --index-prior-form item --index-prior 0 --index-prior 100
 PEERS_EVAL_amazon      ?= --index-prior-form item --index-prior 0 --index-prior 10 --batch-size 16 \
 	--rankings $(PEERS)/sasrec-amazon.json
 quality-peers: peers-homedepot peers-amazon
