@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: test-fast grid-seed-homedepot grid-seed-amazon quality-peers peers-homedepot peers-amazon best-homedepot best-amazon best-amazon-unique best-amazon-refit unique-index grid-homedepot grid-amazon pref-budget-homedepot pref-budget-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
+.PHONY: lexical-weight-homedepot test-fast grid-seed-homedepot grid-seed-amazon quality-peers peers-homedepot peers-amazon best-homedepot best-amazon best-amazon-unique best-amazon-refit unique-index grid-homedepot grid-amazon pref-budget-homedepot pref-budget-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
 
 setup: $(STAMP)
 
@@ -207,8 +207,11 @@ BEST_ANNEAL_amazon ?= $(AMAZON_ANNEAL) --eval-every 250 --eval-sessions 3000 --e
 # Last, the index-prior weight surest to beat the index-only row on valid is written into the final model
 # (radgr eval --pick-prior; served by default): ~8 min (Home Depot, all valid, the item form as on Amazon) / ~12 min
 # (Amazon, 3,000 valid).
-BEST_PICK_homedepot ?= --index-prior-form item --index-prior 0 --index-prior 10 --index-prior 30 --index-prior 100 \
-	--pick-prior "item recall@100"
+# Home Depot adds the lexical term (the query's BM25 score of each SKU, weight LEXICAL_homedepot: chosen on the index
+# alone on valid, `make lexical-weight-homedepot`, bench/results/lexical_weight_homedepot.md).
+LEXICAL_homedepot ?= 2
+BEST_PICK_homedepot ?= --index-prior-form item --lexical-prior $(LEXICAL_homedepot) --index-prior 0 --index-prior 30 \
+	--index-prior 100 --index-prior 300 --pick-prior "item recall@100"
 # Amazon: the index prior at item resolution (each SID scored by its best SKU's own vector; bench/results/
 # item_form_prior.md), weights picked on 2,000 valid sessions (~9 min).
 BEST_PICK_amazon    ?= --max-sessions 2000 --index-prior-form item --index-prior 0 --index-prior 3 --index-prior 10 \
@@ -223,14 +226,14 @@ BEST_MODEL_amazon    = $(BEST)/$(BEST_FINAL_amazon)
 BEST_MODEL_amazon-unique = $(BEST)/amazon-unique/annealed/best
 # The model each peer table puts first (the one to deploy) and the target that trains it: the best recipe, on
 # train only like SASRec (trained on train, early-stopped on valid), with the item-form index prior at the weight
-# its valid pick chose (Amazon 10, Home Depot 100).
+# its valid pick chose (Amazon 10; Home Depot 300, with the lexical term).
 PEERS_MODEL_homedepot   = $(BEST_MODEL_homedepot)
 PEERS_MODEL_amazon      = $(BEST_MODEL_amazon)
 PEERS_TRAIN_homedepot   = best-homedepot
 PEERS_TRAIN_amazon      = best-amazon
 PEERS_MODELS_homedepot ?= --model $(PEERS_MODEL_homedepot)
 PEERS_MODELS_amazon    ?= --model $(PEERS_MODEL_amazon)
-PEERS_EVAL_homedepot   ?= --index-prior-form item --index-prior 0 --index-prior 100
+PEERS_EVAL_homedepot   ?= --index-prior-form item --lexical-prior $(LEXICAL_homedepot) --index-prior 0 --index-prior 300
 PEERS_EVAL_amazon      ?= --index-prior-form item --index-prior 0 --index-prior 10 --batch-size 16 \
 	--rankings $(PEERS)/sasrec-amazon.json
 quality-peers: peers-homedepot peers-amazon
@@ -286,6 +289,7 @@ best-homedepot best-amazon best-amazon-unique: best-%: $(STAMP)
 	$(if $(BEST_ANNEAL_$*),resume=; test -f $(BEST)/$*/annealed/model/radgr.json && resume=--resume; \
 	$(BIN)/radgr train sft --data runs/$*/data --index runs/$*/index --init $(BEST)/$*/best \
 	  --out $(BEST)/$*/annealed $(BEST_ANNEAL_$*) --seed $(SEED) --no-progress $$resume)
+	$(if $(LEXICAL_$*),$(BIN)/radgr index lexical runs/$*/index --data runs/$*/data)
 	test -f $(BEST)/$*/pick_prior.json || $(BIN)/radgr eval --model $(BEST_MODEL_$*) --index runs/$*/index \
 	  --data runs/$*/data --split valid --no-unconstrained $(BEST_PICK_$*) --out $(BEST)/$*/pick_prior.json --markdown $(BEST)/$*/pick_prior.md
 # The Amazon recipe refit on train+valid (issue 23): once valid has chosen the recipe, the deployed model also
@@ -312,6 +316,7 @@ best-amazon-refit: $(STAMP)
 peers-homedepot peers-amazon: peers-%: $(STAMP)
 	test -f runs/$*/index/manifest.json || $(MAKE) real-data
 	test -f $(PEERS_MODEL_$*)/radgr.json || $(MAKE) $(PEERS_TRAIN_$*)
+	$(if $(LEXICAL_$*),$(BIN)/radgr index lexical runs/$*/index --data runs/$*/data)
 	$(if $(filter amazon,$*),test -f $(PEERS)/sasrec-amazon.json || $(MAKE) $(PEERS)/sasrec-amazon.json)
 	$(BIN)/radgr bench peers --index runs/$*/index --data runs/$*/data $(PEERS_MODELS_$*) $(PEERS_EVAL_$*) \
 	  --out bench/results/peers_$*.json --markdown bench/results/peers_$*.md
@@ -329,6 +334,13 @@ SASREC_REFIT_EPOCHS ?= 23
 $(PEERS)/sasrec-amazon-refit.json: $(RECBOLE_VENV)/.installed
 	$(RECBOLE_VENV)/bin/python bench/sasrec_recbole.py --data $(SHARED)/amazon-scientific --name Scientific \
 	  --refit-epochs $(SASREC_REFIT_EPOCHS) --out $@
+
+# The lexical term's weight on the index alone (valid; no model): bench/results/lexical_weight_<name>.md
+lexical-weight-homedepot: $(STAMP)
+	test -f runs/homedepot/index/manifest.json || $(MAKE) real-data
+	$(BIN)/radgr index lexical runs/homedepot/index --data runs/homedepot/data
+	$(BIN)/python bench/lexical_weight.py --index runs/homedepot/index --data runs/homedepot/data --split valid \
+	  --weights 0,0.25,0.5,1,2,4 --out bench/results/lexical_weight_homedepot.md
 
 # make demo's data and index alone
 demo-data: $(STAMP)

@@ -111,7 +111,7 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
         embed_s = req.embed_s
         metrics.in_flight.inc()
         search = asyncio.ensure_future(
-            loaded.engine.search(req.prompt, width, settings.request_timeout_s, req.vector, req.prior))
+            loaded.engine.search(req.prompt, width, settings.request_timeout_s, req.vector, req.prior, req.lexical))
         stop = asyncio.ensure_future(life.stop_now.wait())
         try:
             await asyncio.wait({search, stop}, return_when=asyncio.FIRST_COMPLETED)

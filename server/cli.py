@@ -32,6 +32,9 @@ def serve_command(
     index_prior_form: Annotated[str | None, typer.Option(
         help="what the index prior scores, as radgr eval --index-prior-form: sid | item "
              "[RADGR_INDEX_PRIOR_FORM, default: the checkpoint's, else sid]")] = None,
+    lexical_prior: Annotated[float | None, typer.Option(
+        help="with the item form: add the query's BM25 score x this to every SKU's score in the index prior, as "
+             "radgr eval --lexical-prior [RADGR_LEXICAL_PRIOR, default: the checkpoint's, else 0]")] = None,
     graceful_s: Annotated[float | None, typer.Option(
         help="on SIGTERM/SIGINT, wait this long for in-flight requests [RADGR_SHUTDOWN_GRACE_S, default 30]")] = None,
 ) -> None:
@@ -48,7 +51,7 @@ def serve_command(
 
     given = dict(model=model, index=index, engine=engine, host=host, port=port, device=device, beam_width=beam_width,
                  index_prior=index_prior, item_prior=item_prior, index_prior_form=index_prior_form,
-                 shutdown_grace_s=graceful_s)
+                 lexical_prior=lexical_prior, shutdown_grace_s=graceful_s)
     try:
         settings = ServerSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:

@@ -53,6 +53,7 @@ class Job:
     deadline: float  # time.monotonic() after which the job is dropped unstarted
     vector: np.ndarray | None = None  # the prompt's text vector (checkpoints with text inputs)
     prior: np.ndarray | None = None  # the request vector of the index prior (servers with one)
+    lexical: np.ndarray | None = None  # [SKUs] the weighted BM25 term of the item-form prior (servers with one)
     future: Future = field(default_factory=Future)
 
 
@@ -73,10 +74,12 @@ class BatchingEngine:
 
     # -- to implement -------------------------------------------------------------------------
     def decode(self, prompts: list[list[int]], widths: list[int], vectors: list[np.ndarray | None] | None = None,
-               priors: list[np.ndarray | None] | None = None) -> tuple[list[Hits], BatchStats]:
+               priors: list[np.ndarray | None] | None = None, lexicals: list[np.ndarray | None] | None = None
+               ) -> tuple[list[Hits], BatchStats]:
         """Decode a batch synchronously (called from the worker thread only); `vectors`: the prompts'
         text vectors (None where a prompt has no text-vector slot); `priors`: their index-prior request
-        vectors (engines built with an index prior)."""
+        vectors (engines built with an index prior); `lexicals`: their weighted BM25 rows (engines with the
+        item form and a lexical term; None where a request has no query; passed only when one has a row)."""
         raise NotImplementedError
 
     def shutdown_backend(self) -> None:
@@ -98,10 +101,10 @@ class BatchingEngine:
         return len(self._pending) + self._running
 
     def submit(self, prompt: list[int], width: int, timeout_s: float, vector: np.ndarray | None = None,
-               prior: np.ndarray | None = None) -> Future:
+               prior: np.ndarray | None = None, lexical: np.ndarray | None = None) -> Future:
         """Queue one prompt; the future resolves to its `Hits`. Raises `QueueFull` past `max_pending`."""
         job = Job(prompt=list(prompt), width=int(width), deadline=time.monotonic() + timeout_s, vector=vector,
-                  prior=prior)
+                  prior=prior, lexical=lexical)
         with self._cond:
             if self._stop:
                 raise RuntimeError("engine is shut down")
@@ -112,9 +115,9 @@ class BatchingEngine:
         return job.future
 
     async def search(self, prompt: list[int], width: int, timeout_s: float, vector: np.ndarray | None = None,
-                     prior: np.ndarray | None = None) -> Hits:
+                     prior: np.ndarray | None = None, lexical: np.ndarray | None = None) -> Hits:
         """Async form of `submit`: raises `asyncio.TimeoutError` past the deadline (and cancels the job)."""
-        fut = self.submit(prompt, width, timeout_s, vector, prior)
+        fut = self.submit(prompt, width, timeout_s, vector, prior, lexical)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s)
         except (TimeoutError, asyncio.CancelledError):
@@ -122,9 +125,11 @@ class BatchingEngine:
             raise
 
     def search_many(self, prompts: list[list[int]], width: int, vectors: list[np.ndarray | None] | None = None,
-                    priors: list[np.ndarray | None] | None = None) -> list[Hits]:
+                    priors: list[np.ndarray | None] | None = None,
+                    lexicals: list[np.ndarray | None] | None = None) -> list[Hits]:
         """Synchronous batch decode (benchmarks, offline use); bypasses the queue."""
-        hits, _ = self.decode(prompts, [width] * len(prompts), vectors, priors)
+        hits, _ = self.decode(prompts, [width] * len(prompts), vectors, priors,
+                              **({"lexicals": lexicals} if lexicals and any(x is not None for x in lexicals) else {}))
         return hits
 
     def close(self, drain: bool = True) -> None:
@@ -167,8 +172,9 @@ class BatchingEngine:
             if not jobs:
                 continue
             try:
+                lexical = {"lexicals": [j.lexical for j in jobs]} if any(j.lexical is not None for j in jobs) else {}
                 hits, stats = self.decode([j.prompt for j in jobs], [j.width for j in jobs], [j.vector for j in jobs],
-                                          [j.prior for j in jobs])
+                                          [j.prior for j in jobs], **lexical)
             except Exception as exc:  # noqa: BLE001 - reported to every caller of the batch
                 for job in jobs:
                     job.future.set_exception(exc)

@@ -39,12 +39,14 @@ def load(settings: ServerSettings, metrics: ServerMetrics) -> Loaded:
     """Checkpoint + index + engine, checked against each other (raises RadgrError on a mismatch)."""
     index = load_index(settings.index)
     ckpt = load_checkpoint(settings.model, with_model=False)
-    settings = with_checkpoint_prior(settings, ckpt.index_prior, ckpt.item_prior, ckpt.index_prior_form)
+    settings = with_checkpoint_prior(settings, ckpt.index_prior, ckpt.item_prior, ckpt.index_prior_form,
+                                     ckpt.lexical_prior)
     native = resolve_engine(settings.engine, ckpt.prompts.config.align) == "native"
     if native:
         ckpt = load_checkpoint(settings.model, device="cpu", dtype=settings.dtype)
     retriever = Retriever(ckpt, index, index_prior=settings.index_prior, item_prior=settings.item_prior,
-                          index_prior_form=settings.index_prior_form)  # checks the pair before any engine starts
+                          index_prior_form=settings.index_prior_form,
+                          lexical_prior=settings.lexical_prior)  # checks the pair before any engine starts
     common = dict(max_batch=settings.max_batch_requests, max_pending=settings.max_pending,
                   on_batch=metrics.observe_batch)
     if native:  # the engine chosen is imported, not both: importing vLLM costs seconds

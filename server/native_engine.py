@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from server.engine import BatchingEngine, BatchStats, Hits
-from sid_index.decoding import IndexPrior, ItemPriorTable, beam_search
+from sid_index.decoding import IndexPrior, ItemPriorTable, beam_search, lexical_stack
 from sid_index.index import SidIndex, load_centroids
 from trainer.model import Checkpoint
 
@@ -40,7 +40,8 @@ class NativeEngine(BatchingEngine):
 
     @torch.inference_mode()
     def decode(self, prompts: list[list[int]], widths: list[int], vectors: list[np.ndarray | None] | None = None,
-               priors: list[np.ndarray | None] | None = None) -> tuple[list[Hits], BatchStats]:
+               priors: list[np.ndarray | None] | None = None, lexicals: list[np.ndarray | None] | None = None
+               ) -> tuple[list[Hits], BatchStats]:
         start = time.perf_counter()
         ck = self.ckpt
         text = None
@@ -51,7 +52,8 @@ class NativeEngine(BatchingEngine):
         if self.centroids is not None or self.items is not None:
             if priors is None or any(p is None for p in priors):
                 raise ValueError("an engine with an index prior needs every request's prior vector")
-            prior = (self.items.prior(np.stack(priors), self.index_prior) if self.items is not None
+            prior = (self.items.prior(np.stack(priors), self.index_prior, lexical_stack(lexicals, self.items))
+                     if self.items is not None
                      else IndexPrior.of(self.centroids, np.stack(priors), self.index_prior, self.device))
         res = beam_search(
             self.model, prompts, ck.vocab, ck.eos_id, max(widths), self.constraint,

@@ -88,19 +88,26 @@ class Encoded:
     prior: np.ndarray | None  # the index prior's request vector (servers with an index prior)
     embed_s: float | None  # time spent embedding the query (None: not embedded)
     item: np.ndarray | None = None  # the item prior's request vector (servers with an item prior)
+    lexical: np.ndarray | None = None  # [SKUs] weighted BM25 row of the item-form prior (servers with a lexical term)
 
 
 class Retriever:
     """Builds prompts (and text / index-prior vectors) from requests and turns decoded SIDs into ranked SKUs."""
 
     def __init__(self, ckpt: Checkpoint, index: SidIndex, text_cache: int = 4096, index_prior: float = 0.0,
-                 item_prior: float = 0.0, index_prior_form: str = "sid"):
+                 item_prior: float = 0.0, index_prior_form: str = "sid", lexical_prior: float = 0.0):
         check_compatible(ckpt, index)
         self.index = index
         self.item_prior = item_prior  # weight of the item prior on each SKU of the beam (0: none)
         self.item_form = index_prior > 0 and index_prior_form == "item"  # the index prior at item resolution
+        if lexical_prior > 0 and index_prior_form != "item":
+            raise RadgrError(f"lexical prior {lexical_prior:g}: it is a term of the item-form index prior "
+                             "(index_prior_form item)")
+        self.lexical_prior = lexical_prior if self.item_form else 0.0  # BM25's weight in the item scores
         if item_prior > 0 or self.item_form:
             index.vectors_of([])  # refuses an index without item vectors before the server starts
+        if self.lexical_prior > 0:
+            index.lexical()  # likewise an index without a lexical folder
         self.prompts: PromptBuilder = ckpt.prompts
         self.encoder = None  # the index's text model: for checkpoints with text inputs and for the index prior
         self.centroids = None  # the index's RQ-KMeans centroids, for the index prior
@@ -136,7 +143,9 @@ class Retriever:
         item = item_request_vector(self.index, vector, history) if self.item_prior > 0 or self.item_form else None
         prior = item if self.item_form else None if self.centroids is None else request_vector(self.centroids,
                                                                                                  vector, codes)
-        return Encoded(prompt, vector, prior, embed_s, item)
+        lexical = (self.lexical_prior * self.index.lexical().scores([query.strip()])[0]
+                   if self.lexical_prior > 0 and query and query.strip() else None)
+        return Encoded(prompt, vector, prior, embed_s, item, lexical)
 
     def prompt(
         self, query: str | None, history: Sequence[str] = (), user: Mapping[str, str] | None = None

@@ -38,6 +38,9 @@ class ServerSettings(BaseSettings):
     index_prior_form: Literal["sid", "item"] | None = Field(
         None, description="what the index prior scores (radgr eval --index-prior-form): 'sid' each SID's centroid "
         "sum, 'item' its best SKU's own text vector; None: the checkpoint's, else 'sid'")
+    lexical_prior: float | None = Field(None, ge=0, description="with the item form: weight of the query's BM25 "
+                                        "score against each SKU's text in the item scores (radgr eval "
+                                        "--lexical-prior; None: the checkpoint's, else 0)")
     score_eos: bool = Field(False, description="add log p(EOS | SID) to scores (one more decoder step)")
     max_query_chars: int = Field(512, ge=1)
     max_history: int = Field(200, ge=0, description="history items a request may send (the prompt keeps the last few)")
@@ -82,9 +85,12 @@ class ServerSettings(BaseSettings):
 
 
 def with_checkpoint_prior(settings: ServerSettings, trained_prior: float, item_prior: float = 0.0,
-                          form: str = "sid") -> ServerSettings:
-    """`settings` with `index_prior`, `item_prior` and `index_prior_form` set: as given, else the checkpoint's."""
+                          form: str = "sid", lexical_prior: float = 0.0) -> ServerSettings:
+    """`settings` with `index_prior`, `item_prior`, `index_prior_form` and `lexical_prior` set: as given, else
+    the checkpoint's."""
     update = {}
+    if settings.lexical_prior is None:
+        update["lexical_prior"] = float(lexical_prior)
     if settings.index_prior_form is None:
         update["index_prior_form"] = form
     if settings.index_prior is None:

@@ -46,7 +46,7 @@ import torch
 
 from server.engine import BatchingEngine, BatchStats, Hits
 from server.settings import ServerSettings, with_checkpoint_prior
-from sid_index.decoding import ItemPriorTable
+from sid_index.decoding import ItemPriorTable, lexical_stack
 from sid_index.index import SidIndex, load_centroids, load_index
 from trainer.model import Checkpoint
 
@@ -159,7 +159,7 @@ class VllmEngine(BatchingEngine):
         self.ckpt = ckpt
         self.index = index
         self.settings = settings = with_checkpoint_prior(settings, ckpt.index_prior, ckpt.item_prior,
-                                                         ckpt.index_prior_form)
+                                                         ckpt.index_prior_form, ckpt.lexical_prior)
         self.score_eos = settings.score_eos
         self.fanout = max_fanout(index)
         self.constraint = index.constraint("cpu")  # the driver's copy, to track each beam's trie node
@@ -305,7 +305,8 @@ class VllmEngine(BatchingEngine):
         return gain, child
 
     def decode(self, prompts: list[list[int]], widths: list[int], vectors: list[np.ndarray | None] | None = None,
-               priors: list[np.ndarray | None] | None = None) -> tuple[list[Hits], BatchStats]:
+               priors: list[np.ndarray | None] | None = None, lexicals: list[np.ndarray | None] | None = None
+               ) -> tuple[list[Hits], BatchStats]:
         start = time.perf_counter()
         self._ensure_llm()
         levels = self.ckpt.vocab.levels
@@ -319,7 +320,8 @@ class VllmEngine(BatchingEngine):
         residual = [np.asarray(p, dtype=np.float64)[None] for p in priors] if prior else None  # [beams, D]
         heads = nodes = None  # the item form: per request, each level's heads and each beam's trie node
         if self.items is not None:
-            item = self.items.prior(np.stack(priors), self.settings.index_prior).heads
+            item = self.items.prior(np.stack(priors), self.settings.index_prior,
+                                    lexical_stack(lexicals, self.items)).heads
             heads = [[h[b].numpy() for h in item] for b in range(len(prompts))]
             nodes = [np.zeros(1, dtype=np.int64) for _ in prompts]
         beams_per_step = []

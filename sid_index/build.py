@@ -70,7 +70,8 @@ def build_index(cfg: IndexConfig, progress: bool = True) -> Path:
     catalog = load_catalog(catalog_path)
     t0 = time.perf_counter()
     cache = cfg.cache_dir if cfg.cache else None
-    emb, emb_info = embed_texts(item_texts(catalog), cfg.embedding_model, cfg.batch_size, cache, cfg.device, progress)
+    texts = item_texts(catalog)
+    emb, emb_info = embed_texts(texts, cfg.embedding_model, cfg.batch_size, cache, cfg.device, progress)
     t_embed = time.perf_counter() - t0
     sizes = cfg.codebook_sizes or default_codebooks(len(emb))
     if cfg.codebook_sizes is None:
@@ -114,4 +115,5 @@ def build_index(cfg: IndexConfig, progress: bool = True) -> Path:
         overwrite=cfg.overwrite,
         titles=catalog["title"].to_pylist(),
         item_vectors=emb,
+        item_texts=texts,
     )

@@ -48,6 +48,26 @@ def stats(
         _print_stats(manifest)
 
 
+@index_app.command("lexical")
+def lexical(
+    index: Annotated[Path, typer.Argument(help="Index directory.")],
+    data: Annotated[Path, typer.Option("--data", help="The dataset (or catalog.parquet) the index was built from.")],
+    force: Annotated[bool, typer.Option("--force", help="Rebuild it when the index already has one.")] = False,
+) -> None:
+    """Add a BM25 index of the SKUs' text to an index built without one (the lexical term of the item-form
+    index prior); the index keeps its id, so its checkpoints stay valid."""
+    from sid_index.data.schema import load_catalog
+    from sid_index.embed import item_texts
+    from sid_index.index import attach_lexical
+
+    if load_index(index, verify=False).has_lexical and not force:
+        typer.echo(f"{index} already has a lexical index (--force rebuilds it)")
+        return
+    catalog = load_catalog(data / "catalog.parquet" if data.is_dir() else data)
+    path = attach_lexical(index, dict(zip(catalog["sku_id"].to_pylist(), item_texts(catalog), strict=True)))
+    typer.echo(f"lexical index written to {path} (index {load_index(path, verify=False).index_id})")
+
+
 @index_app.command("lookup")
 def lookup(
     index: Annotated[Path, typer.Argument(help="Index directory.")],

@@ -23,7 +23,8 @@ An `ItemPrior` is the same term at item resolution: a SID is worth `weight * max
 its SKUs' own text vectors e (no quantisation loss), and each prefix is worth the best SID under it.
 Step t adds the change of that best value, so the increments again telescope to the SID's own term,
 and the prefix part is an exact lookahead: at a large weight the search returns exactly the `width`
-SIDs holding the best items (dense retrieval at SID level), at any width.
+SIDs holding the best items (dense retrieval at SID level), at any width. A lexical term (the request's
+BM25 scores, `sid_index.lexical`) can join each item's score: the lookahead is over whatever the items score.
 """
 
 from __future__ import annotations
@@ -97,23 +98,40 @@ class ItemPriorTable:
         sids = [index.sid_of(index.rows.restore_key(r)) for r in range(len(index.rows))]
         return ItemPriorTable(index.trie, index.item_vectors, np.asarray(sids, dtype=np.int64), device)
 
-    def sid_scores(self, q: torch.Tensor) -> torch.Tensor:
-        """[B, num_sids]: the best 2 q.e - |e|^2 over each SID's items, for request vectors q [B, D] (SIDs in
-        trie order, `TrieArrays.sids`)."""
-        items = 2 * q @ self.vectors.T - self.norms  # [B, N]
+    def item_scores(self, q: torch.Tensor, lexical=None) -> torch.Tensor:
+        """[B, N]: each item's 2 q.e - |e|^2 for request vectors q [B, D], plus `lexical` [B, N] when given (the
+        requests' weighted BM25 scores in item-vector row order, `sid_index.lexical`)."""
+        items = 2 * q @ self.vectors.T - self.norms
+        if lexical is not None:
+            items = items + torch.as_tensor(lexical, dtype=torch.float32, device=self.device).reshape(items.shape)
+        return items
+
+    def sid_scores(self, q: torch.Tensor, lexical=None) -> torch.Tensor:
+        """[B, num_sids]: the best `item_scores` over each SID's items (SIDs in trie order, `TrieArrays.sids`)."""
+        items = self.item_scores(q, lexical)
         best = torch.full((q.shape[0], self.sizes[-1]), NEG_INF, device=self.device)
         return best.scatter_reduce_(1, self.leaves.expand(q.shape[0], -1), items, "amax")
 
-    def prior(self, vectors, weight: float) -> ItemPrior:
-        """The `ItemPrior` of request vectors [B, D] (zero rows: no prior for that request)."""
+    def prior(self, vectors, weight: float, lexical=None) -> ItemPrior:
+        """The `ItemPrior` of request vectors [B, D] (zero rows: no prior for that request), with the requests'
+        weighted lexical scores [B, N] added to every item's score when given."""
         q = torch.as_tensor(vectors, dtype=torch.float32, device=self.device).reshape(-1, self.vectors.shape[1])
         batch = q.shape[0]
-        heads = [self.sid_scores(q)]
+        heads = [self.sid_scores(q, lexical)]
         for level in range(len(self.parents) - 1, 0, -1):  # nodes of level+1 are the edges of `level`
             up = torch.full((batch, self.sizes[level]), NEG_INF, device=self.device)
             heads.insert(0, up.scatter_reduce_(1, self.parents[level].expand(batch, -1), heads[0], "amax"))
         live = (q != 0).any(-1, keepdim=True)
         return ItemPrior([torch.where(live, float(weight) * h, torch.zeros_like(h)) for h in heads])
+
+
+def lexical_stack(rows, table: ItemPriorTable) -> np.ndarray | None:
+    """One batch's lexical rows [B, SKUs] for `ItemPriorTable.prior` (zeros for a request without one); None
+    when no request has one."""
+    if rows is None or all(r is None for r in rows):
+        return None
+    zero = np.zeros(len(table.vectors), dtype=np.float32)
+    return np.stack([zero if r is None else np.asarray(r, dtype=np.float32) for r in rows])
 
 
 @dataclass

@@ -12,15 +12,19 @@
     sku_rows.marisa         marisa Trie: sku_id -> row of item_vectors.npy (when built from embeddings)
     item_vectors.npy        [SKUs, D] float16: each SKU's own text embedding, unquantised: the item prior
                             (`item_prior_scores`) ranks a beam's SKUs by it, which a SID's centroids cannot
+    lexical/                BM25 index of the SKUs' text in item-vector row order (`sid_index.lexical`, bm25s's
+                            own JSON + .npy files): the lexical term of the item-form index prior
 
 `index_id` (a hash of the file checksums) names the index; checkpoints trained for it
-record it, and the server refuses a checkpoint trained for another index.
+record it, and the server refuses a checkpoint trained for another index. The lexical folder is left
+out of the hash: it changes no SID, so adding one to an index (`attach_lexical`) keeps its checkpoints.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +37,7 @@ import numpy as np
 from sid_index import __version__
 from sid_index.atomic import atomic_dir, sha256_file
 from sid_index.errors import IndexFormatError, RadgrError
+from sid_index.lexical import LEXICAL_DIR, LexicalScorer, write_lexical
 from sid_index.trie import TrieArrays, build_trie, unique_sids
 
 FORMAT = "radgr-sid-index"
@@ -59,6 +64,20 @@ class SidIndex:
     titles: marisa_trie.BytesTrie | None = None  # indexes built without titles have none
     rows: marisa_trie.Trie | None = None  # sku_id -> row of item_vectors (indexes built from given codes: none)
     item_vectors: np.ndarray | None = None  # [SKUs, D] float16, memory-mapped
+    _lexical: LexicalScorer | None = None
+
+    @property
+    def has_lexical(self) -> bool:
+        return any(name.startswith(LEXICAL_DIR + "/") for name in self.manifest["files"])
+
+    def lexical(self) -> LexicalScorer:
+        """BM25 over the SKUs' text, rows as `item_vectors` (loaded on first use)."""
+        if not self.has_lexical or self.item_vectors is None:
+            raise RadgrError(f"index {self.root} keeps no lexical index: add one with `radgr index lexical "
+                             f"{self.root} --data <dataset>` (or rebuild it with `radgr index build`)")
+        if self._lexical is None:
+            self._lexical = LexicalScorer.load(self.root / LEXICAL_DIR, len(self.item_vectors))
+        return self._lexical
 
     @property
     def index_id(self) -> str:
@@ -155,10 +174,11 @@ def write_index(
     overwrite: bool = True,
     titles: Sequence[str] | None = None,
     item_vectors: np.ndarray | None = None,
+    item_texts: Sequence[str] | None = None,
 ) -> Path:
     """Write an index for SKUs with their codes [N, L]; SKUs sharing a SID are ordered by popularity;
     `titles` (one per SKU) are kept for display, `item_vectors` [N, D] (the SKUs' text embeddings) for
-    the item prior."""
+    the item prior, `item_texts` (with the vectors) for its lexical term."""
     codes = np.asarray(codes, dtype=np.int64)
     n = len(sku_ids)
     if codes.shape != (n, len(codebook_sizes)):
@@ -202,12 +222,15 @@ def write_index(
             order[[rows[s] for s in sku_ids]] = np.arange(n)  # row r holds the SKU whose key id is r
             rows.save(str(tmp / ROWS_FILE))
             np.save(tmp / ITEM_VECTORS_FILE, np.asarray(item_vectors, dtype=np.float16)[order])
-        files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir())}
-        index_id = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+        if item_texts is not None:
+            if item_vectors is None or len(item_texts) != n:
+                raise ValueError(f"{len(item_texts)} item texts for {n} SKUs (and item vectors needed)")
+            write_lexical(tmp / LEXICAL_DIR, [str(item_texts[i]) for i in order])
+        files = _listing(tmp)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "index_id": index_id,
+            "index_id": _index_id(files),
             "created_by": f"radgr {__version__}",
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "levels": len(codebook_sizes),
@@ -222,6 +245,41 @@ def write_index(
         manifest.pop("recon", None)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return Path(out)
+
+
+def _listing(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every file under `folder` (names relative, '/'-separated) with its size and sha256."""
+    return {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _index_id(files: dict[str, dict[str, Any]]) -> str:
+    """The hash of the files that define the SIDs (the lexical folder left out: see the module docstring)."""
+    core = {name: meta for name, meta in files.items() if not name.startswith(LEXICAL_DIR + "/")}
+    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def attach_lexical(path: str | Path, texts_by_sku: dict[str, str]) -> Path:
+    """Rewrite index `path` (atomically) with a lexical folder over `texts_by_sku`; same `index_id`."""
+    index = load_index(path)
+    if index.rows is None:
+        raise RadgrError(f"index {index.root} keeps no item vectors: rebuild it with `radgr index build`")
+    skus = [index.rows.restore_key(r) for r in range(len(index.rows))]
+    missing = [s for s in skus if s not in texts_by_sku]
+    if missing:
+        raise RadgrError(f"{len(missing)} SKUs of index {index.root} have no text in the catalog "
+                         f"(first: {missing[0]}): is it the catalog the index was built from?")
+    with atomic_dir(index.root, overwrite=True) as tmp:
+        for name in index.manifest["files"]:
+            if not name.startswith(LEXICAL_DIR + "/"):
+                shutil.copy2(index.root / name, tmp / name)
+        write_lexical(tmp / LEXICAL_DIR, [texts_by_sku[s] for s in skus])
+        files = _listing(tmp)
+        if _index_id(files) != index.index_id:
+            raise IndexFormatError(f"{index.root}: copying the index changed its files")
+        manifest = {**index.manifest, "files": files}
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return index.root
 
 
 def load_index(path: str | Path, verify: bool = True, mmap: bool = True) -> SidIndex:
@@ -244,6 +302,8 @@ def load_index(path: str | Path, verify: bool = True, mmap: bool = True) -> SidI
             f"(expects {FORMAT_VERSION}); rebuild it with `radgr index build`"
         )
     for name, meta in manifest["files"].items():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise IndexFormatError(f"{mpath}: file name {name!r} points outside the index")
         f = root / name
         if not f.exists():
             raise IndexFormatError(f"{f}: missing index file")

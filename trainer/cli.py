@@ -46,8 +46,9 @@ def _record_picked_prior(cfg, results: list) -> None:
     picked = {"split": cfg.split, "sessions": results[0]["sessions"], "metric": cfg.pick_prior,
               "weights": [list(p) for p in sorted(margins)], "margin": margins[(weight, item)]}
     form = next((r["index_prior_form"] for r in results if r.get("index_prior_form")), "sid")
-    path = update_checkpoint_meta(cfg.model[0], {"index_prior": weight, "item_prior": item,
-                                                 "index_prior_form": form, "index_prior_picked": picked})
+    lexical = max((r.get("lexical_prior", 0.0) for r in results if r.get("device")), default=0.0)  # fused rows
+    path = update_checkpoint_meta(cfg.model[0], {"index_prior": weight, "item_prior": item, "index_prior_form": form,
+                                                 "lexical_prior": lexical, "index_prior_picked": picked})
     typer.echo(f"picked index prior {weight:g}, item prior {item:g} ({cfg.pick_prior}); written to {path}", err=True)
 
 

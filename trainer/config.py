@@ -234,6 +234,9 @@ class EvalConfig(BaseModel):
                                                            "each SID's centroid sum, 'item' its best SKU's own text "
                                                            "vector, searched with exact lookahead (adds the index-only "
                                                            "row at item resolution; not given: the checkpoint's)")
+    lexical_prior: float | None = Field(None, ge=0, description="with the item form: add the query's BM25 score "
+                                        "against each SKU's text (over the request's best, sid_index.lexical) x "
+                                        "this to every item's score (0: none; not given: the checkpoint's)")
     embedding_model: Path | None = Field(None, description="the index's text model, when not where the index says")
     out: Path | None = Field(None, description="write every model's metrics as JSON here")
     markdown: Path | None = Field(None, description="write the results table (markdown) here")
@@ -290,6 +293,7 @@ class PeersConfig(BaseModel):
     item_prior: list[float] | None = Field(None, description="as radgr eval --item-prior: one row per model, "
                                            "index-prior weight and item-prior weight")
     index_prior_form: Literal["sid", "item"] | None = Field(None, description="as radgr eval --index-prior-form")
+    lexical_prior: float | None = Field(None, ge=0, description="as radgr eval --lexical-prior")
     rankings: list[Path] = Field(default_factory=list, description="rankings made elsewhere (JSON; e.g. "
                                  "bench/sasrec_recbole.py); repeatable")
     rows_from: list[Path] = Field(default_factory=list, description="rows scored earlier on the same sessions "

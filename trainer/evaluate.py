@@ -251,6 +251,7 @@ def evaluate_popular(
 
 INDEX_ONLY = "index only (quantised text embedding)"
 INDEX_ONLY_ITEMS = "index only (item text vectors)"
+INDEX_ONLY_HYBRID = "index only (item text vectors + BM25)"
 
 
 def request_vectors(ex, n: int, dataset: Dataset, split: str, index: SidIndex, centroids,
@@ -314,26 +315,36 @@ def evaluate_index_only(
 
 def evaluate_index_only_items(
     index: SidIndex, dataset: Dataset, split: str = "test", width: int = BEAM_WIDTH,
-    max_sessions: int | None = None, embedding_model: Path | None = None,
+    max_sessions: int | None = None, embedding_model: Path | None = None, lexical_prior: float = 0.0,
 ) -> dict[str, Any]:
     """The index alone at item resolution, the floor of the item-form index prior: each session's item-prior
-    request vector (query embedding, else the last history items' own vectors) against every SKU's own vector;
-    SIDs ranked by their best SKU (exact dense retrieval, read off at SID level)."""
+    request vector (query embedding, else the last history items' own vectors) against every SKU's own vector,
+    plus `lexical_prior` x the query's normalised BM25 score (`sid_index.lexical`) when > 0; SIDs ranked by
+    their best SKU (exact dense, or hybrid, retrieval read off at SID level)."""
 
     def rank(ex, n: int) -> list[list[tuple[int, ...]]]:
         table, sids = ItemPriorTable.of(index), index.trie.sids()
         vectors = item_request_vectors(ex, n, dataset, split, index, embedding_model)
+        queries = _requests(ex, n, dataset, split)[0]
         found = [i for i in range(n) if vectors[i] is not None]
         out: list[list[tuple[int, ...]]] = [[] for _ in range(n)]
         for start in range(0, len(found), 256):  # [256 x SKUs] scores at a time
             part = found[start : start + 256]
-            best = table.sid_scores(torch.from_numpy(np.stack([vectors[i] for i in part])))
+            best = table.sid_scores(torch.from_numpy(np.stack([vectors[i] for i in part])),
+                                    lexical_rows(index, [queries[i] for i in part], lexical_prior))
             top = best.topk(min(width, best.shape[1]), dim=1).indices.tolist()
             for i, row in zip(part, top, strict=True):
                 out[i] = [tuple(sids[j].tolist()) for j in row]
         return out
 
-    return _fixed_rankings(INDEX_ONLY_ITEMS, index, dataset, split, width, max_sessions, rank, True)
+    res = _fixed_rankings(INDEX_ONLY_HYBRID if lexical_prior > 0 else INDEX_ONLY_ITEMS, index, dataset, split,
+                          width, max_sessions, rank, True)
+    return {**res, "lexical_prior": lexical_prior}
+
+
+def lexical_rows(index: SidIndex, queries: Sequence[str], weight: float) -> np.ndarray | None:
+    """`weight` x the queries' normalised BM25 scores against every SKU ([len, SKUs]; None when `weight` is 0)."""
+    return weight * index.lexical().scores(queries) if weight > 0 else None
 
 
 def prior_request_vectors(ex, n: int, dataset: Dataset, split: str, index: SidIndex,
@@ -393,9 +404,11 @@ def evaluate_item_priors(
     embedding_model: Path | None = None,
     item_priors: Sequence[float] = (0.0,),
     prior_form: str = "sid",
+    lexical_prior: float = 0.0,
 ) -> list[dict[str, Any]]:
     """`evaluate` for several item-prior weights from one beam search per session (the item prior re-scores
-    the beam's SKUs and leaves the search alone): one result per weight, in order."""
+    the beam's SKUs and leaves the search alone): one result per weight, in order. `lexical_prior` > 0 adds
+    the query's BM25 term to the item-form index prior (`lexical_rows`)."""
 
     start = time.perf_counter()
     dev = torch.device(device)
@@ -421,9 +434,11 @@ def evaluate_item_priors(
     if index_prior > 0 and prior_form == "item":
         table, zero = ItemPriorTable.of(index, dev), np.zeros(index.item_vectors.shape[1], dtype=np.float32)
         item_stack = np.stack([zero if v is None else v for v in item_vectors])
+        queries = _requests(ex, n, dataset, split)[0]
 
         def prior(batch: list[int]) -> IndexPrior | ItemPrior | None:
-            return table.prior(item_stack[batch], index_prior)
+            return table.prior(item_stack[batch], index_prior,
+                               lexical_rows(index, [queries[i] for i in batch], lexical_prior))
     else:
         centroids, prior_vectors = (prior_request_vectors(ex, n, dataset, split, index, embedding_model)
                                     if index_prior > 0 else (None, None))
@@ -478,6 +493,7 @@ def evaluate_item_priors(
         "model": str(ckpt.path) if ckpt.path is not None else None,
         "index_prior": index_prior,
         "index_prior_form": prior_form,
+        "lexical_prior": lexical_prior if index_prior > 0 and prior_form == "item" else 0.0,
         "item_prior": weight,
         "split": split,
         "width": width,
@@ -513,24 +529,34 @@ def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:
         ckpt.check_index(index)
         item_priors = cfg.item_prior if cfg.item_prior is not None else [ckpt.item_prior]
         form = cfg.index_prior_form or ckpt.index_prior_form
+        lexical = cfg.lexical_prior if cfg.lexical_prior is not None else ckpt.lexical_prior
+        if lexical > 0 and form != "item":
+            raise RadgrError(f"--lexical-prior {lexical:g} needs the item form of the index prior "
+                             f"(--index-prior-form item); {given} is evaluated with the '{form}' form")
         for weight in cfg.index_prior if cfg.index_prior is not None else [ckpt.index_prior]:
-            prior_name = f" + index prior {weight:g}" + (" (items)" if form == "item" else "") if weight else ""
+            prior_name = (f" + index prior {weight:g}" + (" (items" + (f" + BM25 {lexical:g}" if lexical else "")
+                                                             + ")" if form == "item" else "") if weight else "")
             log(f"evaluating {given} on {cfg.data} ({cfg.split}), beam width {cfg.beam_width}, {cfg.device}"
                 + prior_name.replace(" + ", ", ", 1)
                 + (f", item prior {', '.join(f'{w:g}' for w in item_priors)}" if any(item_priors) else ""))
             rows = evaluate_item_priors(ckpt, index, dataset, cfg.split, cfg.beam_width, cfg.batch_size,
                                         cfg.max_sessions, cfg.device, cfg.unconstrained and not weight, weight,
-                                        cfg.embedding_model, item_priors, form)
+                                        cfg.embedding_model, item_priors, form, lexical)
             for res in rows:
                 res["name"] = (str(given) + prior_name
                                + (f" + item prior {res['item_prior']:g}" if res["item_prior"] else ""))
             results.extend(rows)
         del ckpt
     if cfg.baselines:
-        floors = [evaluate_index_only] + ([evaluate_index_only_items] if cfg.index_prior_form == "item" else [])
-        log(f"baselines on the same sessions: most popular, {INDEX_ONLY}"
-            + (f", {INDEX_ONLY_ITEMS}" if len(floors) > 1 else ""))
-        for fn, kw in [(evaluate_popular, {})] + [(f, {"embedding_model": cfg.embedding_model}) for f in floors]:
+        emb = {"embedding_model": cfg.embedding_model}
+        floors = [(evaluate_popular, {}), (evaluate_index_only, emb)]
+        if cfg.index_prior_form == "item":
+            floors.append((evaluate_index_only_items, emb))
+            if cfg.lexical_prior:
+                floors.append((evaluate_index_only_items, {**emb, "lexical_prior": cfg.lexical_prior}))
+        names = ["most popular", INDEX_ONLY, INDEX_ONLY_ITEMS, INDEX_ONLY_HYBRID][: len(floors)]
+        log(f"baselines on the same sessions: {', '.join(names)}")
+        for fn, kw in floors:
             res = fn(index, dataset, cfg.split, cfg.beam_width, cfg.max_sessions, **kw)
             res["name"] = res["model"]
             results.append(res)
@@ -576,10 +602,11 @@ def _precheck(path: Path, index: SidIndex, split: str) -> None:
 
 
 def floor_and_models(results: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The index-only row (None when absent; the item-resolution one when present, the stronger floor) and the
+    """The index-only row (None when absent; the strongest present: hybrid, then item resolution) and the
     trained checkpoints' rows, those with per-session scores."""
-    floors = {r["model"]: r for r in results if r["model"] in (INDEX_ONLY, INDEX_ONLY_ITEMS) and r.get("per_session")}
-    floor = floors.get(INDEX_ONLY_ITEMS, floors.get(INDEX_ONLY))
+    floors = {r["model"]: r for r in results
+              if r["model"] in (INDEX_ONLY, INDEX_ONLY_ITEMS, INDEX_ONLY_HYBRID) and r.get("per_session")}
+    floor = floors.get(INDEX_ONLY_HYBRID, floors.get(INDEX_ONLY_ITEMS, floors.get(INDEX_ONLY)))
     return floor, [r for r in results if r.get("per_session") and r.get("device")]
 
 

@@ -78,6 +78,12 @@ class Checkpoint:
         return float(self.meta.get("item_prior", 0.0))
 
     @property
+    def lexical_prior(self) -> float:
+        """Weight of the lexical term of the item-form index prior (0: none; `sid_index.lexical`): the one the
+        `radgr eval --pick-prior` run that chose the index prior was given."""
+        return float(self.meta.get("lexical_prior", 0.0))
+
+    @property
     def eos_id(self) -> int:
         return int(self.meta["eos_id"])
 
@@ -332,7 +338,7 @@ def load_checkpoint(
         raise RadgrError(f"{path / META_FILE}: damaged checkpoint metadata ({exc})") from None
     if meta.get("format") != CHECKPOINT_FORMAT or meta.get("version") != CHECKPOINT_VERSION:
         raise RadgrError(f"{path}: checkpoint format {meta.get('format')} v{meta.get('version')} is not supported")
-    for key in ("index_prior", "item_prior"):
+    for key in ("index_prior", "item_prior", "lexical_prior"):
         prior = meta.get(key, 0.0)
         if isinstance(prior, bool) or not isinstance(prior, int | float) or not math.isfinite(prior) or prior < 0:
             raise RadgrError(f"{path / META_FILE}: {key} must be a number >= 0, got {prior!r}")

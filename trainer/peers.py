@@ -37,6 +37,7 @@ from sid_index.data.schema import Dataset, load_dataset
 from sid_index.embed import embed_texts, item_texts
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_index
+from sid_index.lexical import fit_bm25, tokenize
 from sid_index.retrieve import embedding_model_of
 from sid_index.trie import BEAM_WIDTH
 from trainer.config import PeersConfig
@@ -122,29 +123,16 @@ def popularity_peer(dataset: Dataset, req: Requests, depth: int = DEPTH) -> Peer
 
 
 def bm25_peer(dataset: Dataset, req: Requests, depth: int = DEPTH) -> Peer:
-    """BM25 (bm25s defaults: Lucene's variant, k1 1.5, b 0.75) over `item_texts`, English stop words and stemmer."""
-    try:
-        import bm25s
-        import Stemmer
-    except ImportError:
-        raise RadgrError("the BM25 peer needs `pip install bm25s PyStemmer` (the project's `peers` extra)") from None
-
+    """BM25 over `item_texts`, tokenised and scored as the index's lexical prior (`sid_index.lexical`)."""
     skus = dataset.catalog["sku_id"].to_pylist()
-    stemmer = Stemmer.Stemmer("english")
-
-    def fit():
-        retriever = bm25s.BM25()
-        retriever.index(bm25s.tokenize(item_texts(dataset.catalog), stopwords="en", stemmer=stemmer,
-                                       show_progress=False), show_progress=False)
-        return retriever
 
     def rank(retriever) -> list[list[str]]:
-        tokens = bm25s.tokenize(req.queries, stopwords="en", stemmer=stemmer, show_progress=False)
-        docs, scores = retriever.retrieve(tokens, k=min(depth, len(skus)), show_progress=False, n_threads=0)
+        docs, scores = retriever.retrieve(tokenize(req.queries), k=min(depth, len(skus)), show_progress=False,
+                                          n_threads=0)
         return [[skus[d] for d, s in zip(row, srow, strict=True) if s > 0] for row, srow in zip(docs, scores,
                                                                                              strict=True)]
 
-    return _timed("BM25 (bm25s)", fit, rank)
+    return _timed("BM25 (bm25s)", lambda: fit_bm25(item_texts(dataset.catalog)), rank)
 
 
 def item_embeddings(dataset: Dataset, index: SidIndex, embedding_model: Path | None) -> tuple[np.ndarray, Path]:
@@ -351,7 +339,7 @@ def compare(cfg: PeersConfig, log=print) -> list[dict[str, Any]]:
         ev = EvalConfig(model=cfg.model, index=cfg.index, data=cfg.data, split=cfg.split, beam_width=cfg.beam_width,
                         batch_size=cfg.batch_size, max_sessions=cfg.max_sessions, device=cfg.device,
                         unconstrained=False, index_prior=cfg.index_prior, item_prior=cfg.item_prior,
-                        index_prior_form=cfg.index_prior_form,
+                        index_prior_form=cfg.index_prior_form, lexical_prior=cfg.lexical_prior,
                         embedding_model=cfg.embedding_model)
         # the peers' popularity ranks items; radgr eval's popular-SID row would be a second, different one
         results = [r for r in evaluate_models(ev, log) if r["model"] != POPULAR_SIDS]

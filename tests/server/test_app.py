@@ -449,12 +449,13 @@ def test_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tin
             assert sid_order(body["items"]) == answers[2.0, str(ask)]
 
 
+@pytest.mark.parametrize("lexical", [0.0, 4.0])
 def test_item_form_index_prior_served_is_the_one_radgr_eval_fuses(served, served_path, tiny_index, requests,
-                                                                  tmp_path):
-    """`--index-prior W --index-prior-form item` answers exactly what beam search with the `ItemPrior` gives
-    offline, at a narrow width (the lookahead needs none wider), for query and history-only requests; a
-    checkpoint whose picked prior is item-form is served with it (the vLLM engine's search is checked against
-    the native one in test_engines)."""
+                                                                  tmp_path, lexical):
+    """`--index-prior W --index-prior-form item` (with the query's BM25 term: `--lexical-prior`) answers exactly
+    what beam search with the `ItemPrior` gives offline, at a narrow width (the lookahead needs none wider), for
+    query and history-only requests; a checkpoint whose picked prior is item-form is served with it (the vLLM
+    engine's search is checked against the native one in test_engines)."""
     from sid_index.decoding import ItemPriorTable, beam_search
     from sid_index.embed import embed_texts
     from sid_index.retrieve import item_request_vector
@@ -465,7 +466,7 @@ def test_item_form_index_prior_served_is_the_one_radgr_eval_fuses(served, served
     query, history = next((q, h) for q, h in requests if q and h)
     asks = [{"query": query}, {"history": history[:5]}]
     settings = settings_for(served_path, tiny_index, beam_width=width, index_prior=weight, index_prior_form="item",
-                            max_top_k=1000)
+                            max_top_k=1000, lexical_prior=lexical)
     answers = {}
     with TestClient(create_app(settings)) as c:
         wait_ready(c)
@@ -474,12 +475,19 @@ def test_item_form_index_prior_served_is_the_one_radgr_eval_fuses(served, served
             q = embed_texts([ask["query"]], progress=False)[0][0] if "query" in ask else None
             vec = item_request_vector(tiny_index, q, ask.get("history", []))
             prompt = Retriever(served, tiny_index).prompt(ask.get("query"), ask.get("history", []))
+            lex = lexical * tiny_index.lexical().scores([ask["query"]]) if lexical and "query" in ask else None
             res = beam_search(served.decoder, [prompt], served.vocab, served.eos_id, width,
                               tiny_index.constraint("cpu"), pad_id=served.pad_id, include_eos=False,
-                              prior=table.prior(vec[None], weight))
+                              prior=table.prior(vec[None], weight, lex))
             assert answers[str(ask)] == [format_sid(c) for c in res.sids(0)], ask
+            if lex is not None:  # the term moved the answer
+                plain = beam_search(served.decoder, [prompt], served.vocab, served.eos_id, width,
+                                    tiny_index.constraint("cpu"), pad_id=served.pad_id, include_eos=False,
+                                    prior=table.prior(vec[None], weight))
+                assert answers[str(ask)] != [format_sid(c) for c in plain.sids(0)]
     picked = load_checkpoint(served_path)
-    picked.meta.update(index_prior=weight, index_prior_form="item")  # as `radgr eval --pick-prior` records it
+    picked.meta.update(index_prior=weight, index_prior_form="item",
+                       lexical_prior=lexical)  # as `radgr eval --pick-prior` records them
     path = save_checkpoint(picked, tmp_path / "picked")
     with TestClient(create_app(settings_for(path, tiny_index, beam_width=width, max_top_k=1000))) as c:
         wait_ready(c)

@@ -97,27 +97,30 @@ def test_vllm_engine_exact_and_equal_to_native(served_path, served, tiny_index, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("form", ["sid", "item"])
-def test_both_engines_fuse_the_index_prior_exactly(served_path, served, tiny_index, requests, form):
+@pytest.mark.parametrize(("form", "lexical"), [("sid", 0.0), ("item", 0.0), ("item", 1.5)])
+def test_both_engines_fuse_the_index_prior_exactly(served_path, served, tiny_index, requests, form, lexical):
     """With `index_prior` both engines return the brute-force ranking of model log-prob + the prior's score,
     computed here over every SID (`IndexPrior.score`: the centroid sum; `ItemPrior.score`: the SID's best
-    item), with the same scores."""
+    item, with the query's weighted BM25 score in each item's when `lexical`), with the same scores."""
     from server.retriever import Retriever
     from sid_index.decoding import IndexPrior, ItemPriorTable
     from sid_index.index import load_centroids
     from trainer.model import load_checkpoint
 
     weight = 2.0
-    encoded = [Retriever(served, tiny_index, index_prior=weight, index_prior_form=form).encode(q, h)
-               for q, h in requests]
-    prompts, priors = [e.prompt for e in encoded], [e.prior for e in encoded]
+    encoded = [Retriever(served, tiny_index, index_prior=weight, index_prior_form=form,
+                         lexical_prior=lexical).encode(q, h) for q, h in requests]
+    prompts, priors, lexicals = [e.prompt for e in encoded], [e.prior for e in encoded], [e.lexical for e in encoded]
+    assert sum(x is not None for x in lexicals) == (sum(bool(q) for q, _ in requests) if lexical else 0)
+    assert not lexical or any(x is not None and x.max() == lexical for x in lexicals)  # some query's words match
     width = exact_width(tiny_index, False)
     sids = torch.from_numpy(tiny_index.trie.sids().astype(np.int64))  # row i: leaf i of the trie
     centroids, table = load_centroids(tiny_index), ItemPriorTable.of(tiny_index)
 
-    def prior_score(prior: np.ndarray) -> np.ndarray:
+    def prior_score(prior: np.ndarray, lex: np.ndarray | None) -> np.ndarray:
         if form == "item":
-            return table.prior(prior[None], weight).score(torch.arange(len(sids))[None])[0].numpy()
+            return table.prior(prior[None], weight, None if lex is None else lex[None]).score(
+                torch.arange(len(sids))[None])[0].numpy()
         return IndexPrior.of(centroids, prior[None], weight, "cpu").score(sids[None])[0].numpy()
 
     engines = [NativeEngine(served, tiny_index, index_prior=weight, index_prior_form=form)]
@@ -132,14 +135,14 @@ def test_both_engines_fuse_the_index_prior_exactly(served_path, served, tiny_ind
     for engine in engines:
         engine.start()
         try:
-            hits, stats = engine.decode(prompts, [width] * len(prompts), None, priors)
+            hits, stats = engine.decode(prompts, [width] * len(prompts), None, priors, lexicals)
             assert stats.invalid == 0
-            for prompt, prior, h in zip(prompts, priors, hits, strict=True):
+            for prompt, prior, lex, h in zip(prompts, priors, lexicals, hits, strict=True):
                 model = score_sids(served.model, prompt, sids, served.vocab, served.eos_id, include_eos=False)
-                fused = model.numpy() + prior_score(prior)
+                fused = model.numpy() + prior_score(prior, lex)
                 order = np.argsort(-fused, kind="stable")
                 assert_same_ranking(h, sids.numpy()[order], fused[order])
-            narrow.append(engine.decode(prompts[:3], [4] * 3, None, priors[:3])[0])  # beams pruned each level
+            narrow.append(engine.decode(prompts[:3], [4] * 3, None, priors[:3], lexicals[:3])[0])  # pruned beams
         finally:
             engine.close()
     for h, n in zip(narrow[-1], narrow[0], strict=True):  # vLLM's narrow search = the native one's

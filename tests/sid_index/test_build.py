@@ -58,6 +58,36 @@ def test_cli_build_stats_lookup(dataset, tmp_path):
     assert "S0000001" in lines[1].split("\t")[1].split()
 
 
+def test_cli_lexical_adds_bm25_to_an_index_without_changing_its_id(dataset, tmp_path):
+    """An index built before the lexical folder existed (simulated: the folder taken out of a fresh build,
+    manifest included) gets it back from the catalog; same id; a second call is a no-op; a bad path is one line."""
+    import json
+    import shutil
+
+    from sid_index.index import LEXICAL_DIR, MANIFEST_FILE
+
+    cfg = IndexConfig(dataset=dataset, out=tmp_path / "idx", codebook_sizes=[8, 8, 8], cache_dir=tmp_path / "cache")
+    built = load_index(build_index(cfg, progress=False))
+    assert built.has_lexical
+    want = built.lexical().scores(["teal snorkel"])
+    shutil.rmtree(built.root / LEXICAL_DIR)
+    manifest = json.loads((built.root / MANIFEST_FILE).read_text())
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith(LEXICAL_DIR)}
+    (built.root / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert not load_index(built.root).has_lexical
+    for expect in ("lexical index written", "already has a lexical index"):
+        run = subprocess.run(RADGR + ["index", "lexical", str(built.root), "--data", str(dataset)],
+                             capture_output=True, text=True)
+        assert run.returncode == 0 and expect in run.stdout, run.stderr
+    again = load_index(built.root)
+    assert again.index_id == built.index_id
+    np.testing.assert_array_equal(again.lexical().scores(["teal snorkel"]), want)
+    assert want.max() == 1.0
+    bad = subprocess.run(RADGR + ["index", "lexical", str(tmp_path / "nope"), "--data", str(dataset)],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "no such index directory" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_disambiguate_ranks_skus_inside_a_sid_by_popularity():
     codes = np.array([[1, 2], [0, 0], [1, 2], [1, 2], [0, 1]])
     out, size = disambiguate(codes, np.array([5.0, 1.0, 9.0, 5.0, 0.0]), ["s0", "s1", "s2", "s3", "s4"])

@@ -213,14 +213,25 @@ def item_table(trie, seed: int = 5):
     return ItemPriorTable(trie, item_vectors, item_sids), item_sids, item_vectors
 
 
-def test_item_prior_heads_are_the_best_item_below_each_node(trie):
-    """heads[t][b, node] = weight x max over the items below that node of 2 q.e - |e|^2, by a naive loop
-    over prefixes; a request without a vector gets no prior."""
+@pytest.mark.parametrize("lexical", [False, True])
+def test_item_prior_heads_are_the_best_item_below_each_node(trie, lexical):
+    """heads[t][b, node] = weight x max over the items below that node of 2 q.e - |e|^2 (+ the request's
+    lexical score of the item), by a naive loop over prefixes; a request without a vector gets no prior."""
+    from sid_index.decoding import lexical_stack
+
     table, item_sids, item_vectors = item_table(trie)
     rng = np.random.default_rng(6)
     vectors = rng.normal(size=(3, 8))
     vectors[2] = 0
-    prior = table.prior(vectors, 2.5)
+    lex = np.zeros((3, len(item_vectors)))
+    if lexical:
+        lex[0] = rng.uniform(0, 4, size=len(item_vectors))  # request 1 has no lexical row: zeros
+        rows = lexical_stack([lex[0], None, None], table)
+        np.testing.assert_array_equal(rows, lex.astype(np.float32))
+    else:
+        rows = lexical_stack([None] * 3, table)
+        assert rows is None
+    prior = table.prior(vectors, 2.5, rows)
     sids = trie.sids()
     for level in range(1, 4):
         prefixes = sorted({tuple(s[:level]) for s in sids.tolist()})  # node order: sorted prefixes
@@ -229,7 +240,7 @@ def test_item_prior_heads_are_the_best_item_below_each_node(trie):
             below = [i for i, s in enumerate(item_sids.tolist()) if tuple(s[:level]) == prefix]
             for b in range(2):
                 e = item_vectors[below]
-                want = 2.5 * max(2 * e @ vectors[b] - (e * e).sum(-1))
+                want = 2.5 * max(2 * e @ vectors[b] - (e * e).sum(-1) + lex[b, below])
                 assert prior.heads[level - 1][b, node].item() == pytest.approx(want, rel=1e-5, abs=1e-4)
         assert (prior.heads[level - 1][2] == 0).all()
     import itertools

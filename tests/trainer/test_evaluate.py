@@ -469,18 +469,20 @@ def test_item_prior_rescores_one_beam_exactly(tiny_ckpt, tiny_index, tiny_datase
     assert rows[2]["per_session"]["item mrr"] != rows[0]["per_session"]["item mrr"]  # the prior moved something
 
 
-def test_index_only_at_item_resolution_against_brute_force(tiny_index, tiny_dataset):
+@pytest.mark.parametrize("lexical", [0.0, 3.0])
+def test_index_only_at_item_resolution_against_brute_force(tiny_index, tiny_dataset, lexical):
     """Every session's SID ranking rebuilt here: the query embedding (or the last history items' own vectors,
-    recency-weighted) against every SKU's own vector, each SID ranked by its best SKU, in float64."""
+    recency-weighted) against every SKU's own vector, plus `lexical` x the query's normalised BM25 score of
+    the SKU (looked up by SKU, one query at a time), each SID ranked by its best SKU, in float64."""
     from sid_index.embed import embed_texts
     from sid_index.retrieve import HISTORY_WEIGHTS
-    from trainer.evaluate import INDEX_ONLY_ITEMS, evaluate_index_only_items
+    from trainer.evaluate import INDEX_ONLY_HYBRID, INDEX_ONLY_ITEMS, evaluate_index_only_items
 
     skus = [tiny_index.rows.restore_key(r) for r in range(len(tiny_index.rows))]
     vectors = tiny_index.vectors_of(skus).astype(np.float64)
     width, n = 16, 12
-    res = evaluate_index_only_items(tiny_index, tiny_dataset, width=width, max_sessions=n)
-    rrs = []
+    res = evaluate_index_only_items(tiny_index, tiny_dataset, width=width, max_sessions=n, lexical_prior=lexical)
+    rrs, moved = [], 0
     for row in tiny_dataset.split("test").to_pylist():
         pos = {tiny_index.sid_of(p["sku_id"]) for p in row["positives"]} - {None}
         if not pos:
@@ -491,53 +493,78 @@ def test_index_only_at_item_resolution_against_brute_force(tiny_index, tiny_data
             last = [s for s in row["history"] if tiny_index.sid_of(s) is not None][-3:][::-1]
             w = HISTORY_WEIGHTS[: len(last)]
             q = sum(a * tiny_index.vectors_of([s])[0] for a, s in zip(w, last, strict=True)) / sum(w)
+        lex = tiny_index.lexical().scores([(row["query"] or "").strip()])[0]
         best: dict[tuple, float] = {}
         for sku, e in zip(skus, vectors, strict=True):
             sid = tiny_index.sid_of(sku)
-            best[sid] = max(best.get(sid, -np.inf), 2 * e @ q - e @ e)
+            best[sid] = max(best.get(sid, -np.inf), 2 * e @ q - e @ e + lexical * lex[tiny_index.rows[sku]])
         ranking = sorted(best, key=best.get, reverse=True)[:width]
         rrs.append(next((1 / r for r, c in enumerate(ranking, 1) if c in pos), 0.0))
+        moved += bool(lexical * lex.max())
         if len(rrs) == n:
             break
-    assert res["model"] == INDEX_ONLY_ITEMS and res["sessions"] == n
+    assert res["model"] == (INDEX_ONLY_HYBRID if lexical else INDEX_ONLY_ITEMS) and res["sessions"] == n
     assert res["per_session"]["sid mrr"] == pytest.approx(rrs, abs=1e-6)
+    assert moved if lexical else not moved  # the lexical term was live for some sessions
 
 
 @pytest.mark.parametrize("width", [4, 16])
 def test_item_form_prior_with_a_huge_weight_is_the_item_floor_at_any_width(tiny_ckpt, tiny_index, tiny_dataset,
                                                                           width):
     """The item-form prior's lookahead is exact: with the model drowned, even a narrow search returns the item
-    floor's SID ranking; radgr eval then judges models against that (stronger) floor."""
-    from trainer.evaluate import INDEX_ONLY_ITEMS, evaluate, evaluate_index_only_items, floor_and_models
+    floor's SID ranking (with the lexical term: the hybrid floor's); radgr eval then judges models against the
+    strongest floor present."""
+    from trainer.evaluate import (
+        INDEX_ONLY_HYBRID,
+        INDEX_ONLY_ITEMS,
+        evaluate_index_only_items,
+        evaluate_item_priors,
+        floor_and_models,
+    )
 
-    fused = evaluate(tiny_ckpt, tiny_index, tiny_dataset, width=width, batch_size=4, max_sessions=8,
-                     unconstrained=False, index_prior=1e4, prior_form="item")
-    floor = evaluate_index_only_items(tiny_index, tiny_dataset, width=width, max_sessions=8)
-    assert fused["index_prior_form"] == "item"
-    assert fused["per_session"]["session_ids"] == floor["per_session"]["session_ids"]
-    for key in ("sid mrr", "sid recall@128"):
-        assert fused["per_session"][key] == pytest.approx(floor["per_session"][key]), key
+    floors = {}
+    for lexical in (0.0, 5.0):
+        fused = evaluate_item_priors(tiny_ckpt, tiny_index, tiny_dataset, width=width, batch_size=4, max_sessions=8,
+                                     unconstrained=False, index_prior=1e4, prior_form="item",
+                                     lexical_prior=lexical)[0]
+        floor = floors[lexical] = evaluate_index_only_items(tiny_index, tiny_dataset, width=width, max_sessions=8,
+                                                            lexical_prior=lexical)
+        assert fused["index_prior_form"] == "item" and fused["lexical_prior"] == lexical
+        assert fused["per_session"]["session_ids"] == floor["per_session"]["session_ids"]
+        for key in ("sid mrr", "sid recall@128"):
+            assert fused["per_session"][key] == pytest.approx(floor["per_session"][key]), key
+    assert floors[0.0]["per_session"]["sid mrr"] != floors[5.0]["per_session"]["sid mrr"]  # BM25 moved rankings
     sid_floor = {"model": "index only (quantised text embedding)", "per_session": {"x": [0]}}
-    assert floor_and_models([sid_floor, floor, fused])[0]["model"] == INDEX_ONLY_ITEMS
+    assert floor_and_models([sid_floor, floors[0.0], fused])[0]["model"] == INDEX_ONLY_ITEMS
+    assert floor_and_models([sid_floor, floors[0.0], floors[5.0], fused])[0]["model"] == INDEX_ONLY_HYBRID
+
+
+def test_the_lexical_prior_needs_the_item_form(tiny_ckpt, tiny_index, tiny_dataset, tmp_path, monkeypatch, capsys):
+    """--lexical-prior is a term of the item-form prior: with the SID form radgr eval refuses it in one line."""
+    ck = save_checkpoint(tiny_ckpt, tmp_path / "ck")
+    code, _, stderr = run_cli(monkeypatch, capsys, "eval", "--model", ck, "--index", tiny_index.root, "--data",
+                              tiny_dataset.root, "--max-sessions", 2, "--index-prior", 1, "--lexical-prior", 1)
+    assert code != 0 and "needs the item form" in stderr and "Traceback" not in stderr
 
 
 def test_cli_pick_prior_of_the_item_form_records_the_form(tiny_ckpt, tiny_index, tiny_dataset, tmp_path, monkeypatch,
                                                           capsys):
     """--index-prior-form item: the margins are taken over the item-resolution floor, and the checkpoint gets
-    the form with the weight, so radgr eval and serve fuse the same prior by default."""
-    from trainer.evaluate import evaluate, evaluate_index_only_items, paired_difference
+    the form with the weight (and the lexical term's), so radgr eval and serve fuse the same prior by default."""
+    from trainer.evaluate import evaluate_index_only_items, evaluate_item_priors, paired_difference
 
     ck = save_checkpoint(tiny_ckpt, tmp_path / "ck")
     code, _, stderr = run_cli(monkeypatch, capsys, "eval", "--model", ck, "--index", tiny_index.root, "--data",
                               tiny_dataset.root, "--beam-width", 8, "--max-sessions", 12, "--no-unconstrained",
                               "--index-prior", 0, "--index-prior", 1e4, "--index-prior-form", "item",
-                              "--split", "valid", "--pick-prior", "sid mrr")
+                              "--split", "valid", "--pick-prior", "sid mrr", "--lexical-prior", 2)
     assert code == 0, stderr
     ckpt = load_checkpoint(ck)
-    floor = evaluate_index_only_items(tiny_index, tiny_dataset, "valid", 8, 12)["per_session"]["sid mrr"]
-    margin = {w: paired_difference(evaluate(ckpt, tiny_index, tiny_dataset, "valid", 8, 16, 12, unconstrained=False,
-                                            index_prior=w, prior_form="item")["per_session"]["sid mrr"], floor)
+    floor = evaluate_index_only_items(tiny_index, tiny_dataset, "valid", 8, 12, lexical_prior=2)["per_session"]
+    margin = {w: paired_difference(evaluate_item_priors(ckpt, tiny_index, tiny_dataset, "valid", 8, 16, 12,
+                                                        unconstrained=False, index_prior=w, prior_form="item",
+                                                        lexical_prior=2)[0]["per_session"]["sid mrr"], floor["sid mrr"])
               for w in (0.0, 1e4)}
-    assert margin[1e4]["mean"] == 0.0  # the drowned model is the item floor itself
+    assert margin[1e4]["mean"] == 0.0  # the drowned model is the hybrid floor itself
     want = max(margin, key=lambda w: (margin[w]["lo"], margin[w]["mean"]))
-    assert ckpt.index_prior == want and ckpt.index_prior_form == "item"
+    assert ckpt.index_prior == want and ckpt.index_prior_form == "item" and ckpt.lexical_prior == 2
