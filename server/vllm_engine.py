@@ -46,7 +46,7 @@ import torch
 
 from server.engine import BatchingEngine, BatchStats, Hits
 from server.settings import ServerSettings, with_checkpoint_prior
-from sid_index.decoding import ItemPriorTable, lexical_stack
+from sid_index.decoding import ItemPrior, ItemPriorTable, lexical_stack, lookahead_gain
 from sid_index.index import SidIndex, load_centroids, load_index
 from trainer.model import Checkpoint
 
@@ -293,16 +293,14 @@ class VllmEngine(BatchingEngine):
         gain = 2 * np.einsum("nd,nkd->nk", residual, cent) - (cent * cent).sum(-1)
         return self.settings.index_prior * gain
 
-    def _item_gain(self, heads: list[np.ndarray], nodes: np.ndarray, codes: np.ndarray, level: int
+    def _item_gain(self, prior: ItemPrior, row: int, nodes: np.ndarray, codes: np.ndarray, level: int
                    ) -> tuple[np.ndarray, np.ndarray]:
-        """The item form's gain of candidate codes [n, k] after beams at trie `nodes` [n] (one request's
-        heads), and the child node of each (-1: not allowed; its log-prob is -inf)."""
-        kids = self.constraint.children(level, torch.from_numpy(nodes)).numpy()  # [n, K_level]
-        child = np.take_along_axis(kids, np.clip(codes, 0, kids.shape[1] - 1), 1)
-        gain = heads[level][np.maximum(child, 0)]
-        if level:
-            gain = gain - heads[level - 1][nodes][:, None]
-        return gain, child
+        """The item form's gain of candidate codes [n, k] after request `row`'s beams at trie `nodes` [n]
+        (`sid_index.decoding.lookahead_gain`), and the child node of each (-1: not allowed; log-prob -inf)."""
+        at = torch.from_numpy(nodes)
+        gain, kids = lookahead_gain(prior, torch.full_like(at, row), at, level, self.constraint)
+        pick = np.clip(codes, 0, kids.shape[1] - 1)
+        return np.take_along_axis(gain.numpy(), pick, 1), np.take_along_axis(kids.numpy(), pick, 1)
 
     def decode(self, prompts: list[list[int]], widths: list[int], vectors: list[np.ndarray | None] | None = None,
                priors: list[np.ndarray | None] | None = None, lexicals: list[np.ndarray | None] | None = None
@@ -318,11 +316,9 @@ class VllmEngine(BatchingEngine):
         if self.fused and (priors is None or any(p is None for p in priors)):
             raise ValueError("an engine with an index prior needs every request's prior vector")
         residual = [np.asarray(p, dtype=np.float64)[None] for p in priors] if prior else None  # [beams, D]
-        heads = nodes = None  # the item form: per request, each level's heads and each beam's trie node
+        item = nodes = None  # the item form: the batch's ItemPrior and each request's beams' trie nodes
         if self.items is not None:
-            item = self.items.prior(np.stack(priors), self.settings.index_prior,
-                                    lexical_stack(lexicals, self.items)).heads
-            heads = [[h[b].numpy() for h in item] for b in range(len(prompts))]
+            item = self.items.prior(np.stack(priors), self.settings.index_prior, lexical_stack(lexicals, self.items))
             nodes = [np.zeros(1, dtype=np.int64) for _ in prompts]
         beams_per_step = []
         for t in range(levels + int(self.score_eos)):
@@ -338,8 +334,8 @@ class VllmEngine(BatchingEngine):
                 at += n
                 if prior and t < levels:
                     cand_lp = cand_lp + self._prior_gain(residual[b], cand_ids - offsets[t], t)
-                if heads is not None and t < levels:
-                    gain, child = self._item_gain(heads[b], nodes[b], cand_ids - offsets[t], t)
+                if item is not None and t < levels:
+                    gain, child = self._item_gain(item, b, nodes[b], cand_ids - offsets[t], t)
                     cand_lp = cand_lp + gain
                 total = (scores[b][:, None] + cand_lp).reshape(-1)
                 if t == levels:  # EOS: one candidate per beam, re-rank
@@ -355,7 +351,7 @@ class VllmEngine(BatchingEngine):
                 scores[b] = total[keep]
                 if prior:
                     residual[b] = residual[b][parent] - self.centroids[t][cand_ids[parent, col] - offsets[t]]
-                if heads is not None:
+                if item is not None:
                     nodes[b] = child[parent, col]
         hits, invalid = [], 0
         for b in range(len(prompts)):

@@ -262,7 +262,8 @@ def beam_search(
                 gain = 2 * residual @ cent.T - (cent * cent).sum(-1)
                 logp = logp + prior.weight * gain.reshape(batch * beams, -1)
             elif isinstance(prior, ItemPrior):  # the best item below each child, minus the best below the beam
-                logp = logp + _lookahead_gain(prior, t, nodes, constraint).to(work)
+                rows = torch.arange(batch, device=nodes.device).repeat_interleave(beams)  # each beam's request
+                logp = logp + lookahead_gain(prior, rows, nodes.reshape(-1), t, constraint)[0].to(work)
             logp = logp.masked_fill(~constraint.mask_nodes(t, nodes.reshape(-1)), NEG_INF)
         else:
             lo = 0
@@ -307,18 +308,19 @@ def beam_search(
     return BeamResult(codes=codes, scores=scores, valid=valid, tokens=tokens)
 
 
-def _lookahead_gain(prior: ItemPrior, t: int, nodes: torch.Tensor, constraint: SidConstraint) -> torch.Tensor:
-    """[B * beams, K_t]: heads[t] of each (beam, code)'s child minus heads[t-1] of the beam's node (0 at t = 0)."""
-    batch, beams = nodes.shape
-    flat = nodes.reshape(-1)
-    row = torch.arange(batch, device=flat.device).repeat_interleave(beams)  # the request of each beam
+def lookahead_gain(prior: ItemPrior, rows: torch.Tensor, nodes: torch.Tensor, t: int, constraint: SidConstraint
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The item form's step-t gain of every code after beams at trie `nodes` [n] of requests `rows` [n] (rows of
+    the prior's heads): [n, K_t] heads[t] of each (beam, code)'s child minus heads[t-1] of the beam's node (0 at
+    t = 0), and the child ids [n, K_t] (-1: the code is not allowed; its gain is meaningless, mask it). Both
+    engines add it: the native search to every code, the vLLM driver to the codes vLLM returned."""
     head = prior.heads[t]
-    kids = constraint.children(t, flat).clamp(min=0)  # forbidden codes are masked after
-    gain = head.reshape(-1)[row[:, None] * head.shape[1] + kids]
+    kids = constraint.children(t, nodes)
+    gain = head.reshape(-1)[rows[:, None] * head.shape[1] + kids.clamp(min=0)]
     if t > 0:
         here = prior.heads[t - 1]
-        gain = gain - here.reshape(-1)[row * here.shape[1] + flat.clamp(min=0)][:, None]
-    return gain
+        gain = gain - here.reshape(-1)[rows * here.shape[1] + nodes.clamp(min=0)][:, None]
+    return gain, kids
 
 
 def _beam_logits(model, cache, prompt_mask: torch.Tensor, next_pos: torch.Tensor, tokens: torch.Tensor):
