@@ -251,7 +251,7 @@ def evaluate_popular(
 
 INDEX_ONLY = "index only (quantised text embedding)"
 INDEX_ONLY_ITEMS = "index only (item text vectors)"
-INDEX_ONLY_HYBRID = "index only (item text vectors + BM25)"
+INDEX_ONLY_HYBRID = "index only (item text vectors + lexical)"  # BM25 mixed in: sid_index.lexical
 
 
 def request_vectors(ex, n: int, dataset: Dataset, split: str, index: SidIndex, centroids,
@@ -534,7 +534,7 @@ def evaluate_models(cfg: EvalConfig, log=print) -> list[dict[str, Any]]:
             raise RadgrError(f"--lexical-prior {lexical:g} needs the item form of the index prior "
                              f"(--index-prior-form item); {given} is evaluated with the '{form}' form")
         for weight in cfg.index_prior if cfg.index_prior is not None else [ckpt.index_prior]:
-            prior_name = (f" + index prior {weight:g}" + (" (items" + (f" + BM25 {lexical:g}" if lexical else "")
+            prior_name = (f" + index prior {weight:g}" + (" (items" + (f" + lexical {lexical:g}" if lexical else "")
                                                              + ")" if form == "item" else "") if weight else "")
             log(f"evaluating {given} on {cfg.data} ({cfg.split}), beam width {cfg.beam_width}, {cfg.device}"
                 + prior_name.replace(" + ", ", ", 1)

@@ -21,7 +21,7 @@ def test_the_sweep_prints_the_peers_and_a_floor_per_weight(tiny_index, tiny_data
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in out.read_text().splitlines()
             if line.startswith("| ") and not line.startswith("| row")}
     assert set(rows) == {"BM25 (bm25s)", "dense MiniLM (exact)", "index only (item text vectors), lexical weight 0",
-                         "index only (item text vectors + BM25), lexical weight 3"}
+                         "index only (item text vectors + lexical), lexical weight 3"}
     plain = evaluate_index_only_items(tiny_index, tiny_dataset, "test", max_sessions=20)
     r100 = rows["index only (item text vectors), lexical weight 0"][3]
     assert float(r100.split(" ± ")[0]) == pytest.approx(plain["item"]["recall@100"], abs=5e-5)
