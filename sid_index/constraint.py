@@ -19,6 +19,8 @@ codes (int16) and offsets. A decoder that keeps node ids per beam calls `advance
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -67,7 +69,7 @@ class SidConstraint:
                 self._child.append(None)
                 self._allowed.append(None)
                 self._offsets.append(off.to(self.device))
-                self._codes.append(torch.from_numpy(np.ascontiguousarray(trie.codes[level])).to(self.device))
+                self._codes.append(_read_only_tensor(trie.codes[level]).to(self.device))
                 self._width.append(torch.arange(width, device=self.device))
 
     def is_dense(self, level: int) -> bool:
@@ -180,3 +182,11 @@ class SidConstraint:
         lo, hi = vocab.token_range(t)
         out[:, lo:hi] = logits[:, lo:hi].masked_fill(~allowed, float("-inf"))
         return out
+
+
+def _read_only_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor over a (memory-mapped, read-only) trie array without copying it: the constraint only reads
+    it, so torch's warning about non-writable arrays says nothing here and is silenced for this call only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(array))

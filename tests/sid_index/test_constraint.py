@@ -113,3 +113,18 @@ def test_cuda_matches_cpu():
         for t in range(3):
             prefix = torch.from_numpy(sids[rng.integers(0, len(sids), 128), :t])
             assert torch.equal(cpu.mask(prefix), gpu.mask(prefix.cuda()).cpu())
+
+
+def test_a_memory_mapped_index_gives_a_constraint_without_warnings(tiny_index):
+    """The trie arrays of a loaded index are read-only memory maps; the CSR constraint wraps them without a
+    copy and without torch's non-writable-array warning (it only reads them), and still answers correctly."""
+    import warnings
+
+    from sid_index.index import load_index
+
+    index = load_index(tiny_index.root)  # a fresh load: the warning would fire once per process otherwise
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = index.constraint("cpu", dense_budget=0)
+    sids = torch.from_numpy(index.trie.sids().astype(np.int64))
+    assert c.contains(sids).all() and not c.is_dense(2)
