@@ -126,7 +126,7 @@ def create_app(settings: ServerSettings, loader=load) -> FastAPI:
         finally:
             stop.cancel()
             metrics.in_flight.dec()
-        items = loaded.retriever.items(hits, body.top_k, req.item)
+        items = loaded.retriever.items(hits, body.top_k, req)
         reachable = loaded.retriever.reachable(hits)
         total = time.perf_counter() - start
         metrics.latency.observe(total)

@@ -19,7 +19,14 @@ from sid_index.atomic import CHECKSUMS
 from sid_index.embed import CachedEncoder, resolve_model
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids, scored_items
-from sid_index.retrieve import embedding_model_of, item_bonus, item_request_vector, request_vector
+from sid_index.retrieve import (
+    both_bonuses,
+    embedding_model_of,
+    item_bonus,
+    item_form_bonus,
+    item_request_vector,
+    request_vector,
+)
 from sid_index.tokens import format_sid, sid_tokens
 from trainer.data import history_codes
 from trainer.model import Checkpoint
@@ -100,6 +107,7 @@ class Retriever:
         self.index = index
         self.item_prior = item_prior  # weight of the item prior on each SKU of the beam (0: none)
         self.item_form = index_prior > 0 and index_prior_form == "item"  # the index prior at item resolution
+        self.index_prior = index_prior
         if lexical_prior > 0 and index_prior_form != "item":
             raise RadgrError(f"lexical prior {lexical_prior:g}: it is a term of the item-form index prior "
                              "(index_prior_form item)")
@@ -167,12 +175,16 @@ class Retriever:
         """The SKU's catalog title, where the index keeps titles."""
         return self.index.title_of(sku)
 
-    def items(self, hits: Hits, top_k: int, item_vector: np.ndarray | None = None) -> list[Item]:
+    def items(self, hits: Hits, top_k: int, request: Encoded | None = None) -> list[Item]:
         """The best `top_k` SKUs of the beam, each scored by its share of its SID's probability (log p(SID) -
-        log |SKUs(SID)|) plus the weighted item prior against `item_vector` (`Encoded.item`), as radgr eval
-        ranks them (`sid_index.index.scored_items`); `rank` is its SID's."""
+        log |SKUs(SID)|), with the item form its own item score in place of its SID's best
+        (`sid_index.retrieve.item_form_bonus`), plus the weighted item prior against the request's item vector
+        (`Encoded.item`), as radgr eval ranks them (`sid_index.index.scored_items`); `rank` is its SID's."""
         codes = hits.codes.tolist()
+        vector = None if request is None else request.item
+        own = (item_form_bonus(self.index, vector, request.lexical, self.index_prior)
+               if self.item_form and request is not None else None)
         ranked = scored_items(codes, np.asarray(hits.scores).tolist(), self.index.skus_of,
-                              item_bonus(self.index, item_vector, self.item_prior))
+                              both_bonuses(own, item_bonus(self.index, vector, self.item_prior)))
         return [Item(sku=sku, sid=format_sid(codes[rank]), score=score, rank=rank)
                 for sku, rank, score in ranked[:top_k]]

@@ -79,6 +79,43 @@ def item_bonus(index: SidIndex, vector: np.ndarray | None, weight: float):
     return lambda skus: weight * item_prior_scores(vector, index.vectors_of(skus))
 
 
+def own_item_scores(index: SidIndex, vector: np.ndarray, lexical: np.ndarray | None, skus: Sequence[str]
+                    ) -> np.ndarray:
+    """What the item-form prior scores each SKU: `item_prior_scores` (+ its weighted lexical score: `lexical` is
+    the request's row over the index's item-vector rows, `sid_index.lexical`)."""
+    own = item_prior_scores(vector, index.vectors_of(skus))
+    if lexical is not None:
+        own = own + np.asarray(lexical, dtype=np.float32)[[index.rows[s] for s in skus]]
+    return own
+
+
+def item_form_bonus(index: SidIndex, vector: np.ndarray | None, lexical: np.ndarray | None, weight: float):
+    """`scored_items`' item_bonus under the item-form index prior: a beam's score holds weight x its SID's best
+    item score (`sid_index.decoding.ItemPrior`); each SKU's own score replaces it, weight x (own - best of its
+    SID's SKUs), so the SKUs of a SID are ranked by their own evidence and each is scored log p(SID) - log |SKUs|
+    + weight x its own score, not its best neighbour's. None for no prior (every SKU of each SID is in `skus`)."""
+    if vector is None or weight <= 0:
+        return None
+
+    def bonus(skus: list[str]) -> np.ndarray:
+        own = own_item_scores(index, vector, lexical, skus)
+        sids = [index.sid_of(s) for s in skus]
+        best: dict = {}
+        for sid, v in zip(sids, own.tolist(), strict=True):
+            best[sid] = max(best.get(sid, v), v)
+        return weight * (own - np.asarray([best[s] for s in sids], dtype=np.float32))
+
+    return bonus
+
+
+def both_bonuses(*bonuses):
+    """One item_bonus summing those given (None: none given)."""
+    live = [b for b in bonuses if b is not None]
+    if not live:
+        return None
+    return live[0] if len(live) == 1 else lambda skus: sum(np.asarray(b(skus), dtype=np.float64) for b in live)
+
+
 def history_vector(centroids: Sequence[np.ndarray], history: Sequence[Sequence[int]]) -> np.ndarray | None:
     """Recency-weighted mean of the SID vectors of the last history items (oldest first in `history`)."""
     recent = list(history)[-len(HISTORY_WEIGHTS):][::-1]  # newest first

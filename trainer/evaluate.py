@@ -42,7 +42,16 @@ from sid_index.decoding import IndexPrior, ItemPrior, ItemPriorTable, beam_searc
 from sid_index.embed import embed_texts
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids, load_index, require_index, scored_items
-from sid_index.retrieve import IndexRetriever, embedding_model_of, item_bonus, item_request_vector, request_vector
+from sid_index.retrieve import (
+    IndexRetriever,
+    both_bonuses,
+    embedding_model_of,
+    item_bonus,
+    item_form_bonus,
+    item_request_vector,
+    own_item_scores,
+    request_vector,
+)
 from sid_index.trie import BEAM_WIDTH
 from trainer.config import HEADLINE, HEADLINE_NAMES, EvalConfig
 from trainer.data import build_examples, embed_prompt_texts, history_codes
@@ -176,6 +185,10 @@ class RankingScores:
         if any) for session `i` of `ex`."""
         self._add(ex, i, sids, ranked_items(sids, self.index.skus_of, scores, item_bonus))
 
+    def add_ranked(self, ex, i: int, sids: list[tuple[int, ...]], items: list[str]) -> None:
+        """Score a SID ranking and an item ranking made together (the item-form floor)."""
+        self._add(ex, i, sids, dedupe(items))
+
     def add_items(self, ex, i: int, items: list[str]) -> None:
         """Score an item ranking (a peer's): its SID ranking is the SIDs of its items, first seen first."""
         sids = dedupe(c for c in map(self.index.sid_of, items) if c is not None)[: self.width]
@@ -218,8 +231,9 @@ def popular_sids(dataset: Dataset, index: SidIndex, split: str = "train") -> lis
 
 def _fixed_rankings(name: str, index: SidIndex, dataset: Dataset, split: str, width: int,
                     max_sessions: int | None, rank, timed: bool) -> dict[str, Any]:
-    """Metrics of rankings made without a model, `rank(ex, n)` -> one SID list per session, on the sessions
-    `evaluate` scores (the split's sessions with a positive in the index, in order). `timed`: report sessions/s."""
+    """Metrics of rankings made without a model, `rank(ex, n)` -> one SID list per session (its items: each SID's
+    SKUs in the index's order), or one (SIDs, items) pair, on the sessions `evaluate` scores (the split's sessions
+    with a positive in the index, in order). `timed`: report sessions/s."""
 
     start = time.perf_counter()
     ex = build_examples(dataset, index, None, split)
@@ -227,7 +241,10 @@ def _fixed_rankings(name: str, index: SidIndex, dataset: Dataset, split: str, wi
     rankings = rank(ex, n)
     scores = RankingScores(index, truth_targets(dataset.split(split), index), width)
     for i in range(n):
-        scores.add(ex, i, rankings[i])
+        if isinstance(rankings[i], tuple):
+            scores.add_ranked(ex, i, *rankings[i])
+        else:
+            scores.add(ex, i, rankings[i])
     wall = time.perf_counter() - start
     return {"model": name, "split": split, "width": width, "sessions": n, "skipped": ex.skipped,
             "not_evaluated": len(ex) - n, **scores.summary(), "constrained": {"invalid_rate": 0.0, "beams": n * width},
@@ -320,21 +337,24 @@ def evaluate_index_only_items(
     """The index alone at item resolution, the floor of the item-form index prior: each session's item-prior
     request vector (query embedding, else the last history items' own vectors) against every SKU's own vector,
     plus `lexical_prior` x the query's normalised BM25 score (`sid_index.lexical`) when > 0; SIDs ranked by
-    their best SKU (exact dense, or hybrid, retrieval read off at SID level)."""
+    their best SKU (exact dense, or hybrid, retrieval read off at SID level), their SKUs by their own score."""
 
-    def rank(ex, n: int) -> list[list[tuple[int, ...]]]:
+    def rank(ex, n: int) -> list[tuple[list[tuple[int, ...]], list[str]]]:
         table, sids = ItemPriorTable.of(index), index.trie.sids()
         vectors = item_request_vectors(ex, n, dataset, split, index, embedding_model)
         queries = _requests(ex, n, dataset, split)[0]
         found = [i for i in range(n) if vectors[i] is not None]
-        out: list[list[tuple[int, ...]]] = [[] for _ in range(n)]
+        out: list[tuple[list[tuple[int, ...]], list[str]]] = [([], []) for _ in range(n)]
         for start in range(0, len(found), 256):  # [256 x SKUs] scores at a time
             part = found[start : start + 256]
-            best = table.sid_scores(torch.from_numpy(np.stack([vectors[i] for i in part])),
-                                    lexical_rows(index, [queries[i] for i in part], lexical_prior))
+            lexical = lexical_rows(index, [queries[i] for i in part], lexical_prior)
+            best = table.sid_scores(torch.from_numpy(np.stack([vectors[i] for i in part])), lexical)
             top = best.topk(min(width, best.shape[1]), dim=1).indices.tolist()
-            for i, row in zip(part, top, strict=True):
-                out[i] = [tuple(sids[j].tolist()) for j in row]
+            for k, (i, row) in enumerate(zip(part, top, strict=True)):
+                ranked = [tuple(sids[j].tolist()) for j in row]
+                skus = [sku for sid in ranked for sku in index.skus_of(sid)]
+                own = own_item_scores(index, vectors[i], None if lexical is None else lexical[k], skus)
+                out[i] = ranked, [skus[j] for j in np.argsort(-own, kind="stable")]
         return out
 
     res = _fixed_rankings(INDEX_ONLY_HYBRID if lexical_prior > 0 else INDEX_ONLY_ITEMS, index, dataset, split,
@@ -461,11 +481,18 @@ def evaluate_item_priors(
             ranked[i] = [tuple(c) for c in codes[row][keep[row]].tolist()], beam[row][keep[row]].tolist()
     _sync(dev)
     decode_s = time.perf_counter() - t0
+    def own(i: int):  # the item form: each SKU scored by its own item score (`item_form_bonus`)
+        if not (index_prior > 0 and prior_form == "item"):
+            return None
+        lexical = lexical_rows(index, [queries[i]], lexical_prior)
+        return item_form_bonus(index, item_vectors[i], None if lexical is None else lexical[0], index_prior)
+
     per_weight = []
     for weight in item_priors:
         scores = RankingScores(index, truth, width)
         for i in range(n):  # session order, so per-session values pair with every other system's
-            scores.add(ex, i, *ranked[i], item_bonus=item_bonus(index, item_vectors[i], weight))
+            bonus = both_bonuses(own(i), item_bonus(index, item_vectors[i], weight))
+            scores.add(ex, i, *ranked[i], item_bonus=bonus)
         per_weight.append((weight, scores.summary()))
 
     free: dict[str, Any] = {}

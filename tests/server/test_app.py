@@ -454,8 +454,9 @@ def test_item_form_index_prior_served_is_the_one_radgr_eval_fuses(served, served
                                                                   tmp_path, lexical):
     """`--index-prior W --index-prior-form item` (with the query's BM25 term: `--lexical-prior`) answers exactly
     what beam search with the `ItemPrior` gives offline, at a narrow width (the lookahead needs none wider), for
-    query and history-only requests; a checkpoint whose picked prior is item-form is served with it (the vLLM
-    engine's search is checked against the native one in test_engines)."""
+    query and history-only requests, each SKU scored by its own item score in place of its SID's best; a
+    checkpoint whose picked prior is item-form is served with it (the vLLM engine's search is checked against
+    the native one in test_engines)."""
     from sid_index.decoding import ItemPriorTable, beam_search
     from sid_index.embed import embed_texts
     from sid_index.retrieve import item_request_vector
@@ -467,11 +468,12 @@ def test_item_form_index_prior_served_is_the_one_radgr_eval_fuses(served, served
     asks = [{"query": query}, {"history": history[:5]}]
     settings = settings_for(served_path, tiny_index, beam_width=width, index_prior=weight, index_prior_form="item",
                             max_top_k=1000, lexical_prior=lexical)
-    answers = {}
+    answers, bodies = {}, {}
     with TestClient(create_app(settings)) as c:
         wait_ready(c)
         for ask in asks:
-            answers[str(ask)] = sid_order(c.post("/v1/retrieve", json=ask | {"top_k": 1000}).json()["items"])
+            bodies[str(ask)] = c.post("/v1/retrieve", json=ask | {"top_k": 1000}).json()["items"]
+            answers[str(ask)] = sid_order(bodies[str(ask)])
             q = embed_texts([ask["query"]], progress=False)[0][0] if "query" in ask else None
             vec = item_request_vector(tiny_index, q, ask.get("history", []))
             prompt = Retriever(served, tiny_index).prompt(ask.get("query"), ask.get("history", []))
@@ -480,6 +482,19 @@ def test_item_form_index_prior_served_is_the_one_radgr_eval_fuses(served, served
                               tiny_index.constraint("cpu"), pad_id=served.pad_id, include_eos=False,
                               prior=table.prior(vec[None], weight, lex))
             assert answers[str(ask)] == [format_sid(c) for c in res.sids(0)], ask
+            # each SKU: log p(SID) - log |SKUs| + weight x (its own item score - its SID's best), in float64 here
+            want = {}
+            for sid, score in zip(res.sids(0), res.scores[0].tolist(), strict=False):
+                skus = tiny_index.skus_of(sid)
+                e = tiny_index.vectors_of(skus).astype(np.float64)
+                own = 2 * e @ vec.astype(np.float64) - (e * e).sum(-1)
+                if lex is not None:
+                    own = own + lex[0][[tiny_index.rows[k] for k in skus]]
+                want.update({k: score - np.log(len(skus)) + weight * (o - own.max()) for k, o in zip(skus, own)})
+            got = {i["sku"]: i["score"] for i in bodies[str(ask)]}
+            assert got.keys() == want.keys()
+            assert all(abs(got[k] - want[k]) < 2e-3 for k in want), ask
+            assert [i["score"] for i in bodies[str(ask)]] == sorted(got.values(), reverse=True)
             if lex is not None:  # the term moved the answer
                 plain = beam_search(served.decoder, [prompt], served.vocab, served.eos_id, width,
                                     tiny_index.constraint("cpu"), pad_id=served.pad_id, include_eos=False,

@@ -482,7 +482,7 @@ def test_index_only_at_item_resolution_against_brute_force(tiny_index, tiny_data
     vectors = tiny_index.vectors_of(skus).astype(np.float64)
     width, n = 16, 12
     res = evaluate_index_only_items(tiny_index, tiny_dataset, width=width, max_sessions=n, lexical_prior=lexical)
-    rrs, moved = [], 0
+    rrs, item_rrs, moved = [], [], 0
     for row in tiny_dataset.split("test").to_pylist():
         pos = {tiny_index.sid_of(p["sku_id"]) for p in row["positives"]} - {None}
         if not pos:
@@ -500,11 +500,16 @@ def test_index_only_at_item_resolution_against_brute_force(tiny_index, tiny_data
             best[sid] = max(best.get(sid, -np.inf), 2 * e @ q - e @ e + lexical * lex[tiny_index.rows[sku]])
         ranking = sorted(best, key=best.get, reverse=True)[:width]
         rrs.append(next((1 / r for r, c in enumerate(ranking, 1) if c in pos), 0.0))
+        own = {sku: 2 * e @ q - e @ e + lexical * lex[tiny_index.rows[sku]] for sku, e in zip(skus, vectors, strict=True)}
+        items = sorted((k for sid in ranking for k in tiny_index.skus_of(sid)), key=own.get, reverse=True)
+        targets = {p["sku_id"] for p in row["positives"] if tiny_index.sid_of(p["sku_id"]) is not None}
+        item_rrs.append(next((1 / r for r, k in enumerate(items, 1) if k in targets), 0.0))
         moved += bool(lexical * lex.max())
         if len(rrs) == n:
             break
     assert res["model"] == (INDEX_ONLY_HYBRID if lexical else INDEX_ONLY_ITEMS) and res["sessions"] == n
     assert res["per_session"]["sid mrr"] == pytest.approx(rrs, abs=1e-6)
+    assert res["per_session"]["item mrr"] == pytest.approx(item_rrs, abs=1e-6)  # its SKUs by their own score
     assert moved if lexical else not moved  # the lexical term was live for some sessions
 
 
@@ -531,7 +536,7 @@ def test_item_form_prior_with_a_huge_weight_is_the_item_floor_at_any_width(tiny_
                                                             lexical_prior=lexical)
         assert fused["index_prior_form"] == "item" and fused["lexical_prior"] == lexical
         assert fused["per_session"]["session_ids"] == floor["per_session"]["session_ids"]
-        for key in ("sid mrr", "sid recall@128"):
+        for key in ("sid mrr", "sid recall@128", "item mrr", "item recall@10"):  # SKUs: by their own score, both
             assert fused["per_session"][key] == pytest.approx(floor["per_session"][key]), key
     assert floors[0.0]["per_session"]["sid mrr"] != floors[5.0]["per_session"]["sid mrr"]  # BM25 moved rankings
     sid_floor = {"model": "index only (quantised text embedding)", "per_session": {"x": [0]}}
