@@ -490,7 +490,8 @@ def test_item_form_index_prior_served_is_the_one_radgr_eval_fuses(served, served
                 own = 2 * e @ vec.astype(np.float64) - (e * e).sum(-1)
                 if lex is not None:
                     own = own + lex[0][[tiny_index.rows[k] for k in skus]]
-                want.update({k: score - np.log(len(skus)) + weight * (o - own.max()) for k, o in zip(skus, own)})
+                share = score - np.log(len(skus))
+                want.update({k: share + weight * (o - own.max()) for k, o in zip(skus, own, strict=True)})
             got = {i["sku"]: i["score"] for i in bodies[str(ask)]}
             assert got.keys() == want.keys()
             assert all(abs(got[k] - want[k]) < 2e-3 for k in want), ask

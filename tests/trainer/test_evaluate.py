@@ -500,7 +500,8 @@ def test_index_only_at_item_resolution_against_brute_force(tiny_index, tiny_data
             best[sid] = max(best.get(sid, -np.inf), 2 * e @ q - e @ e + lexical * lex[tiny_index.rows[sku]])
         ranking = sorted(best, key=best.get, reverse=True)[:width]
         rrs.append(next((1 / r for r, c in enumerate(ranking, 1) if c in pos), 0.0))
-        own = {sku: 2 * e @ q - e @ e + lexical * lex[tiny_index.rows[sku]] for sku, e in zip(skus, vectors, strict=True)}
+        own = {sku: 2 * e @ q - e @ e + lexical * lex[tiny_index.rows[sku]]
+               for sku, e in zip(skus, vectors, strict=True)}
         items = sorted((k for sid in ranking for k in tiny_index.skus_of(sid)), key=own.get, reverse=True)
         targets = {p["sku_id"] for p in row["positives"] if tiny_index.sid_of(p["sku_id"]) is not None}
         item_rrs.append(next((1 / r for r, k in enumerate(items, 1) if k in targets), 0.0))
