@@ -20,7 +20,6 @@ from sid_index.embed import CachedEncoder, resolve_model
 from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids, scored_items
 from sid_index.retrieve import (
-    both_bonuses,
     embedding_model_of,
     item_bonus,
     item_form_bonus,
@@ -177,14 +176,13 @@ class Retriever:
 
     def items(self, hits: Hits, top_k: int, request: Encoded | None = None) -> list[Item]:
         """The best `top_k` SKUs of the beam, each scored by its share of its SID's probability (log p(SID) -
-        log |SKUs(SID)|), with the item form its own item score in place of its SID's best
-        (`sid_index.retrieve.item_form_bonus`), plus the weighted item prior against the request's item vector
-        (`Encoded.item`), as radgr eval ranks them (`sid_index.index.scored_items`); `rank` is its SID's."""
+        log |SKUs(SID)|) plus the weighted item prior against the request's item vector (`Encoded.item`); with
+        the item form, the item prior relative to its SID's best SKU (`sid_index.retrieve.item_form_bonus`);
+        as radgr eval ranks them (`sid_index.index.scored_items`); `rank` is its SID's."""
         codes = hits.codes.tolist()
         vector = None if request is None else request.item
-        own = (item_form_bonus(self.index, vector, request.lexical, self.index_prior)
-               if self.item_form and request is not None else None)
-        ranked = scored_items(codes, np.asarray(hits.scores).tolist(), self.index.skus_of,
-                              both_bonuses(own, item_bonus(self.index, vector, self.item_prior)))
+        bonus = (item_form_bonus(self.index, vector, request.lexical, self.item_prior) if self.item_form
+                 else item_bonus(self.index, vector, self.item_prior))
+        ranked = scored_items(codes, np.asarray(hits.scores).tolist(), self.index.skus_of, bonus)
         return [Item(sku=sku, sid=format_sid(codes[rank]), score=score, rank=rank)
                 for sku, rank, score in ranked[:top_k]]

@@ -90,10 +90,11 @@ def own_item_scores(index: SidIndex, vector: np.ndarray, lexical: np.ndarray | N
 
 
 def item_form_bonus(index: SidIndex, vector: np.ndarray | None, lexical: np.ndarray | None, weight: float):
-    """`scored_items`' item_bonus under the item-form index prior: a beam's score holds weight x its SID's best
-    item score (`sid_index.decoding.ItemPrior`); each SKU's own score replaces it, weight x (own - best of its
-    SID's SKUs), so the SKUs of a SID are ranked by their own evidence and each is scored log p(SID) - log |SKUs|
-    + weight x its own score, not its best neighbour's. None for no prior (every SKU of each SID is in `skus`)."""
+    """`scored_items`' item_bonus (the item prior) under the item-form index prior: a beam's score already holds
+    the index-prior weight x its SID's best item score (`sid_index.decoding.ItemPrior`), so the item prior adds
+    weight x (own - best of its SID's SKUs), with the lexical term in both: it orders the SKUs of a SID by their
+    own evidence without counting the SID's best twice (at weight = the index prior's, each SKU is scored as if
+    it were its SID's best). None for no prior (every SKU of each SID is in `skus`)."""
     if vector is None or weight <= 0:
         return None
 
@@ -107,13 +108,6 @@ def item_form_bonus(index: SidIndex, vector: np.ndarray | None, lexical: np.ndar
 
     return bonus
 
-
-def both_bonuses(*bonuses):
-    """One item_bonus summing those given (None: none given)."""
-    live = [b for b in bonuses if b is not None]
-    if not live:
-        return None
-    return live[0] if len(live) == 1 else lambda skus: sum(np.asarray(b(skus), dtype=np.float64) for b in live)
 
 
 def history_vector(centroids: Sequence[np.ndarray], history: Sequence[Sequence[int]]) -> np.ndarray | None:

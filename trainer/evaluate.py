@@ -44,7 +44,6 @@ from sid_index.errors import RadgrError
 from sid_index.index import SidIndex, load_centroids, load_index, require_index, scored_items
 from sid_index.retrieve import (
     IndexRetriever,
-    both_bonuses,
     embedding_model_of,
     item_bonus,
     item_form_bonus,
@@ -481,18 +480,17 @@ def evaluate_item_priors(
             ranked[i] = [tuple(c) for c in codes[row][keep[row]].tolist()], beam[row][keep[row]].tolist()
     _sync(dev)
     decode_s = time.perf_counter() - t0
-    def own(i: int):  # the item form: each SKU scored by its own item score (`item_form_bonus`)
+    def bonus(i: int, weight: float):  # the item prior; with the item form, relative to each SID's best SKU
         if not (index_prior > 0 and prior_form == "item"):
-            return None
-        lexical = lexical_rows(index, [queries[i]], lexical_prior)
-        return item_form_bonus(index, item_vectors[i], None if lexical is None else lexical[0], index_prior)
+            return item_bonus(index, item_vectors[i], weight)
+        lexical = lexical_rows(index, [queries[i]], lexical_prior) if weight > 0 else None
+        return item_form_bonus(index, item_vectors[i], None if lexical is None else lexical[0], weight)
 
     per_weight = []
     for weight in item_priors:
         scores = RankingScores(index, truth, width)
         for i in range(n):  # session order, so per-session values pair with every other system's
-            bonus = both_bonuses(own(i), item_bonus(index, item_vectors[i], weight))
-            scores.add(ex, i, *ranked[i], item_bonus=bonus)
+            scores.add(ex, i, *ranked[i], item_bonus=bonus(i, weight))
         per_weight.append((weight, scores.summary()))
 
     free: dict[str, Any] = {}

@@ -454,7 +454,8 @@ def test_item_form_index_prior_served_is_the_one_radgr_eval_fuses(served, served
                                                                   tmp_path, lexical):
     """`--index-prior W --index-prior-form item` (with the query's BM25 term: `--lexical-prior`) answers exactly
     what beam search with the `ItemPrior` gives offline, at a narrow width (the lookahead needs none wider), for
-    query and history-only requests, each SKU scored by its own item score in place of its SID's best; a
+    query and history-only requests; with the item prior at the same weight each SKU is scored by its own item
+    score in place of its SID's best (`item_form_bonus`); a
     checkpoint whose picked prior is item-form is served with it (the vLLM engine's search is checked against
     the native one in test_engines)."""
     from sid_index.decoding import ItemPriorTable, beam_search
@@ -467,7 +468,7 @@ def test_item_form_index_prior_served_is_the_one_radgr_eval_fuses(served, served
     query, history = next((q, h) for q, h in requests if q and h)
     asks = [{"query": query}, {"history": history[:5]}]
     settings = settings_for(served_path, tiny_index, beam_width=width, index_prior=weight, index_prior_form="item",
-                            max_top_k=1000, lexical_prior=lexical)
+                            max_top_k=1000, lexical_prior=lexical, item_prior=weight)
     answers, bodies = {}, {}
     with TestClient(create_app(settings)) as c:
         wait_ready(c)
@@ -502,7 +503,7 @@ def test_item_form_index_prior_served_is_the_one_radgr_eval_fuses(served, served
                                     prior=table.prior(vec[None], weight))
                 assert answers[str(ask)] != [format_sid(c) for c in plain.sids(0)]
     picked = load_checkpoint(served_path)
-    picked.meta.update(index_prior=weight, index_prior_form="item",
+    picked.meta.update(index_prior=weight, index_prior_form="item", item_prior=weight,
                        lexical_prior=lexical)  # as `radgr eval --pick-prior` records them
     path = save_checkpoint(picked, tmp_path / "picked")
     with TestClient(create_app(settings_for(path, tiny_index, beam_width=width, max_top_k=1000))) as c:

@@ -531,13 +531,13 @@ def test_item_form_prior_with_a_huge_weight_is_the_item_floor_at_any_width(tiny_
     floors = {}
     for lexical in (0.0, 5.0):
         fused = evaluate_item_priors(tiny_ckpt, tiny_index, tiny_dataset, width=width, batch_size=4, max_sessions=8,
-                                     unconstrained=False, index_prior=1e4, prior_form="item",
+                                     unconstrained=False, index_prior=1e4, prior_form="item", item_priors=(1e4,),
                                      lexical_prior=lexical)[0]
         floor = floors[lexical] = evaluate_index_only_items(tiny_index, tiny_dataset, width=width, max_sessions=8,
                                                             lexical_prior=lexical)
         assert fused["index_prior_form"] == "item" and fused["lexical_prior"] == lexical
         assert fused["per_session"]["session_ids"] == floor["per_session"]["session_ids"]
-        for key in ("sid mrr", "sid recall@128", "item mrr", "item recall@10"):  # SKUs: by their own score, both
+        for key in ("sid mrr", "sid recall@128", "item mrr", "item recall@10"):  # SKUs by their own score, both
             assert fused["per_session"][key] == pytest.approx(floor["per_session"][key]), key
     assert floors[0.0]["per_session"]["sid mrr"] != floors[5.0]["per_session"]["sid mrr"]  # BM25 moved rankings
     sid_floor = {"model": "index only (quantised text embedding)", "per_session": {"x": [0]}}
