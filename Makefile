@@ -211,7 +211,8 @@ BEST_ANNEAL_amazon ?= $(AMAZON_ANNEAL) --eval-every 250 --eval-sessions 3000 --e
 # alone on valid, `make lexical-weight-homedepot`, bench/results/lexical_weight_homedepot.md).
 LEXICAL_homedepot ?= 2
 BEST_PICK_homedepot ?= --index-prior-form item --lexical-prior $(LEXICAL_homedepot) --index-prior 0 --index-prior 30 \
-	--index-prior 100 --index-prior 300 --pick-prior "item recall@100"
+	--index-prior 100 --index-prior 300 --item-prior 0 --item-prior 30 --item-prior 100 --item-prior 300 \
+	--pick-prior "item recall@100"
 # Amazon: the index prior at item resolution (each SID scored by its best SKU's own vector; bench/results/
 # item_form_prior.md), weights picked on 2,000 valid sessions (~9 min).
 BEST_PICK_amazon    ?= --max-sessions 2000 --index-prior-form item --index-prior 0 --index-prior 3 --index-prior 10 \
@@ -226,14 +227,15 @@ BEST_MODEL_amazon    = $(BEST)/$(BEST_FINAL_amazon)
 BEST_MODEL_amazon-unique = $(BEST)/amazon-unique/annealed/best
 # The model each peer table puts first (the one to deploy) and the target that trains it: the best recipe, on
 # train only like SASRec (trained on train, early-stopped on valid), with the item-form index prior at the weight
-# its valid pick chose (Amazon 10; Home Depot 300, with the lexical term).
+# its valid pick chose (Amazon 10; Home Depot 300 with the lexical term, and the item prior 300: SKUs by own score).
 PEERS_MODEL_homedepot   = $(BEST_MODEL_homedepot)
 PEERS_MODEL_amazon      = $(BEST_MODEL_amazon)
 PEERS_TRAIN_homedepot   = best-homedepot
 PEERS_TRAIN_amazon      = best-amazon
 PEERS_MODELS_homedepot ?= --model $(PEERS_MODEL_homedepot)
 PEERS_MODELS_amazon    ?= --model $(PEERS_MODEL_amazon)
-PEERS_EVAL_homedepot   ?= --index-prior-form item --lexical-prior $(LEXICAL_homedepot) --index-prior 0 --index-prior 300
+PEERS_EVAL_homedepot   ?= --index-prior-form item --lexical-prior $(LEXICAL_homedepot) --index-prior 0 --index-prior 300 \
+	--item-prior 0 --item-prior 300
 PEERS_EVAL_amazon      ?= --index-prior-form item --index-prior 0 --index-prior 10 --batch-size 16 \
 	--rankings $(PEERS)/sasrec-amazon.json
 quality-peers: peers-homedepot peers-amazon
