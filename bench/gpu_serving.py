@@ -107,7 +107,7 @@ class HFEngine(BatchingEngine):
         super().__init__(**kwargs)
         self.hf = HFGenerate(ckpt, index)
 
-    def decode(self, prompts, widths, vectors=None, priors=None):
+    def decode(self, prompts, widths, vectors=None, priors=None, lexicals=None):
         start = time.perf_counter()
         codes = self.hf.run(prompts, max(widths))
         hits = [Hits(codes=c[:w], scores=np.zeros(len(c[:w]))) for c, w in zip(codes, widths, strict=True)]

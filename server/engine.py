@@ -79,7 +79,7 @@ class BatchingEngine:
         """Decode a batch synchronously (called from the worker thread only); `vectors`: the prompts'
         text vectors (None where a prompt has no text-vector slot); `priors`: their index-prior request
         vectors (engines built with an index prior); `lexicals`: their weighted BM25 rows (engines with the
-        item form and a lexical term; None where a request has no query; passed only when one has a row)."""
+        item form and a lexical term; None where a request has no query)."""
         raise NotImplementedError
 
     def shutdown_backend(self) -> None:
@@ -128,8 +128,7 @@ class BatchingEngine:
                     priors: list[np.ndarray | None] | None = None,
                     lexicals: list[np.ndarray | None] | None = None) -> list[Hits]:
         """Synchronous batch decode (benchmarks, offline use); bypasses the queue."""
-        hits, _ = self.decode(prompts, [width] * len(prompts), vectors, priors,
-                              **({"lexicals": lexicals} if lexicals and any(x is not None for x in lexicals) else {}))
+        hits, _ = self.decode(prompts, [width] * len(prompts), vectors, priors, lexicals)
         return hits
 
     def close(self, drain: bool = True) -> None:
@@ -172,9 +171,8 @@ class BatchingEngine:
             if not jobs:
                 continue
             try:
-                lexical = {"lexicals": [j.lexical for j in jobs]} if any(j.lexical is not None for j in jobs) else {}
                 hits, stats = self.decode([j.prompt for j in jobs], [j.width for j in jobs], [j.vector for j in jobs],
-                                          [j.prior for j in jobs], **lexical)
+                                          [j.prior for j in jobs], [j.lexical for j in jobs])
             except Exception as exc:  # noqa: BLE001 - reported to every caller of the batch
                 for job in jobs:
                     job.future.set_exception(exc)

@@ -24,6 +24,7 @@ from sid_index.retrieve import (
     item_bonus,
     item_form_bonus,
     item_request_vector,
+    lexical_rows,
     request_vector,
 )
 from sid_index.tokens import format_sid, sid_tokens
@@ -106,7 +107,6 @@ class Retriever:
         self.index = index
         self.item_prior = item_prior  # weight of the item prior on each SKU of the beam (0: none)
         self.item_form = index_prior > 0 and index_prior_form == "item"  # the index prior at item resolution
-        self.index_prior = index_prior
         if lexical_prior > 0 and index_prior_form != "item":
             raise RadgrError(f"lexical prior {lexical_prior:g}: it is a term of the item-form index prior "
                              "(index_prior_form item)")
@@ -150,9 +150,8 @@ class Retriever:
         item = item_request_vector(self.index, vector, history) if self.item_prior > 0 or self.item_form else None
         prior = item if self.item_form else None if self.centroids is None else request_vector(self.centroids,
                                                                                                  vector, codes)
-        lexical = (self.lexical_prior * self.index.lexical().scores([query.strip()])[0]
-                   if self.lexical_prior > 0 and query and query.strip() else None)
-        return Encoded(prompt, vector, prior, embed_s, item, lexical)
+        rows = lexical_rows(self.index, [query.strip()], self.lexical_prior) if query and query.strip() else None
+        return Encoded(prompt, vector, prior, embed_s, item, None if rows is None else rows[0])
 
     def prompt(
         self, query: str | None, history: Sequence[str] = (), user: Mapping[str, str] | None = None

@@ -109,6 +109,10 @@ def item_form_bonus(index: SidIndex, vector: np.ndarray | None, lexical: np.ndar
     return bonus
 
 
+def lexical_rows(index: SidIndex, queries: Sequence[str], weight: float) -> np.ndarray | None:
+    """`weight` x the queries' normalised BM25 scores against every SKU ([len, SKUs]; None when `weight` is 0)."""
+    return weight * index.lexical().scores(queries) if weight > 0 else None
+
 
 def history_vector(centroids: Sequence[np.ndarray], history: Sequence[Sequence[int]]) -> np.ndarray | None:
     """Recency-weighted mean of the SID vectors of the last history items (oldest first in `history`)."""

@@ -48,6 +48,7 @@ from sid_index.retrieve import (
     item_bonus,
     item_form_bonus,
     item_request_vector,
+    lexical_rows,
     own_item_scores,
     request_vector,
 )
@@ -359,11 +360,6 @@ def evaluate_index_only_items(
     res = _fixed_rankings(INDEX_ONLY_HYBRID if lexical_prior > 0 else INDEX_ONLY_ITEMS, index, dataset, split,
                           width, max_sessions, rank, True)
     return {**res, "lexical_prior": lexical_prior}
-
-
-def lexical_rows(index: SidIndex, queries: Sequence[str], weight: float) -> np.ndarray | None:
-    """`weight` x the queries' normalised BM25 scores against every SKU ([len, SKUs]; None when `weight` is 0)."""
-    return weight * index.lexical().scores(queries) if weight > 0 else None
 
 
 def prior_request_vectors(ex, n: int, dataset: Dataset, split: str, index: SidIndex,

@@ -28,7 +28,7 @@ class SleepyEngine(BatchingEngine):
         super().__init__(**kw)
         self.codes, self.seconds = codes, seconds
 
-    def decode(self, prompts, widths, vectors=None, priors=None):
+    def decode(self, prompts, widths, vectors=None, priors=None, lexicals=None):
         time.sleep(self.seconds)
         return [Hits(self.codes, np.zeros(len(self.codes))) for _ in prompts], BatchStats(len(prompts), [], 0, 0.0)
 

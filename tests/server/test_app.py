@@ -204,7 +204,7 @@ class FixedEngine(SlowEngine):
         super().__init__(delay, **kw)
         self.sid = sid
 
-    def decode(self, prompts, widths, vectors=None, priors=None):
+    def decode(self, prompts, widths, vectors=None, priors=None, lexicals=None):
         time.sleep(self.delay)
         hits = [Hits(codes=np.array([self.sid]), scores=np.array([-1.0])) for _ in prompts]
         return hits, BatchStats(len(prompts), [len(prompts)], 0, self.delay)

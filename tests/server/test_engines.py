@@ -191,7 +191,7 @@ class SlowEngine(BatchingEngine):
         self.delay = delay
         self.batches: list[list[int]] = []
 
-    def decode(self, prompts, widths, vectors=None, priors=None):
+    def decode(self, prompts, widths, vectors=None, priors=None, lexicals=None):
         self.batches.append([p[0] for p in prompts])
         time.sleep(self.delay)
         hits = [Hits(codes=np.array([[p[0], 0, 0]]), scores=np.array([-1.0])) for p in prompts]
@@ -243,7 +243,7 @@ def test_close_drains_queued_requests():
 
 def test_decode_errors_reach_every_caller_of_the_batch():
     class Broken(SlowEngine):
-        def decode(self, prompts, widths, vectors=None, priors=None):
+        def decode(self, prompts, widths, vectors=None, priors=None, lexicals=None):
             time.sleep(0.1)
             raise ValueError("model exploded")
 
