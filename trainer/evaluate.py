@@ -28,6 +28,7 @@ The metric functions are small and pure (ranked list + target set -> number).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -229,11 +230,16 @@ def popular_sids(dataset: Dataset, index: SidIndex, split: str = "train") -> lis
     return sorted(counts, key=lambda c: (-counts[c], c))
 
 
+def sid_ranking(index: SidIndex, sids: list[tuple[int, ...]]) -> tuple[list[tuple[int, ...]], list[str]]:
+    """A SID ranking with its items: every SKU of each SID in the index's order (`ranked_items`)."""
+    return sids, ranked_items(sids, index.skus_of)
+
+
 def _fixed_rankings(name: str, index: SidIndex, dataset: Dataset, split: str, width: int,
                     max_sessions: int | None, rank, timed: bool) -> dict[str, Any]:
-    """Metrics of rankings made without a model, `rank(ex, n)` -> one SID list per session (its items: each SID's
-    SKUs in the index's order), or one (SIDs, items) pair, on the sessions `evaluate` scores (the split's sessions
-    with a positive in the index, in order). `timed`: report sessions/s."""
+    """Metrics of rankings made without a model, `rank(ex, n)` -> one (SIDs, items) pair per session
+    (`sid_ranking` for a SID list whose items are each SID's SKUs in the index's order), on the sessions
+    `evaluate` scores (the split's sessions with a positive in the index, in order). `timed`: report sessions/s."""
 
     start = time.perf_counter()
     ex = build_examples(dataset, index, None, split)
@@ -241,10 +247,7 @@ def _fixed_rankings(name: str, index: SidIndex, dataset: Dataset, split: str, wi
     rankings = rank(ex, n)
     scores = RankingScores(index, truth_targets(dataset.split(split), index), width)
     for i in range(n):
-        if isinstance(rankings[i], tuple):
-            scores.add_ranked(ex, i, *rankings[i])
-        else:
-            scores.add(ex, i, rankings[i])
+        scores.add_ranked(ex, i, *rankings[i])
     wall = time.perf_counter() - start
     return {"model": name, "split": split, "width": width, "sessions": n, "skipped": ex.skipped,
             "not_evaluated": len(ex) - n, **scores.summary(), "constrained": {"invalid_rate": 0.0, "beams": n * width},
@@ -260,8 +263,8 @@ def evaluate_popular(
     """The metrics of a ranking that ignores the request: the `width` SIDs most often positive in the
     train split, the same for every session. The floor a trained model has to clear."""
 
-    def rank(ex, n: int) -> list[list[tuple[int, ...]]]:
-        return [popular_sids(dataset, index)[:width]] * n
+    def rank(ex, n: int) -> list[tuple[list[tuple[int, ...]], list[str]]]:
+        return [sid_ranking(index, popular_sids(dataset, index)[:width])] * n
 
     return _fixed_rankings(POPULAR_SIDS, index, dataset, split, width, max_sessions, rank, False)
 
@@ -319,13 +322,13 @@ def evaluate_index_only(
     matched against every SID's centroid sum; the `width` nearest SIDs are its ranking.
     """
 
-    def rank(ex, n: int) -> list[list[tuple[int, ...]]]:
+    def rank(ex, n: int) -> list[tuple[list[tuple[int, ...]], list[str]]]:
         retriever = IndexRetriever(index)
         vectors = request_vectors(ex, n, dataset, split, index, retriever.centroids, embedding_model)
         found = [i for i in range(n) if vectors[i] is not None]
         hits = retriever.search(np.stack([vectors[i] for i in found]), width) if found else []
         by_session = dict(zip(found, hits, strict=True))
-        return [by_session.get(i, []) for i in range(n)]
+        return [sid_ranking(index, by_session.get(i, [])) for i in range(n)]
 
     return _fixed_rankings(INDEX_ONLY, index, dataset, split, width, max_sessions, rank, True)
 
@@ -476,11 +479,15 @@ def evaluate_item_priors(
             ranked[i] = [tuple(c) for c in codes[row][keep[row]].tolist()], beam[row][keep[row]].tolist()
     _sync(dev)
     decode_s = time.perf_counter() - t0
+    @functools.cache
+    def session_lexical(i: int) -> np.ndarray | None:  # once per session, whatever the number of weights
+        lexical = lexical_rows(index, [queries[i]], lexical_prior)
+        return None if lexical is None else lexical[0]
+
     def bonus(i: int, weight: float):  # the item prior; with the item form, relative to each SID's best SKU
         if not (index_prior > 0 and prior_form == "item"):
             return item_bonus(index, item_vectors[i], weight)
-        lexical = lexical_rows(index, [queries[i]], lexical_prior) if weight > 0 else None
-        return item_form_bonus(index, item_vectors[i], None if lexical is None else lexical[0], weight)
+        return item_form_bonus(index, item_vectors[i], session_lexical(i) if weight > 0 else None, weight)
 
     per_weight = []
     for weight in item_priors:
