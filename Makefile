@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: lexical-weight-homedepot test-fast grid-seed-homedepot grid-seed-amazon quality-peers peers-homedepot peers-amazon best-homedepot best-amazon best-amazon-unique best-amazon-refit unique-index grid-homedepot grid-amazon pref-budget-homedepot pref-budget-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
+.PHONY: ablation-reach lexical-weight-homedepot test-fast grid-seed-homedepot grid-seed-amazon quality-peers peers-homedepot peers-amazon best-homedepot best-amazon best-amazon-unique best-amazon-refit unique-index grid-homedepot grid-amazon pref-budget-homedepot pref-budget-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
 
 setup: $(STAMP)
 
@@ -133,6 +133,14 @@ quality-denoise: quality-synthetic
 # Does RDRW's similarity find the pseudo-negatives? make demo's recipe on its data with 30 % pseudo-negatives
 # among the exposed negatives, then bench/rdrw_signal.py on the SFT and RAD-DPO checkpoints (~15 min on 2 CPUs).
 RDRW ?= runs/rdrw
+# What the ablations w/o multi-label SFT and w/o TLGD can change on each dataset: sessions with more than one
+# positive, negatives sharing a SID prefix with y_w* (bench/ablation_reach.py, seconds; no model).
+ablation-reach: $(STAMP)
+	test -f $(DEMO)/index/manifest.json || $(MAKE) demo-data
+	test -f runs/amazon/index/manifest.json -a -f runs/homedepot/index/manifest.json || $(MAKE) real-data
+	$(BIN)/python bench/ablation_reach.py --dataset "synthetic (make demo)" $(DEMO)/data $(DEMO)/index \
+	  --dataset amazon runs/amazon/data runs/amazon/index --dataset homedepot runs/homedepot/data runs/homedepot/index \
+	  --out bench/results/ablation_reach.md
 bench-rdrw-signal: $(STAMP)
 	$(BIN)/radgr data synth --out $(RDRW)/data --items 2000 --sessions 5000 --seed 0 --pseudo-negative-share 0.3 --overwrite
 	$(BIN)/radgr index build --data $(RDRW)/data --out $(RDRW)/index --codebooks 32,32,32
