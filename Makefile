@@ -264,7 +264,10 @@ GRID_SEED_DIRS = $(GRID_SEED_DIR_0) $(GRID_SEED_DIR_1) $(GRID_SEED_DIR_2)
 pref-budget-homedepot pref-budget-amazon: pref-budget-%: $(STAMP)
 	test -f $(BEST_MODEL_$*)/radgr.json || $(MAKE) best-$*
 	$(BIN)/python bench/pref_budget.py --init $(BEST_MODEL_$*) --data runs/$*/data --index runs/$*/index \
-	  --out $(GRID)/curve/$* --markdown bench/results/pref_budget_$*.md $(GRID_PREF)
+	  --out $(GRID)/curve/$* --markdown bench/results/pref_budget_$*.md $(GRID_PREF) \
+	  $(if $(PREF_BUDGET_METRICS_$*),--metrics "$(PREF_BUDGET_METRICS_$*)")
+# Home Depot's budget is read on its headline (item R@100) first; Amazon's on the default item R@10, MRR, SID MRR.
+PREF_BUDGET_METRICS_homedepot = item recall@100,item recall@10,item mrr,sid mrr
 # The preference options of the grid (and its budget curve): the real preset's, at the LR and batch of the
 # beta sweep on the converged Amazon model (bench/results/beta_sweep_amazon.md).
 GRID_PREF = --set pref.lr=1e-4 --set pref.batch_size=16 --set pref.rdrw_warmup=1024

@@ -19,10 +19,11 @@ import csv
 import json
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 METHODS = ("rad-dpo-softmax", "dpo")  # the paper's method (our default form) and the classic baseline
-SHOWN = ("item recall@10", "item mrr", "sid mrr")
+SHOWN = ("item recall@10", "item mrr", "sid mrr")  # the default --metrics: Amazon's headline first
 
 
 def train_curve(args: argparse.Namespace, variant: str) -> Path:
@@ -74,19 +75,19 @@ def budget(curve: list[dict[str, float]], start: dict[str, float], metric: str) 
     return 0 if start[metric] >= best else int(next(r["step"] for r in curve if r[metric] == best))
 
 
-def table(curves: dict[str, list[dict[str, float]]], start: dict[str, float]) -> str:
-    head = ["step"] + [f"{m} {s}" for m in curves for s in SHOWN]
+def table(curves: dict[str, list[dict[str, float]]], start: dict[str, float], shown: Sequence[str] = SHOWN) -> str:
+    head = ["step"] + [f"{m} {s}" for m in curves for s in shown]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     steps = sorted({int(r["step"]) for c in curves.values() for r in c})
-    lines.append("| 0 (SFT) | " + " | ".join(f"{start[s]:.4f}" for _ in curves for s in SHOWN) + " |")
+    lines.append("| 0 (SFT) | " + " | ".join(f"{start[s]:.4f}" for _ in curves for s in shown) + " |")
     for step in steps:
         cells = []
         for curve in curves.values():
             row = next((r for r in curve if int(r["step"]) == step), None)
-            cells += ["-" if row is None else f"{row[s]:.4f}" for s in SHOWN]
+            cells += ["-" if row is None else f"{row[s]:.4f}" for s in shown]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
     lines += ["", "Best step per method (0: none beat the SFT start):", ""]
-    lines += [f"- {m}: " + ", ".join(f"{s} at {budget(c, start, s)}" for s in SHOWN) for m, c in curves.items()]
+    lines += [f"- {m}: " + ", ".join(f"{s} at {budget(c, start, s)}" for s in shown) for m, c in curves.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -101,14 +102,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-sessions", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", help="pref.KEY=VALUE: as radgr bench quality --set (repeatable)")
+    p.add_argument("--metrics", default=",".join(SHOWN),
+                   help="validation columns shown, comma-separated (e.g. Home Depot's 'item recall@100' first)")
     p.add_argument("--markdown", type=Path)
     args = p.parse_args(argv)
+    shown = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    from trainer.config import HEADLINE_NAMES
+
+    if unknown := [m for m in shown if m not in HEADLINE_NAMES]:
+        p.error(f"--metrics: not a validation column: {', '.join(unknown)} (columns: {', '.join(HEADLINE_NAMES)})")
     from sid_index.atomic import atomic_file
 
     start = start_row(args)
     curves = {m: read_curve(train_curve(args, m)) for m in METHODS}
     text = (f"Preference budget: validation (first {args.eval_sessions:,} valid sessions, model alone) against "
-            f"the step, from {args.init}.\n\n`{shlex.join(['python', *sys.argv])}`\n\n" + table(curves, start))
+            f"the step, from {args.init}.\n\n`{shlex.join(['python', *sys.argv])}`\n\n" + table(curves, start, shown))
     print(text, end="")
     if args.markdown:
         with atomic_file(args.markdown, "w") as fh:

@@ -46,3 +46,17 @@ def test_tiny_curves_end_to_end(bench, served_path, tiny_dataset, tiny_index, tm
     bench.main(args)  # a rerun trains nothing and writes the same table
     assert (tmp_path / "curve" / "dpo" / "validation.csv").read_text() == before
     assert (tmp_path / "budget.md").read_text().split("\n")[3:] == text.split("\n")[3:]
+
+
+def test_metrics_choose_the_columns_and_an_unknown_one_is_refused(bench, tmp_path, capsys):
+    start = {"item recall@100": 0.3, "item mrr": 0.05}
+    curves = {"dpo": [{"step": 100, "item recall@100": 0.25, "item mrr": 0.06}]}
+    text = bench.table(curves, start, ["item recall@100", "item mrr"])
+    assert text.splitlines()[0] == "| step | dpo item recall@100 | dpo item mrr |"
+    assert "| 0 (SFT) | 0.3000 | 0.0500 |" in text and "| 100 | 0.2500 | 0.0600 |" in text
+    assert "- dpo: item recall@100 at 0, item mrr at 100" in text
+    with pytest.raises(SystemExit):
+        bench.main(["--init", "x", "--data", "x", "--index", "x", "--out", str(tmp_path / "c"),
+                    "--metrics", "item recall@100,item hits@3"])
+    assert "not a validation column: item hits@3" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()  # refused before anything ran
