@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: ablation-reach lexical-weight-homedepot test-fast grid-seed-homedepot grid-seed-amazon quality-peers peers-homedepot peers-amazon best-homedepot best-amazon best-amazon-unique best-amazon-refit unique-index grid-homedepot grid-amazon pref-budget-homedepot pref-budget-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
+.PHONY: bench-rdrw-converged ablation-reach lexical-weight-homedepot test-fast grid-seed-homedepot grid-seed-amazon quality-peers peers-homedepot peers-amazon best-homedepot best-amazon best-amazon-unique best-amazon-refit unique-index grid-homedepot grid-amazon pref-budget-homedepot pref-budget-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
 
 setup: $(STAMP)
 
@@ -130,9 +130,6 @@ quality-real: $(STAMP)
 quality-denoise: quality-synthetic
 	$(BIN)/radgr bench denoise --out $(QUALITY)/denoise --shares 0,0.1,0.3 --preset demo --sft-from $(QUALITY)/synthetic
 
-# Does RDRW's similarity find the pseudo-negatives? make demo's recipe on its data with 30 % pseudo-negatives
-# among the exposed negatives, then bench/rdrw_signal.py on the SFT and RAD-DPO checkpoints (~15 min on 2 CPUs).
-RDRW ?= runs/rdrw
 # What the ablations w/o multi-label SFT and w/o TLGD can change on each dataset: sessions with more than one
 # positive, negatives sharing a SID prefix with y_w* (bench/ablation_reach.py, seconds; no model).
 ablation-reach: $(STAMP)
@@ -141,29 +138,47 @@ ablation-reach: $(STAMP)
 	$(BIN)/python bench/ablation_reach.py --dataset "synthetic (make demo)" $(DEMO)/data $(DEMO)/index \
 	  --dataset amazon runs/amazon/data runs/amazon/index --dataset homedepot runs/homedepot/data runs/homedepot/index \
 	  --out bench/results/ablation_reach.md
+
+# Does RDRW's similarity find the pseudo-negatives? make demo's recipe on its data with 30 % pseudo-negatives
+# among the exposed negatives, then bench/rdrw_signal.py on the SFT and RAD-DPO checkpoints (~15 min on 2 CPUs).
+# RDRW_SFT: the SFT options; RDRW_START: the checkpoint the preference runs start from (and the signal reads).
+RDRW ?= runs/rdrw
+RDRW_SFT ?= $(DEMO_SFT)
+RDRW_START ?= $(RDRW)/sft
+RDRW_SIGNAL_OUT ?= bench/results/rdrw_signal_cpu.md
+RDRW_TRAINING_OUT ?= bench/results/rdrw_training_cpu.md
 bench-rdrw-signal: $(STAMP)
 	$(BIN)/radgr data synth --out $(RDRW)/data --items 2000 --sessions 5000 --seed 0 --pseudo-negative-share 0.3 --overwrite
 	$(BIN)/radgr index build --data $(RDRW)/data --out $(RDRW)/index --codebooks 32,32,32
 	rm -rf $(RDRW)/sft $(RDRW)/rad-dpo
-	$(BIN)/radgr train sft --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/sft $(DEMO_SFT) --no-progress
-	$(BIN)/radgr train rad-dpo --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/rad-dpo --init $(RDRW)/sft \
+	$(BIN)/radgr train sft --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/sft $(RDRW_SFT) --no-progress
+	$(BIN)/radgr train rad-dpo --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/rad-dpo --init $(RDRW_START) \
 		$(DEMO_PREF) --no-progress
-	$(BIN)/python bench/rdrw_signal.py --model $(RDRW)/sft --model $(RDRW)/rad-dpo --data $(RDRW)/data \
-		--index $(RDRW)/index --out bench/results/rdrw_signal_cpu.md
+	$(BIN)/python bench/rdrw_signal.py --model $(RDRW_START) --model $(RDRW)/rad-dpo --data $(RDRW)/data \
+		--index $(RDRW)/index --out $(RDRW_SIGNAL_OUT)
 
 # Does a better RDRW signal change the ranking? From bench-rdrw-signal's SFT checkpoint: RAD-DPO with the EOS
 # signal, with --rdrw-signal sid and without RDRW, preference seeds 0, 1, 2; one eval table (~35 min on 2 CPUs).
 bench-rdrw-training: $(STAMP)
-	test -f $(RDRW)/sft/model/radgr.json || $(MAKE) bench-rdrw-signal
+	test -f $(RDRW_START)/radgr.json || $(MAKE) bench-rdrw-signal
 	for seed in 0 1 2; do for signal in eos sid none; do \
 	  flag="--rdrw-signal $$signal"; [ $$signal = none ] && flag=--no-rdrw; \
 	  rm -rf $(RDRW)/exp/s$$seed-$$signal; \
 	  $(BIN)/radgr train rad-dpo --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/exp/s$$seed-$$signal \
-	    --init $(RDRW)/sft --seed $$seed $(DEMO_PREF) $$flag --no-progress || exit 1; \
+	    --init $(RDRW_START) --seed $$seed $(DEMO_PREF) $$flag --no-progress || exit 1; \
 	done; done
-	$(BIN)/radgr eval --model $(RDRW)/sft $(foreach s,0 1 2,$(foreach v,eos sid none,--model $(RDRW)/exp/s$(s)-$(v))) \
+	$(BIN)/radgr eval --model $(RDRW_START) $(foreach s,0 1 2,$(foreach v,eos sid none,--model $(RDRW)/exp/s$(s)-$(v))) \
 	  --index $(RDRW)/index --data $(RDRW)/data --max-sessions 300 --batch-size 4 \
-	  --out $(RDRW)/exp/eval.json --markdown bench/results/rdrw_training_cpu.md
+	  --out $(RDRW)/exp/eval.json --markdown $(RDRW_TRAINING_OUT)
+
+# Both again from a converged SFT model (issue 17): the same data, SFT validated every epoch (188 steps) and
+# stopped after 3 validations without a better item R@10, the best checkpoint the start (~1.5 h on one thread).
+RDRW_CONVERGED = RDRW=runs/rdrw-converged RDRW_START=runs/rdrw-converged/sft/best \
+	RDRW_SFT="--epochs 20 --index-ratio 0.5 --batch-size 32 --lr 3e-3 --eval-every 188 --patience 3" \
+	RDRW_SIGNAL_OUT=bench/results/rdrw_signal_converged_cpu.md RDRW_TRAINING_OUT=bench/results/rdrw_training_converged_cpu.md
+bench-rdrw-converged: $(STAMP)
+	test -f runs/rdrw-converged/rad-dpo/model/radgr.json || $(MAKE) bench-rdrw-signal $(RDRW_CONVERGED)
+	$(MAKE) bench-rdrw-training $(RDRW_CONVERGED)
 
 # What the model adds over its own index (issue 23): SFT with and without text inputs (the query's text
 # embedding as a prompt vector, SID centroids on SID tokens), evaluated with the most-popular and index-only
@@ -282,10 +297,13 @@ GRID_QUALITY = $(BIN)/radgr bench quality --name "$* (converged SFT, model alone
 # the grid can run one seed per session or machine. One seed: `make grid-seed-<name> SEED=n` (its best-<name>
 # SFT is skipped when every row of that seed is kept). The whole grid, then the table: `make grid-<name>`.
 GRID_RESULTS = bench/results/grid
+# Every seed trains seed 0's schedule: Amazon's stage 1 ends where seed 0's did (3.7536 epochs, 2,000 steps of
+# 64: where its validation peaked), so seeds differ in their seed only.
+GRID_SFT_EXTRA_amazon = --stop-at-epoch 3.7536
 grid-seed-homedepot grid-seed-amazon: grid-seed-%: $(STAMP)
 	rows=$$($(BIN)/python -c "from trainer.variants import PAPER_VARIANTS; print(len(PAPER_VARIANTS) + 1)"); \
 	test "$$(ls $(GRID_RESULTS)/$*/seed$(SEED)/*/eval.json 2>/dev/null | wc -l)" -ge $$rows || \
-	  $(MAKE) best-$* BEST=$(GRID_SEED_DIR_$(SEED)) SEED=$(SEED)
+	  $(MAKE) best-$* BEST=$(GRID_SEED_DIR_$(SEED)) SEED=$(SEED) SFT_EXTRA="$(GRID_SFT_EXTRA_$*)"
 	$(GRID_QUALITY) --seeds $(SEED) --sft-checkpoint $(GRID_SEED_DIR_$(SEED))/$(BEST_FINAL_$*)
 grid-homedepot grid-amazon: grid-%: $(STAMP)
 	$(MAKE) grid-seed-$* SEED=0
