@@ -141,6 +141,7 @@ ablation-reach: $(STAMP)
 
 # Does RDRW's similarity find the pseudo-negatives? make demo's recipe on its data with 30 % pseudo-negatives
 # among the exposed negatives, then bench/rdrw_signal.py on the SFT and RAD-DPO checkpoints (~15 min on 2 CPUs).
+# Resumable: the data and index are kept, an interrupted SFT run continues (rm -rf $(RDRW) to start over).
 # RDRW_SFT: the SFT options; RDRW_START: the checkpoint the preference runs start from (and the signal reads).
 RDRW ?= runs/rdrw
 RDRW_SFT ?= $(DEMO_SFT)
@@ -148,10 +149,12 @@ RDRW_START ?= $(RDRW)/sft
 RDRW_SIGNAL_OUT ?= bench/results/rdrw_signal_cpu.md
 RDRW_TRAINING_OUT ?= bench/results/rdrw_training_cpu.md
 bench-rdrw-signal: $(STAMP)
-	$(BIN)/radgr data synth --out $(RDRW)/data --items 2000 --sessions 5000 --seed 0 --pseudo-negative-share 0.3 --overwrite
-	$(BIN)/radgr index build --data $(RDRW)/data --out $(RDRW)/index --codebooks 32,32,32
-	rm -rf $(RDRW)/sft $(RDRW)/rad-dpo
-	$(BIN)/radgr train sft --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/sft $(RDRW_SFT) --no-progress
+	test -f $(RDRW)/index/manifest.json || { \
+	  $(BIN)/radgr data synth --out $(RDRW)/data --items 2000 --sessions 5000 --seed 0 --pseudo-negative-share 0.3 \
+	    --overwrite && $(BIN)/radgr index build --data $(RDRW)/data --out $(RDRW)/index --codebooks 32,32,32; }
+	resume=; test -f $(RDRW)/sft/model/radgr.json && resume=--resume; \
+	$(BIN)/radgr train sft --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/sft $(RDRW_SFT) --no-progress $$resume
+	rm -rf $(RDRW)/rad-dpo
 	$(BIN)/radgr train rad-dpo --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/rad-dpo --init $(RDRW_START) \
 		$(DEMO_PREF) --no-progress
 	$(BIN)/python bench/rdrw_signal.py --model $(RDRW_START) --model $(RDRW)/rad-dpo --data $(RDRW)/data \
@@ -160,10 +163,10 @@ bench-rdrw-signal: $(STAMP)
 # Does a better RDRW signal change the ranking? From bench-rdrw-signal's SFT checkpoint: RAD-DPO with the EOS
 # signal, with --rdrw-signal sid and without RDRW, preference seeds 0, 1, 2; one eval table (~35 min on 2 CPUs).
 bench-rdrw-training: $(STAMP)
-	test -f $(RDRW_START)/radgr.json || $(MAKE) bench-rdrw-signal
+	test -f $(RDRW)/rad-dpo/model/radgr.json || $(MAKE) bench-rdrw-signal
 	for seed in 0 1 2; do for signal in eos sid none; do \
 	  flag="--rdrw-signal $$signal"; [ $$signal = none ] && flag=--no-rdrw; \
-	  rm -rf $(RDRW)/exp/s$$seed-$$signal; \
+	  test -f $(RDRW)/exp/s$$seed-$$signal/model/radgr.json && continue; rm -rf $(RDRW)/exp/s$$seed-$$signal; \
 	  $(BIN)/radgr train rad-dpo --data $(RDRW)/data --index $(RDRW)/index --out $(RDRW)/exp/s$$seed-$$signal \
 	    --init $(RDRW_START) --seed $$seed $(DEMO_PREF) $$flag --no-progress || exit 1; \
 	done; done
