@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: sft-sweep-amazon bench-rdrw-converged ablation-reach lexical-weight-homedepot test-fast grid-seed-homedepot grid-seed-amazon quality-peers peers-homedepot peers-amazon best-homedepot best-amazon best-amazon-unique best-amazon-refit unique-index grid-homedepot grid-amazon pref-budget-homedepot pref-budget-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
+.PHONY: sft-sweep-amazon sft-sweep-curves-amazon bench-rdrw-converged ablation-reach lexical-weight-homedepot test-fast grid-seed-homedepot grid-seed-amazon quality-peers peers-homedepot peers-amazon best-homedepot best-amazon best-amazon-unique best-amazon-refit unique-index grid-homedepot grid-amazon pref-budget-homedepot pref-budget-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
 
 setup: $(STAMP)
 
@@ -286,6 +286,13 @@ sft-sweep-amazon: $(STAMP)
 	$(BIN)/radgr eval --model runs/best/amazon/best $(foreach r,$(SWEEP_RUNS),--model $(SWEEP)/$(r)/best) \
 	  --index runs/amazon/index --data runs/amazon/data --split valid --max-sessions 3000 --no-unconstrained \
 	  --batch-size 16 --out $(SWEEP)/eval.json --markdown bench/results/sft_sweep_amazon.md
+	$(MAKE) sft-sweep-curves-amazon
+# The sweep's validation curves beside the recipe's seeds (whichever runs exist so far; seconds).
+sft-sweep-curves-amazon: $(STAMP)
+	$(BIN)/python bench/sft_curves.py $(foreach n,0 1 2,$(if $(wildcard $(GRID_SEED_DIR_$(n))/amazon/validation.csv),\
+	  --run "recipe (seed $(n))=$(GRID_SEED_DIR_$(n))/amazon")) \
+	  $(foreach r,$(SWEEP_RUNS),$(if $(wildcard $(SWEEP)/$(r)/validation.csv),--run "$(r)=$(SWEEP)/$(r)")) \
+	  --out bench/results/sft_curves_amazon.md --png bench/results/sft_curves_amazon.png
 sweep-run-%: $(STAMP)
 	test -f runs/amazon/index/manifest.json || $(MAKE) real-data
 	resume=; test -f $(SWEEP)/$*/model/radgr.json && resume=--resume; \
