@@ -73,7 +73,8 @@ def table(runs: list[dict], metric: str) -> str:
     for r in runs:
         values = dict(r["curve"])
         best = max(r["curve"], key=lambda sv: (sv[1], -sv[0]), default=None)
-        cells = [r["name"], f"{r['hidden']} x {r['layers']}", "-" if r["params"] is None else f"{r['params'] / 1e6:.1f}M",
+        params = "-" if r["params"] is None else f"{r['params'] / 1e6:.1f}M"
+        cells = [r["name"], f"{r['hidden']} x {r['layers']}", params,
                  f"{r['lr']:g}", str(r["batch"]), *[f"{values[p]:.4f}" if p in values else "-" for p in points],
                  "-" if best is None else f"**{best[1]:.4f}**", "-" if best is None else f"{best[0]:,}",
                  "-" if r["train_min"] is None else f"{r['train_min']:.0f}"]
