@@ -267,12 +267,13 @@ PEERS_EVAL_amazon      ?= --index-prior-form item --index-prior 0 --index-prior 
 quality-peers: peers-homedepot peers-amazon
 
 # Issue 16's recorded sweep of the SFT recipe on Amazon, one factor at a time around the recipe (hidden 256, 4
-# layers, lr 2e-3, batch 64: seed 0's stage 1, runs/best/amazon/best): model size, learning rate, batch size.
+# layers, lr 2e-3, batch 64, text inputs: seed 0's stage 1, runs/best/amazon/best): model size, learning rate,
+# batch size, and two levers.
 # Each run validated as the recipe (every 500 steps of 64 sessions' worth, 600 valid sessions), stopped after 2
 # validations without a better item R@10 or at 5.63 epochs (3,000 steps of 64), its best checkpoint kept; then
 # `radgr eval` of every best on the same 3,000 valid sessions (model alone). Resumable; one thread per run.
 SWEEP = runs/sweep/amazon
-SWEEP_BASE = --data runs/amazon/data --index runs/amazon/index --epochs 20 --text-inputs --eval-sessions 600 \
+SWEEP_BASE = --data runs/amazon/data --index runs/amazon/index --epochs 20 --eval-sessions 600 \
 	--patience 2 --stop-at-epoch 5.63 --eval-metric "item recall@10" --seed 0 --no-progress
 SWEEP_size-large = --hidden-size 384 --layers 6 --num-heads 6 --num-kv-heads 2 --batch-size 64 --lr 2e-3 --eval-every 500
 SWEEP_size-small = --hidden-size 128 --layers 2 --num-heads 2 --num-kv-heads 1 --batch-size 64 --lr 2e-3 --eval-every 500
@@ -280,7 +281,11 @@ SWEEP_lr-1e-3    = --batch-size 64 --lr 1e-3 --eval-every 500
 SWEEP_lr-4e-3    = --batch-size 64 --lr 4e-3 --eval-every 500
 SWEEP_batch-32   = --batch-size 32 --lr 2e-3 --eval-every 1000
 SWEEP_batch-128  = --batch-size 128 --lr 2e-3 --eval-every 250
-SWEEP_RUNS ?= size-small lr-4e-3 lr-1e-3 batch-128 batch-32 size-large
+# two of issue 16's levers on the same footing: the recipe without text inputs (the query / history enters as
+# tokens only), and with item-text indexing examples mixed in (0.5 per session; Amazon's default is none)
+SWEEP_no-text-inputs  = --batch-size 64 --lr 2e-3 --eval-every 500
+SWEEP_index-ratio-0.5 = --batch-size 64 --lr 2e-3 --eval-every 500 --index-ratio 0.5
+SWEEP_RUNS ?= size-small lr-4e-3 no-text-inputs index-ratio-0.5 lr-1e-3 batch-128 batch-32 size-large
 sft-sweep-amazon: $(STAMP)
 	for run in $(SWEEP_RUNS); do $(MAKE) sweep-run-$$run || exit 1; done
 	$(BIN)/radgr eval --model runs/best/amazon/best $(foreach r,$(SWEEP_RUNS),--model $(SWEEP)/$(r)/best) \
@@ -296,7 +301,8 @@ sft-sweep-curves-amazon: $(STAMP)
 sweep-run-%: $(STAMP)
 	test -f runs/amazon/index/manifest.json || $(MAKE) real-data
 	resume=; test -f $(SWEEP)/$*/model/radgr.json && resume=--resume; \
-	$(BIN)/radgr train sft --out $(SWEEP)/$* $(SWEEP_BASE) $(SWEEP_$*) $$resume
+	$(BIN)/radgr train sft --out $(SWEEP)/$* $(SWEEP_BASE) $(if $(filter no-text-inputs,$*),,--text-inputs) \
+	  $(SWEEP_$*) $$resume
 
 # The paper's comparison (issues 17, 20) from the converged recipe: `make best-<name>` for seeds 0-2 (seed 0
 # is $(BEST)'s run; seeds 1, 2 under $(GRID)/seed<n>), then every method and ablation from each seed's final
