@@ -288,7 +288,7 @@ SWEEP_index-ratio-0.5 = --batch-size 64 --lr 2e-3 --eval-every 500 --index-ratio
 SWEEP_RUNS ?= size-small lr-4e-3 no-text-inputs index-ratio-0.5 lr-1e-3 batch-128 batch-32 size-large
 sft-sweep-amazon: $(STAMP)
 	for run in $(SWEEP_RUNS); do $(MAKE) sweep-run-$$run || exit 1; done
-	$(BIN)/radgr eval --model runs/best/amazon/best $(foreach r,$(SWEEP_RUNS),--model $(SWEEP)/$(r)/best) \
+	$(BIN)/radgr eval --model $(BEST)/amazon/best $(foreach r,$(SWEEP_RUNS),--model $(SWEEP)/$(r)/best) \
 	  --index runs/amazon/index --data runs/amazon/data --split valid --max-sessions 3000 --no-unconstrained \
 	  --batch-size 16 --out $(SWEEP)/eval.json --markdown bench/results/sft_sweep_amazon.md
 	$(MAKE) sft-sweep-curves-amazon

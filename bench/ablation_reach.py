@@ -22,7 +22,7 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -31,12 +31,7 @@ from sid_index.data.schema import load_dataset  # noqa: E402
 from sid_index.index import load_index  # noqa: E402
 from trainer.config import PrefConfig  # noqa: E402
 from trainer.data import build_examples, sample_negatives, session_rng  # noqa: E402
-
-
-def common_prefix_len(neg: np.ndarray, top: np.ndarray) -> np.ndarray:
-    """Length of each negative row's common prefix with `top` (in SID tokens)."""
-    same = np.cumprod(neg == top[None, :], axis=1)
-    return same.sum(axis=1)
+from trainer.losses import common_prefix  # noqa: E402
 
 
 def reach(data: Path, index_dir: Path, sessions: int | None, num_neg: int, max_pos: int, seed: int) -> dict:
@@ -53,7 +48,7 @@ def reach(data: Path, index_dir: Path, sessions: int | None, num_neg: int, max_p
         multi += len(pos) > 1
         neg = sample_negatives(ex.neg_codes[i], ex.pos_codes[i], all_sids, num_neg, session_rng(seed, 0, i))
         exposed += min(len(ex.neg_codes[i]), num_neg)
-        lcp = common_prefix_len(neg, pos[0])
+        lcp = common_prefix(torch.from_numpy(neg), torch.from_numpy(pos[:1])).numpy()  # as the loop: with y_w*
         shared += int((lcp > 0).sum())
         shared_tokens += int(lcp.sum())
     negs = n * num_neg

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -26,22 +27,16 @@ from sid_index.errors import RadgrError  # noqa: E402
 
 def parameter_count(model_dir: Path) -> int | None:
     """Parameters of the checkpoint's decoder, from its safetensors header (no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
     path = model_dir / "model.safetensors"
     if not path.is_file():
         return None
-    with open(path, "rb") as fh:
-        size = int.from_bytes(fh.read(8), "little")
-        if not 0 < size <= 100_000_000:
-            raise RadgrError(f"{path}: not a safetensors file (header size {size})")
-        header = json.loads(fh.read(size))
-    total = 0
-    for name, info in header.items():
-        if name != "__metadata__":
-            n = 1
-            for d in info["shape"]:
-                n *= d
-            total += n
-    return total
+    try:
+        with safe_open(str(path), framework="np") as fh:
+            return sum(math.prod(fh.get_slice(name).get_shape()) for name in fh.keys())  # noqa: SIM118
+    except SafetensorError as exc:
+        raise RadgrError(f"{path}: not a safetensors file ({exc})") from exc
 
 
 def read_run(name: str, folder: Path, metric: str) -> dict:

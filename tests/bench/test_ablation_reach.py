@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from tests.bench.conftest import bench_module
@@ -32,12 +31,6 @@ def test_counts_match_the_training_loops_batches(bench, tiny_dataset, tiny_index
     exposed = sum(min(len(c), 6) for c in ex.neg_codes) / (6 * n)
     assert got["exposed_share"] == pytest.approx(exposed)
     assert 0 < got["multi_positive_share"] < 1 and 0 < got["shared_prefix_share"] < 1  # the case is not trivial
-
-
-def test_common_prefix_length(bench):
-    top = np.array([3, 1, 4])
-    neg = np.array([[3, 1, 4], [3, 1, 5], [3, 2, 4], [0, 1, 4]])
-    assert bench.common_prefix_len(neg, top).tolist() == [3, 2, 1, 0]
 
 
 def test_table_has_one_row_per_dataset(bench, tiny_dataset, tiny_index, tmp_path):
