@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-$(EXTRAS)
 DEMO   ?= runs/demo
 SHARED ?= ../shared/data
 
-.PHONY: sft-sweep-amazon sft-sweep-curves-amazon bench-rdrw-converged ablation-reach lexical-weight-homedepot test-fast grid-seed-homedepot grid-seed-amazon quality-peers peers-homedepot peers-amazon best-homedepot best-amazon best-amazon-unique best-amazon-refit unique-index grid-homedepot grid-amazon pref-budget-homedepot pref-budget-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
+.PHONY: lever-text-model-homedepot sft-sweep-amazon sft-sweep-curves-amazon bench-rdrw-converged ablation-reach lexical-weight-homedepot test-fast grid-seed-homedepot grid-seed-amazon quality-peers peers-homedepot peers-amazon best-homedepot best-amazon best-amazon-unique best-amazon-refit unique-index grid-homedepot grid-amazon pref-budget-homedepot pref-budget-amazon floor-demo floor-homedepot floor-amazon demo-data demo serve test tools setup lint bench-beam bench-load bench-gpu-serving gpu-wheels bench-index bench-train real-data real-train quality-synthetic quality-homedepot quality-amazon quality-real quality-denoise bench-rdrw-signal bench-rdrw-training clean
 
 setup: $(STAMP)
 
@@ -353,6 +353,12 @@ grid-homedepot grid-amazon: grid-%: $(STAMP)
 	$(GRID_QUALITY) --seeds 0,1,2 $(foreach d,$(GRID_SEED_DIRS),--sft-checkpoint $(d)/$(BEST_FINAL_$*))
 	cp $(GRID)/$*/quality.md bench/results/quality_$*.md
 	cp $(GRID)/$*/recall.png bench/results/quality_$*.png
+# Issue 16's pretrained-text lever as the issue words it, on Home Depot (where the request is text): the recipe
+# with the query also as 32 MiniLM WordPiece tokens, the decoder 384 wide (6 heads) with MiniLM's token embeddings
+# as its start (`--tokenizer text-model`), validated and picked on valid as the recipe ($(BEST)/homedepot).
+lever-text-model-homedepot: $(STAMP)
+	$(MAKE) best-homedepot BEST=runs/levers/text-model \
+	  SFT_EXTRA="--tokenizer text-model --hidden-size 384 --num-heads 6 --num-kv-heads 2 --max-query-tokens 32"
 best-homedepot best-amazon best-amazon-unique: best-%: $(STAMP)
 	test -f runs/$*/index/manifest.json || $(MAKE) $(if $(filter amazon-unique,$*),unique-index,real-data)
 	resume=; test -f $(BEST)/$*/model/radgr.json && resume=--resume; \

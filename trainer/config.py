@@ -36,6 +36,11 @@ class ScratchModelConfig(BaseModel):
     max_positions: int = Field(1024, ge=64, description="scratch model: longest prompt + SID")
     tokenizer_vocab: int = Field(4096, ge=300, description="scratch model: BPE vocabulary, trained on catalog and "
                                  "query text")
+    tokenizer: Literal["bpe", "text-model"] = Field(
+        "bpe", description="scratch model: 'bpe' trains a byte-level BPE of `tokenizer_vocab` tokens on catalog and "
+        "query text; 'text-model' takes the index's text model's own vocabulary (MiniLM: WordPiece, 30,522 tokens) "
+        "and starts the token embeddings from its embedding matrix (the hidden size must be that model's width: "
+        "384 for MiniLM)")
 
     @model_validator(mode="after")
     def _mlp_width(self) -> ScratchModelConfig:

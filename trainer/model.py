@@ -121,6 +121,29 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
 
 
+def text_model_vocab(folder: Path) -> tuple[Any, torch.Tensor]:
+    """The text model's own tokenizer (MiniLM: WordPiece, 30,522 tokens), given the EOS and PAD a decoder needs
+    where it lacks them, and its input token-embedding matrix [vocab, width]: a scratch decoder that starts from
+    what the text model knows about words (issue 16's pretrained-text lever)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        with HF_LOAD_LOCK:
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            encoder = AutoModel.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        raise RadgrError(f"--tokenizer text-model: cannot load the text model {folder}: {exc}") from None
+    weights = encoder.get_input_embeddings().weight.detach().float()
+    if len(weights) < len(tokenizer):
+        raise RadgrError(f"--tokenizer text-model: {folder} has {len(weights)} token embeddings for a "
+                         f"{len(tokenizer)}-token vocabulary")
+    weights = weights[: len(tokenizer)].clone()  # rows past the vocabulary (padding) would land on added tokens
+    tokenizer.add_special_tokens({"eos_token": tokenizer.eos_token or EOS_TOKEN,
+                                  "pad_token": tokenizer.pad_token or PAD_TOKEN})
+    tokenizer.model_max_length = 1 << 30  # prompts are cut by PromptConfig, not by the encoder's 512 positions
+    return tokenizer, weights
+
+
 def scratch_model(tokenizer, cfg: ScratchModelConfig, seed: int = 0):
     """A randomly initialised Qwen3 sized for `tokenizer` (which already holds the SID tokens)."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -192,11 +215,21 @@ def new_model(
             model.resize_token_embeddings(len(tokenizer))
     else:
         scratch = scratch or ScratchModelConfig()
-        tokenizer = train_tokenizer(texts, scratch.tokenizer_vocab)
+        word_vectors = None
+        if scratch.tokenizer == "text-model":
+            tokenizer, word_vectors = text_model_vocab(embedding_model_of(index))
+            if word_vectors.shape[1] != scratch.hidden_size:
+                raise RadgrError(f"--tokenizer text-model: the index's text model is {word_vectors.shape[1]} wide; "
+                                 f"pass --hidden-size {word_vectors.shape[1]} (now {scratch.hidden_size})")
+        else:
+            tokenizer = train_tokenizer(texts, scratch.tokenizer_vocab)
         vocab = add_sid_tokens(tokenizer, index.codebook_sizes)
         if text_inputs:
             tokenizer.add_special_tokens({"additional_special_tokens": [TEXT_VECTOR_TOKEN]})
         model = scratch_model(tokenizer, scratch, seed)
+        if word_vectors is not None:  # the text model's rows; SID, EOS/PAD and slot tokens keep their fresh init
+            with torch.no_grad():
+                model.get_input_embeddings().weight[: len(word_vectors)] = word_vectors
     module, text_meta = None, None
     if text_inputs:
 

@@ -3,9 +3,11 @@
 import json
 
 import pytest
+import torch
 
 from sid_index.errors import RadgrError
-from trainer.model import load_checkpoint, save_checkpoint
+from sid_index.retrieve import embedding_model_of
+from trainer.model import ScratchModelConfig, load_checkpoint, new_model, save_checkpoint
 
 
 def test_checkpoint_round_trip(tiny_ckpt, tiny_index, tmp_path):
@@ -153,3 +155,37 @@ def test_loads_in_threads_leave_weight_tying_on(served_path):
     assert not errors and len(loaded) == 24
     for m in loaded:
         assert m.lm_head.weight is m.model.embed_tokens.weight and not m.lm_head.weight.is_meta
+
+
+TEXT_MODEL_START = ScratchModelConfig(hidden_size=384, num_layers=1, num_heads=6, num_kv_heads=2, head_dim=64,
+                                      intermediate_size=128, tokenizer="text-model")
+
+
+def test_text_model_start_takes_the_index_text_models_words_and_embeddings(tiny_index, tmp_path):
+    """--tokenizer text-model: prompts tokenise with the index's MiniLM WordPiece vocabulary, every one of its rows
+    starts as MiniLM's token embedding, the SID tokens come after it, and all of it survives a save and reload."""
+    from transformers import AutoModel, AutoTokenizer
+
+    text_dir = embedding_model_of(tiny_index)
+    words = AutoTokenizer.from_pretrained(text_dir)
+    minilm = AutoModel.from_pretrained(text_dir).get_input_embeddings().weight.detach()
+    ckpt = new_model(tiny_index, [], scratch=TEXT_MODEL_START, seed=0)
+    emb = ckpt.model.get_input_embeddings().weight.detach()
+    assert torch.equal(emb[: len(minilm)], minilm)
+    assert not torch.equal(emb[len(minilm) + 1], torch.zeros(384))  # SID rows keep their fresh init
+    assert min(ckpt.vocab.offsets) >= len(minilm)  # SID tokens after the WordPiece vocabulary
+    assert ckpt.eos_id == len(minilm) and ckpt.pad_id == words.pad_token_id  # EOS added, BERT's [PAD] kept
+
+    query = "Cordless drill, 18V"
+    ids = ckpt.prompts.request(query, [(1, 2, 3)], {})
+    pieces = words(query, add_special_tokens=False)["input_ids"]
+    assert any(ids[i: i + len(pieces)] == pieces for i in range(len(ids)))  # the query as MiniLM's WordPieces
+    save_checkpoint(ckpt, tmp_path / "ck")
+    back = load_checkpoint(tmp_path / "ck")
+    assert back.prompts.request(query, [(1, 2, 3)], {}) == ids
+    assert torch.equal(back.model.get_input_embeddings().weight.detach(), emb)
+
+
+def test_text_model_start_needs_the_text_models_width(tiny_index):
+    with pytest.raises(RadgrError, match="pass --hidden-size 384"):
+        new_model(tiny_index, [], scratch=TEXT_MODEL_START.model_copy(update={"hidden_size": 256}))
