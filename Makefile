@@ -191,7 +191,7 @@ FLOOR = runs/floor
 FLOOR_SFT_demo      ?= --epochs 3 --index-ratio 0.5 --batch-size 32 --lr 3e-3
 FLOOR_SFT_homedepot ?= --steps 1200 --batch-size 16 --lr 2e-3 --index-ratio 0.5
 FLOOR_SFT_amazon    ?= --steps 1200 --batch-size 16 --lr 2e-3
-# index-prior weights: 0 (the model alone) and the one chosen on 300 valid sessions (README)
+# index-prior weights: 0 (the model alone) and the one chosen on 300 valid sessions (docs/results.md, "Demo")
 FLOOR_EVAL_demo      ?= --index-prior 0 --index-prior 10
 FLOOR_EVAL_homedepot ?= --index-prior 0 --index-prior 50
 FLOOR_EVAL_amazon    ?= --max-sessions 2000 --index-prior 0 --index-prior 50
@@ -431,7 +431,7 @@ demo-data: $(STAMP)
 	$(BIN)/radgr data synth --out $(DEMO)/data --items 2000 --sessions 5000 --seed 0 --overwrite
 	$(BIN)/radgr index build --data $(DEMO)/data --out $(DEMO)/index --codebooks 32,32,32
 
-# Datasets and indexes of the real public data (README: "Real data").
+# Datasets and indexes of the real public data (README: "Datasets"; docs/results.md: "Real-data indexes").
 real-data: $(STAMP)
 	$(BIN)/radgr data homedepot --src $(SHARED)/homedepot/train.csv.zip --out runs/homedepot/data --overwrite
 	$(BIN)/radgr index build --data runs/homedepot/data --out runs/homedepot/index --codebooks 256,256,256
