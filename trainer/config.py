@@ -129,6 +129,9 @@ class SFTConfig(RunConfig):
                 raise ValueError("init continues a radgr checkpoint with its own model, tokenizer, prompt and text "
                                  "inputs: base, text_inputs and the scratch/prompt options do not apply")
             return self
+        if self.base is not None and self.scratch != ScratchModelConfig():
+            raise ValueError("base brings its own size and tokenizer: the scratch model options (hidden_size, "
+                             "layers, tokenizer, ...) do not apply")
         if self.prompt.max_query_tokens == 0 and not self.text_inputs:
             raise ValueError("max_query_tokens 0 drops the query text: only with text_inputs (its embedding)")
         return self

@@ -189,3 +189,13 @@ def test_text_model_start_takes_the_index_text_models_words_and_embeddings(tiny_
 def test_text_model_start_needs_the_text_models_width(tiny_index):
     with pytest.raises(RadgrError, match="pass --hidden-size 384"):
         new_model(tiny_index, [], scratch=TEXT_MODEL_START.model_copy(update={"hidden_size": 256}))
+
+
+def test_a_base_checkpoint_refuses_the_scratch_options(tiny_dataset, tiny_index, tmp_path):
+    """--base brings its own size and tokenizer: a scratch option beside it is an error, not silently ignored."""
+    from trainer.config import SFTConfig
+
+    for bad in ({"tokenizer": "text-model"}, {"hidden_size": 384}):
+        with pytest.raises(ValueError, match="scratch model options"):
+            SFTConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "x", base=tmp_path, scratch=bad)
+    SFTConfig(data=tiny_dataset.root, index=tiny_index.root, out=tmp_path / "x", base=tmp_path)
