@@ -275,7 +275,10 @@ quality-peers: peers-homedepot peers-amazon
 SWEEP = runs/sweep/amazon
 SWEEP_BASE = --data runs/amazon/data --index runs/amazon/index --epochs 20 --eval-sessions 600 \
 	--patience 2 --stop-at-epoch 5.63 --eval-metric "item recall@10" --seed 0 --no-progress
-SWEEP_size-large = --hidden-size 384 --layers 6 --num-heads 6 --num-kv-heads 2 --batch-size 64 --lr 2e-3 --eval-every 500
+# the larger model is ~3x slower (~9 sessions/s on one thread): it stops at 2,000 steps (128k sessions, where the
+# recipe peaked; ~4 h) instead of 3,000
+SWEEP_size-large = --hidden-size 384 --layers 6 --num-heads 6 --num-kv-heads 2 --batch-size 64 --lr 2e-3 --eval-every 500 \
+	--stop-at-epoch 3.7536
 SWEEP_size-small = --hidden-size 128 --layers 2 --num-heads 2 --num-kv-heads 1 --batch-size 64 --lr 2e-3 --eval-every 500
 SWEEP_lr-1e-3    = --batch-size 64 --lr 1e-3 --eval-every 500
 SWEEP_lr-4e-3    = --batch-size 64 --lr 4e-3 --eval-every 500
